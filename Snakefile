@@ -1,0 +1,33 @@
+# S3A: realistic zero-shot classification as a Snakemake workflow.
+# Entry point only: configuration, rule files, and the named targets.
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+# `--configfile` replaces the default config instead of merging into it
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.parquet",
+
+
+rule all_zero_shot:
+    input:
+        zero_shot_targets(),
+
+
+rule all_embeddings:
+    input:
+        embedding_targets(),

@@ -1,0 +1,213 @@
+"""Batched, normalised CLIP encoding of images and texts, and zero-shot prediction.
+
+Shapes: image and text embeddings are ``(N, D)`` float32 with unit-norm rows; a text classifier is
+``(C, D)``; logits are ``scale * image @ classifier.T`` with the fixed scale 100 of spec 2.2.
+On CUDA the encoders run under bf16 autocast; everything runs in ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+LOGIT_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Settings of image embedding.
+
+    Attributes:
+        batch_size: images per forward pass.
+        num_workers: DataLoader worker processes decoding images (0 = in the main process).
+        device: ``None`` picks ``cuda`` when present.
+    """
+
+    batch_size: int = 256
+    num_workers: int = 4
+    device: str | None = None
+
+
+@dataclass
+class ImageEmbeddings:
+    """Result of :func:`encode_images`.
+
+    Attributes:
+        index: ``(M,)`` positions (into the input path list) of the images that decoded.
+        embeddings: ``(M, D)`` unit-norm float32 embeddings, row ``j`` for ``paths[index[j]]``.
+        failed: ``(path, reason)`` for each unreadable or corrupt image (skipped, not embedded).
+    """
+
+    index: np.ndarray
+    embeddings: np.ndarray
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _ImageFiles(Dataset):
+    """Decode ``paths[i]`` with PIL and apply ``transform``; a failure yields the reason instead."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            with Image.open(self.paths[i]) as img:
+                return i, self.transform(img.convert("RGB")), ""
+        except Exception as exc:  # any decode error: the image is skipped and reported
+            return i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str]]):
+    ok = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, why) for i, x, why in batch if x is None]
+    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
+    images = torch.stack([x for _, x in ok]) if ok else None
+    return idx, images, bad
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def encode_images(
+    model: torch.nn.Module,
+    transform: Callable,
+    paths: Sequence[str],
+    params: EmbedParams = EmbedParams(),
+    device: torch.device | None = None,
+) -> ImageEmbeddings:
+    """Encode image files into unit-norm embeddings, skipping (and reporting) unreadable ones.
+
+    Args:
+        model: an open_clip model (``encode_image`` is used).
+        transform: PIL image -> ``(3, H, W)`` tensor (open_clip's evaluation transform).
+        paths: image files, length ``N``.
+    """
+    device = device or next(model.parameters()).device
+    loader = DataLoader(
+        _ImageFiles(paths, transform),
+        batch_size=params.batch_size,
+        num_workers=params.num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    index, chunks, failed = [], [], []
+    with torch.inference_mode(), _autocast(device):
+        for idx, images, bad in tqdm(loader, desc="embed images", unit="batch", mininterval=5):
+            failed.extend((paths[i], why) for i, why in bad)
+            if images is None:
+                continue
+            feats = model.encode_image(images.to(device, non_blocking=True))
+            chunks.append(F.normalize(feats.float(), dim=-1).cpu())
+            index.append(idx)
+    for path, why in failed:
+        log.warning("skipped unreadable image %s (%s)", path, why)
+    if failed:
+        log.warning("%d of %d images could not be read and were skipped", len(failed), len(paths))
+    dim = int(model.visual.output_dim) if hasattr(model.visual, "output_dim") else 0
+    emb = torch.cat(chunks).numpy() if chunks else np.zeros((0, dim), np.float32)
+    ids = torch.cat(index).numpy() if index else np.zeros(0, np.int64)
+    return ImageEmbeddings(index=ids.astype(np.int64), embeddings=emb.astype(np.float32), failed=failed)
+
+
+def encode_texts(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    texts: Sequence[str],
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Encode ``texts`` (length ``T``) into a ``(T, D)`` unit-norm float32 array."""
+    device = device or next(model.parameters()).device
+    out = []
+    starts = range(0, len(texts), batch_size)
+    with torch.inference_mode(), _autocast(device):
+        for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
+            tokens = tokenizer(list(texts[s : s + batch_size])).to(device)
+            out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def text_classifier(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Prompt-ensemble classifier (spec 2.2): ``(len(names), D)`` unit-norm rows.
+
+    Each name is put into every template, each prompt embedding is L2-normalised, the template
+    embeddings of a name are averaged and the mean is normalised again.
+    """
+    if not templates:
+        raise ValueError("text_classifier needs at least one template")
+    prompts = [t.format(n) for n in names for t in templates]
+    emb = encode_texts(model, tokenizer, prompts, batch_size, device)
+    mean = emb.reshape(len(names), len(templates), -1).mean(axis=1)
+    return mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def zero_shot(
+    image_embeddings: np.ndarray,
+    classifier: np.ndarray,
+    candidates: np.ndarray | None = None,
+    scale: float = LOGIT_SCALE,
+    chunk: int = 8192,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax of ``softmax(scale * z @ W.T)`` for every image, computed in chunks.
+
+    Args:
+        image_embeddings: ``(N, D)`` unit-norm.
+        classifier: ``(C, D)`` unit-norm rows.
+        candidates: optional ``(K,)`` row indices of ``classifier`` to restrict the argmax to
+            (the softmax is then over those rows only).
+
+    Returns:
+        ``(pred, prob)``: ``(N,)`` int64 row indices into ``classifier`` and ``(N,)`` float32
+        probabilities of the chosen row.
+    """
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = np.arange(len(classifier)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    w = torch.from_numpy(np.ascontiguousarray(classifier[rows], dtype=np.float32)).to(dev)
+    preds, probs = [], []
+    with torch.inference_mode():
+        for s in range(0, len(image_embeddings), chunk):
+            z = torch.from_numpy(np.ascontiguousarray(image_embeddings[s : s + chunk], np.float32)).to(dev)
+            p = torch.softmax(scale * z @ w.T, dim=-1)
+            best, arg = p.max(dim=-1)
+            preds.append(arg.cpu())
+            probs.append(best.cpu())
+    if not preds:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return rows[torch.cat(preds).numpy()], torch.cat(probs).numpy().astype(np.float32)
+
+
+def default_num_workers() -> int:
+    """Loader workers: the CPUs this process may use, minus one for the main process, at most 16."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        n = os.cpu_count() or 1
+    return max(0, min(16, n - 1))

@@ -1,0 +1,41 @@
+"""Logging set-up shared by the rule adapters and the command-line entry points."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
+    """Send ``logging`` records (and uncaught errors) to ``path`` and stderr for the duration.
+
+    A rule adapter wraps its body in ``with log_to(snakemake.log[0]):`` so the log file holds the
+    progress messages and, on failure, the one-line reason before the exception propagates.
+    """
+    root = logging.getLogger()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    old_level = root.level
+    for h in handlers:
+        h.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(h)
+    root.setLevel(level)
+    try:
+        yield logging.getLogger("s3a")
+    except Exception as exc:
+        logging.getLogger("s3a").error("%s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+        root.setLevel(old_level)

@@ -1,0 +1,36 @@
+"""Shared fixtures: the tiny randomly initialised open_clip model and the shared real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random ``s3a-tiny`` checkpoint file (seed 0), as users' downloaded weights would be."""
+    from s3a.models import TINY_ARCH, save_random_checkpoint
+
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    save_random_checkpoint(TINY_ARCH, path, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_checkpoint):
+    """The tiny model loaded through open_clip's ``pretrained=<file>`` path, on the CPU."""
+    from s3a.models import TINY_ARCH, ModelSpec, load_clip
+
+    return load_clip(ModelSpec(TINY_ARCH, str(tiny_checkpoint)), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA

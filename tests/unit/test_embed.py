@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from s3a.embed import EmbedParams, encode_images, encode_texts, text_classifier, zero_shot
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (70 + i, 90, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths.insert(2, str(corrupt))
+    return paths
+
+
+def test_encode_images_matches_model_and_skips_corrupt(tiny_clip, image_files, caplog):
+    result = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=4, num_workers=0))
+    assert result.index.tolist() == [0, 1, 3, 4, 5]
+    assert [p for p, _ in result.failed] == [image_files[2]]
+    assert "could not be read" in caplog.text and image_files[2] in caplog.text
+    assert result.embeddings.shape == (5, 32)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        x = torch.stack([tiny_clip.preprocess(Image.open(image_files[i]).convert("RGB")) for i in result.index])
+        expected = F.normalize(tiny_clip.model.encode_image(x), dim=-1).numpy()
+    np.testing.assert_allclose(result.embeddings, expected, atol=1e-5)
+
+
+def test_encode_images_independent_of_batching(tiny_clip, image_files):
+    a = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=1, num_workers=0))
+    b = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=6, num_workers=2))
+    np.testing.assert_array_equal(a.index, b.index)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
+
+
+def test_text_classifier_is_normalised_template_mean(tiny_clip):
+    names, templates = ["golden_retriever", "crane"], ["a photo of a {}.", "art of the {}.", "itap of a {}."]
+    weights = text_classifier(tiny_clip.model, tiny_clip.tokenizer, names, templates, batch_size=2)
+    assert weights.shape == (2, 32)
+    prompts = encode_texts(tiny_clip.model, tiny_clip.tokenizer, [t.format("crane") for t in templates])
+    mean = prompts.mean(axis=0)
+    np.testing.assert_allclose(weights[1], mean / np.linalg.norm(mean), atol=1e-5)
+    with pytest.raises(ValueError, match="template"):
+        text_classifier(tiny_clip.model, tiny_clip.tokenizer, names, [])
+
+
+def test_zero_shot_argmax_probability_and_restriction():
+    classifier = np.eye(4, dtype=np.float32)
+    z = np.array([[0.8, 0.6, 0.0, 0.0], [0.0, 0.0, 0.6, 0.8], [0.0, 0.6, 0.0, 0.8]], np.float32)
+    pred, prob = zero_shot(z, classifier, device="cpu")
+    assert pred.tolist() == [0, 3, 3]
+    logits = 100 * z[0]
+    expected = np.exp(logits[0] - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert prob[0] == pytest.approx(expected, rel=1e-5)
+    pred, prob = zero_shot(z, classifier, candidates=np.array([1, 2]), device="cpu")
+    assert pred.tolist() == [1, 2, 1]
+    assert prob[2] == pytest.approx(1 / (1 + np.exp(-60)), rel=1e-6)
+
+
+def test_zero_shot_chunking_is_invisible():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(50, 8)).astype(np.float32)
+    w = rng.normal(size=(30, 8)).astype(np.float32)
+    a = zero_shot(z, w, chunk=7, device="cpu")
+    b = zero_shot(z, w, chunk=1000, device="cpu")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    assert zero_shot(z[:0], w, device="cpu")[0].shape == (0,)

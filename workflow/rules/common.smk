@@ -1,0 +1,80 @@
+# Validation, dataset and model tables, wildcard constraints, and the named functions that give
+# each rule its inputs and the config slice it uses (so a config change reruns exactly what it touches).
+import os
+
+from snakemake.utils import validate
+
+validate(config, "../../config/config.schema.json")
+
+DATASETS = list(config["run"]["datasets"] or config["datasets"])
+MODELS = list(config["run"]["models"] or config["models"])
+SPLITS = list(config["splits"])
+# stage name -> prediction file per split (image_id, pred_vocab_index[, pred_class_index])
+STAGES = {"zeroshot": "results/{dataset}/{model}/zeroshot/{split}.parquet"}
+
+for _name in DATASETS:
+    if _name not in config["datasets"]:
+        raise ValueError(f"run.datasets names {_name!r}, which is not under `datasets:` in the config")
+for _name in MODELS:
+    if _name not in config["models"]:
+        raise ValueError(f"run.models names {_name!r}, which is not under `models:` in the config")
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    model="|".join(MODELS),
+    split="|".join(SPLITS),
+    seed=r"\d+",
+    stage="|".join(STAGES),
+
+
+def dataset_entry(wildcards):
+    """The dataset's own config entry: kind, params, k."""
+    return config["datasets"][wildcards.dataset]
+
+
+def manifest_params(wildcards):
+    entry = dataset_entry(wildcards)
+    return {"kind": entry["kind"], "params": entry.get("params", {})}
+
+
+def model_spec(wildcards):
+    """The model entry (arch, pretrained, cache_dir) as a plain dict for s3a.models.ModelSpec."""
+    return dict(config["models"][wildcards.model])
+
+
+def model_checkpoint(wildcards):
+    """The model's checkpoint as an input when it is a local file (so it is built or tracked)."""
+    pretrained = config["models"][wildcards.model].get("pretrained") or ""
+    if pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        return [pretrained]
+    return []
+
+
+def gpu_resources(attempt=1):
+    """Standard resources of a GPU step, from config `compute`."""
+    c = config["compute"]
+    return {"gpu": c["gpu"], "cpus_per_gpu": c["cpus_per_gpu"], "mem_mb": c["mem_mb"] * attempt}
+
+
+def embedding_targets():
+    return expand(
+        "results/{dataset}/{model}/embed/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
+    )
+
+
+def zero_shot_targets():
+    return expand(
+        "results/{dataset}/{model}/zeroshot/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
+    )
+
+
+def stage_predictions(wildcards):
+    """The prediction files of one stage, one per split, in SPLITS order."""
+    return expand(STAGES[wildcards.stage], split=SPLITS, **wildcards)
+
+
+def evaluation_targets():
+    return expand(
+        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=DATASETS, model=MODELS, stage=STAGES
+    )

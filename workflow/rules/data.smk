@@ -1,0 +1,38 @@
+# Dataset manifests and the vocabulary.
+
+
+localrules:
+    prepare_manifest,
+    build_vocabulary,
+    create_random_model,
+
+
+rule prepare_manifest:
+    output:
+        "results/{dataset}/manifest.parquet",
+    log:
+        "logs/prepare_manifest/{dataset}.log",
+    params:
+        dataset=manifest_params,
+    script:
+        "../scripts/prepare_manifest.py"
+
+
+rule build_vocabulary:
+    output:
+        "results/vocabulary/vocabulary.parquet",
+    log:
+        "logs/build_vocabulary/vocabulary.log",
+    params:
+        extra_wnids=config["vocabulary"]["extra_wnids"],
+    script:
+        "../scripts/build_vocabulary.py"
+
+
+rule create_random_model:
+    output:
+        "resources/models/random-{arch}-seed{seed}.pt",
+    log:
+        "logs/create_random_model/{arch}-seed{seed}.log",
+    script:
+        "../scripts/create_random_model.py"

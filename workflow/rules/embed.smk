@@ -1,0 +1,64 @@
+# CLIP embeddings of the vocabulary and the images, and the zero-shot baselines.
+
+
+rule embed_vocabulary:
+    input:
+        vocabulary="results/vocabulary/vocabulary.parquet",
+        checkpoint=model_checkpoint,
+    output:
+        "results/vocabulary/{model}/classifier.parquet",
+    log:
+        "logs/embed_vocabulary/{model}.log",
+    benchmark:
+        "benchmarks/embed_vocabulary/{model}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        model=model_spec,
+        templates=config["vocabulary"]["templates"],
+        batch_size=config["embed"]["text_batch_size"],
+    script:
+        "../scripts/embed_vocabulary.py"
+
+
+rule embed_images:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        checkpoint=model_checkpoint,
+    output:
+        "results/{dataset}/{model}/embed/{split}.parquet",
+    log:
+        "logs/embed_images/{dataset}/{model}-{split}.log",
+    benchmark:
+        "benchmarks/embed_images/{dataset}/{model}-{split}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        model=model_spec,
+        batch_size=config["embed"]["batch_size"],
+    script:
+        "../scripts/embed_images.py"
+
+
+rule zero_shot:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        embeddings="results/{dataset}/{model}/embed/{split}.parquet",
+        classifier="results/vocabulary/{model}/classifier.parquet",
+        checkpoint=model_checkpoint,
+    output:
+        "results/{dataset}/{model}/zeroshot/{split}.parquet",
+    log:
+        "logs/zero_shot/{dataset}/{model}-{split}.log",
+    benchmark:
+        "benchmarks/zero_shot/{dataset}/{model}-{split}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        model=model_spec,
+        templates=config["vocabulary"]["templates"],
+    script:
+        "../scripts/zero_shot.py"
