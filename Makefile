@@ -31,8 +31,6 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(SNAKEMAKE) --lint --configfile config/config.yaml
-	$(SNAKEMAKE) --lint --configfile config/demo.yaml
 
 clean-demo:
 	rm -rf results/ resources/demo resources/models logs/ benchmarks/*/

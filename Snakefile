@@ -5,8 +5,8 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
-# `--configfile` replaces the default config instead of merging into it
-if not config:
+# a `--configfile` given on the command line replaces the default config (no merge); `--config` updates it
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
