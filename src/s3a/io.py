@@ -86,7 +86,9 @@ def write_embeddings(
     write_table(embeddings_table(ids, embeddings, id_column), path)
 
 
-def read_embeddings(path: str | os.PathLike[str], id_column: str = "image_id") -> tuple[np.ndarray, np.ndarray]:
+def read_embeddings(
+    path: str | os.PathLike[str], id_column: str = "image_id"
+) -> tuple[np.ndarray, np.ndarray]:
     """Read embeddings written by :func:`write_embeddings`.
 
     Returns:

@@ -46,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no summary at {path}: run the workflow first", file=sys.stderr)
         return 1
     print(summary_markdown(read_table(path)))
-    print(f"\nResults: {path.parent.resolve()}/ (summary: {path}, {path.with_suffix('.md')}; per dataset: "
-          f"{path.parent}/<dataset>/<model>/)")
+    print(
+        f"\nResults: {path.parent.resolve()}/ (summary: {path}, {path.with_suffix('.md')}; per dataset: "
+        f"{path.parent}/<dataset>/<model>/)"
+    )
     return 0
 
 

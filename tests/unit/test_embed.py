@@ -22,21 +22,29 @@ def image_files(tmp_path):
 
 
 def test_encode_images_matches_model_and_skips_corrupt(tiny_clip, image_files, caplog):
-    result = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=4, num_workers=0))
+    result = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=4, num_workers=0)
+    )
     assert result.index.tolist() == [0, 1, 3, 4, 5]
     assert [p for p, _ in result.failed] == [image_files[2]]
     assert "could not be read" in caplog.text and image_files[2] in caplog.text
     assert result.embeddings.shape == (5, 32)
     np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
     with torch.no_grad():
-        x = torch.stack([tiny_clip.preprocess(Image.open(image_files[i]).convert("RGB")) for i in result.index])
+        x = torch.stack(
+            [tiny_clip.preprocess(Image.open(image_files[i]).convert("RGB")) for i in result.index]
+        )
         expected = F.normalize(tiny_clip.model.encode_image(x), dim=-1).numpy()
     np.testing.assert_allclose(result.embeddings, expected, atol=1e-5)
 
 
 def test_encode_images_independent_of_batching(tiny_clip, image_files):
-    a = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=1, num_workers=0))
-    b = encode_images(tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=6, num_workers=2))
+    a = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=1, num_workers=0)
+    )
+    b = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, image_files, EmbedParams(batch_size=6, num_workers=2)
+    )
     np.testing.assert_array_equal(a.index, b.index)
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
 

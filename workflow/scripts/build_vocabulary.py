@@ -8,7 +8,9 @@ from s3a.vocab import build_vocabulary
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         vocabulary = build_vocabulary(extra_wnids=list(smk.params.extra_wnids))
-        log.info("vocabulary: %d names from %d synsets", len(vocabulary), vocabulary.synset_ids.map(len).sum())
+        log.info(
+            "vocabulary: %d names from %d synsets", len(vocabulary), vocabulary.synset_ids.map(len).sum()
+        )
         write_table(vocabulary, smk.output[0])
 
 

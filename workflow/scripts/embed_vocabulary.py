@@ -15,7 +15,9 @@ def main(smk) -> None:
         vocabulary = read_table(smk.input.vocabulary, columns=["vocab_index", "name"])
         clip = load_clip(ModelSpec(**smk.params.model))
         templates = TEMPLATES[smk.params.templates]
-        weights = text_classifier(clip.model, clip.tokenizer, list(vocabulary.name), templates, smk.params.batch_size)
+        weights = text_classifier(
+            clip.model, clip.tokenizer, list(vocabulary.name), templates, smk.params.batch_size
+        )
         log.info("classifier %s from %d names x %d templates", weights.shape, len(vocabulary), len(templates))
         write_embeddings(vocabulary.vocab_index.to_numpy(), weights, smk.output[0], id_column="vocab_index")
 

@@ -7,7 +7,10 @@ from s3a.metrics import load_soft_scorer, stage_metrics
 
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
-        predictions = {split: read_table(path) for split, path in zip(smk.params.splits, smk.input.predictions)}
+        predictions = {
+            split: read_table(path)
+            for split, path in zip(smk.params.splits, smk.input.predictions, strict=True)
+        }
         rows = stage_metrics(
             read_table(smk.input.manifest),
             read_table(smk.input.vocabulary, columns=["vocab_index", "name", "synset_ids"]),

@@ -10,7 +10,12 @@ def main(smk) -> None:
         spec = smk.params.dataset
         manifest = build_manifest(spec["kind"], dict(spec["params"]))
         counts = manifest.groupby("split").size().to_dict()
-        log.info("%s: %d classes, images per split %s", smk.wildcards.dataset, manifest.class_index.nunique(), counts)
+        log.info(
+            "%s: %d classes, images per split %s",
+            smk.wildcards.dataset,
+            manifest.class_index.nunique(),
+            counts,
+        )
         write_table(manifest, smk.output[0])
 
 

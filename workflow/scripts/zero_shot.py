@@ -17,13 +17,17 @@ def main(smk) -> None:
         vocab_ids, vocabulary = read_embeddings(smk.input.classifier, id_column="vocab_index")
         classes = read_table(smk.input.manifest).drop_duplicates("class_index").sort_values("class_index")
         clip = load_clip(ModelSpec(**smk.params.model))
-        own = text_classifier(clip.model, clip.tokenizer, list(classes.class_name), TEMPLATES[smk.params.templates])
+        own = text_classifier(
+            clip.model, clip.tokenizer, list(classes.class_name), TEMPLATES[smk.params.templates]
+        )
         pred, score = zero_shot(images, vocabulary)
         pred_class, class_score = zero_shot(images, own)
         table = pd.DataFrame({"image_id": image_ids, "pred_vocab_index": vocab_ids[pred], "score": score})
         table["pred_class_index"] = classes.class_index.to_numpy()[pred_class]
         table["class_score"] = class_score
-        log.info("%d images: %d distinct vocabulary names predicted", len(table), table.pred_vocab_index.nunique())
+        log.info(
+            "%d images: %d distinct vocabulary names predicted", len(table), table.pred_vocab_index.nunique()
+        )
         write_table(table, smk.output[0])
 
 

