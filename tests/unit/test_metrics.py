@@ -235,3 +235,40 @@ def test_soft_scorer_load_failure_warns_and_returns_none(tmp_path, caplog):
             assert load_soft_scorer(bad) is None
         assert any(bad in record.getMessage() for record in caplog.records)
     assert isinstance(SoftScorer, type)
+
+
+def test_stage_metrics_rows_by_split_and_label_set():
+    from s3a.metrics import stage_metrics
+
+    vocabulary = pd.DataFrame(
+        {
+            "vocab_index": [0, 1, 2, 3],
+            "name": ["cat", "dog", "fox", "owl"],
+            "synset_ids": [["n1"], ["n2"], ["n3"], ["n4"]],
+        }
+    )
+    manifest = pd.DataFrame(
+        {
+            "image_id": [0, 1, 2, 3, 4],
+            "split": ["train", "train", "train", "test", "test"],
+            "class_index": [0, 0, 1, 0, 1],
+            "class_name": ["dog", "dog", "pony", "dog", "pony"],  # pony is out of vocabulary
+            "wnid": ["n2", "n2", None, "n2", None],
+        }
+    )
+    predictions = {
+        "train": pd.DataFrame(
+            {"image_id": [2, 0, 1], "pred_vocab_index": [3, 1, 2], "pred_class_index": [1, 0, 1]}
+        ),
+        "test": pd.DataFrame({"image_id": [3, 4], "pred_vocab_index": [1, 1], "pred_class_index": [0, 0]}),
+    }
+    rows = stage_metrics(manifest, vocabulary, predictions).set_index(["split", "label_set"])
+    train = rows.loc[("train", "vocabulary")]
+    assert train.n == 3 and train.top1 == pytest.approx(100 / 3)  # image 0 right, 1 wrong, 2 OOV
+    assert train.cluster_acc == pytest.approx(200 / 3)  # 1->class 0, 3->class 1; name 2 is extra
+    assert train.oov_fraction == pytest.approx(1 / 3)
+    assert np.isnan(train.soft_acc)
+    own = rows.loc[("train", "class_names")]
+    assert own.top1 == pytest.approx(200 / 3)  # image 1 predicted pony, truly dog
+    test = rows.loc[("test", "vocabulary")]
+    assert test.top1 == pytest.approx(50.0) and test.cluster_acc == pytest.approx(50.0)
