@@ -29,7 +29,7 @@ test: venv lint
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 clean-demo:
