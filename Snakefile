@@ -14,6 +14,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/discover.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -19,6 +19,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from s3a.models import pick_device
+from s3a.vocab import fill_templates
+
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE = 100.0
@@ -144,13 +147,17 @@ def encode_texts(
         for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
             tokens = tokenizer(list(texts[s : s + batch_size])).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    if not out:  # no texts: an empty (0, D) array of the model's embedding width
+        with torch.inference_mode():
+            dim = model.encode_text(tokenizer([""]).to(device)).shape[-1]
+        return np.zeros((0, dim), np.float32)
+    return torch.cat(out).numpy()
 
 
 def text_classifier(
     model: torch.nn.Module,
     tokenizer: Callable,
-    names: Sequence[str],
+    names: Sequence[str | tuple[str, ...]],
     templates: Sequence[str],
     batch_size: int = 1024,
     device: torch.device | None = None,
@@ -158,13 +165,14 @@ def text_classifier(
     """Prompt-ensemble classifier (spec 2.2): ``(len(names), D)`` unit-norm rows.
 
     Each name is put into every template, each prompt embedding is L2-normalised, the template
-    embeddings of a name are averaged and the mean is normalised again.
+    embeddings of a name are averaged and the mean is normalised again. A name may be a tuple
+    filling numbered slots (``(name, phrase)`` for the description templates of spec 5.4).
     """
     if not templates:
         raise ValueError("text_classifier needs at least one template")
-    prompts = [t.format(n) for n in names for t in templates]
+    prompts = fill_templates(names, templates)
     emb = encode_texts(model, tokenizer, prompts, batch_size, device)
-    mean = emb.reshape(len(names), len(templates), -1).mean(axis=1)
+    mean = emb.reshape(len(names), len(templates), emb.shape[1]).mean(axis=1)
     return mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
 
 
@@ -188,7 +196,7 @@ def zero_shot(
         ``(pred, prob)``: ``(N,)`` int64 row indices into ``classifier`` and ``(N,)`` float32
         probabilities of the chosen row.
     """
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(device)
     rows = np.arange(len(classifier)) if candidates is None else np.asarray(candidates, dtype=np.int64)
     w = torch.from_numpy(np.ascontiguousarray(classifier[rows], dtype=np.float32)).to(dev)
     preds, probs = [], []

@@ -78,7 +78,7 @@ def register_model_configs() -> None:
     _configs_registered = True
 
 
-def pick_device(device: str | None = None) -> torch.device:
+def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``cuda`` when present unless ``device`` says otherwise (``"cpu"``, ``"cuda:1"``, ...)."""
     if device:
         return torch.device(device)
@@ -120,7 +120,7 @@ def load_clip(spec: ModelSpec, device: str | torch.device | None = None) -> Load
 
     register_model_configs()
     _check_spec(spec)
-    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dev = pick_device(device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.arch, pretrained=spec.pretrained or None, cache_dir=spec.cache_dir, device=dev

@@ -69,6 +69,29 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _slots(order: str) -> tuple[str, ...]:
+    return tuple(t.replace("{}", order) for t in TEMPLATES["imagenet7"])
+
+
+#: Templates of the LLM descriptions (spec 5.4): ``{0}`` = candidate name, ``{1}`` = descriptive phrase.
+#: The official ``templates_small.json`` is not public; these are built from ``imagenet7`` following the
+#: spec's description of each set [inferred]: phrase before name (ImageNet-100, Entity30), name before
+#: phrase (Living17, Nonliving26), both orders (ImageNet-1K, CIFAR-100), plus "a type of" (Entity13)
+#: and "which is" (Caltech-101).
+TEMPLATES.update(
+    {
+        "describe_phrase_name": _slots("{1} {0}"),
+        "describe_name_phrase": _slots("{0} {1}"),
+        "describe_both": _slots("{1} {0}") + _slots("{0} {1}"),
+        "describe_type_of": _slots("{1} {0}") + _slots("{0} {1}") + _slots("{0}, a type of {1}"),
+        "describe_which_is": _slots("{1} {0}")
+        + _slots("{0} {1}")
+        + _slots("{0}, a type of {1}")
+        + _slots("{0}, which is {1}"),
+    }
+)
+
+
 def _info_file(filename: str) -> Traversable:
     """Path of one of timm's bundled ``_info`` files.
 
@@ -242,15 +265,22 @@ def render_synset_definitions(name: str, definitions: Sequence[str]) -> list[str
     return [f"{synset_label(name, i)}: {d}" for i, d in enumerate(definitions)]
 
 
-def fill_templates(names: Sequence[str], templates: Sequence[str]) -> list[str]:
+def fill_templates(names: Sequence[str | tuple[str, ...]], templates: Sequence[str]) -> list[str]:
     """Prompts in names-major order: for each name, every template. Names are used raw (underscores kept).
+
+    An item may be a tuple filling numbered slots, e.g. ``(name, phrase)`` for the description
+    templates (``"{1} {0}"``).
 
     ``fill_templates(["a_b", "c"], ["x {}", "y {}"]) == ["x a_b", "y a_b", "x c", "y c"]``, so the
     prompts of name ``i`` are ``out[i * len(templates):(i + 1) * len(templates)]``.
     """
     if isinstance(templates, str):
         raise TypeError("templates must be a sequence of template strings, not one string")
-    return [template.format(name) for name in names for template in templates]
+    return [
+        template.format(*name) if isinstance(name, tuple) else template.format(name)
+        for name in names
+        for template in templates
+    ]
 
 
 def name_to_index(vocabulary: pd.DataFrame) -> dict[str, int]:

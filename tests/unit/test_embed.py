@@ -82,3 +82,14 @@ def test_zero_shot_chunking_is_invisible():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
     assert zero_shot(z[:0], w, device="cpu")[0].shape == (0,)
+
+
+def test_text_classifier_fills_name_phrase_slots_and_handles_no_items(tiny_clip):
+    templates = ["a photo of a {1} {0}.", "{0}, which is {1}."]
+    weights = text_classifier(tiny_clip.model, tiny_clip.tokenizer, [("dog", "curly tail")], templates)
+    prompts = encode_texts(
+        tiny_clip.model, tiny_clip.tokenizer, ["a photo of a curly tail dog.", "dog, which is curly tail."]
+    )
+    mean = prompts.mean(axis=0)
+    np.testing.assert_allclose(weights[0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert text_classifier(tiny_clip.model, tiny_clip.tokenizer, [], templates).shape == (0, 32)

@@ -111,7 +111,9 @@ def test_templates():
     assert TEMPLATES["imagenet7"][0] == "itap of a {}."
     assert TEMPLATES["imagenet7"][-1] == "a photo of the small {}."
     assert TEMPLATES["photo"] == ("a photo of a {}.",)
-    assert all(t.count("{}") == 1 for ts in TEMPLATES.values() for t in ts)
+    assert all(
+        t.count("{}") == 1 for name, ts in TEMPLATES.items() if not name.startswith("describe_") for t in ts
+    )
 
 
 def test_fill_templates_names_major_and_underscores_kept():
@@ -125,3 +127,24 @@ def test_fill_templates_names_major_and_underscores_kept():
     assert len(fill_templates(["a", "b", "c"], TEMPLATES["imagenet7"])) == 21
     with pytest.raises(TypeError):
         fill_templates(["a"], "a photo of a {}.")
+
+
+def test_description_template_sets():
+    from s3a.vocab import TEMPLATES, fill_templates
+
+    sizes = {name: len(TEMPLATES[name]) for name in TEMPLATES if name.startswith("describe_")}
+    assert sizes == {
+        "describe_phrase_name": 7,
+        "describe_name_phrase": 7,
+        "describe_both": 14,
+        "describe_type_of": 21,
+        "describe_which_is": 28,
+    }
+    assert (
+        fill_templates([("crane", "long legs")], TEMPLATES["describe_phrase_name"])[0]
+        == "itap of a long legs crane."
+    )
+    assert (
+        fill_templates([("crane", "long legs")], TEMPLATES["describe_name_phrase"])[0]
+        == "itap of a crane long legs."
+    )

@@ -54,11 +54,35 @@ def test_dry_run_all_ten_benchmarks_without_data(tmp_path):
         "embed_images": 20,
         "embed_vocabulary": 1,
         "zero_shot": 20,
-        "evaluate": 10,
+        "cluster_images": 10,
+        "vote_candidates": 10,
+        "describe_candidates": 10,
+        "realign_labels": 10,
+        "evaluate": 20,  # zero-shot and structural labels
         "summarize": 1,
         "all": 1,
-        "total": 64,
+        "total": 114,
     }
+
+
+def test_unknown_k_adds_the_k_search(tmp_path):
+    work = copy_workflow(tmp_path)
+    result = run_snakemake(
+        [
+            "-n",
+            "--configfile",
+            "config/config.yaml",
+            "--config",
+            "datasets={'entity13': {'kind': 'entity13', "
+            "'k': 'auto', 'params': {'root': 'x', 'info_dir': 'y'}}}",
+            "run={'datasets': ['entity13']}",
+        ],
+        work,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["estimate_k"] == 1 and counts["cluster_images"] == 1 and counts["prepare_manifest"] == 1
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/demo.yaml"])
@@ -102,8 +126,15 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     manifest = pd.read_parquet(work / "results/shapes/manifest.parquet")
     summary = pd.read_parquet(work / "results/summary.parquet")
-    assert len(summary) == 4  # train/test x vocabulary/class-name zero-shot
+    # zero-shot: train/test x vocabulary/class names; structural labels: train
+    assert len(summary) == 5
     assert set(summary.label_set) == {"vocabulary", "class_names"}
+    structural = summary[summary.stage == "structural"]
+    assert structural.split.tolist() == ["train"]
+    labels = pd.read_parquet(work / "results/shapes/tiny/discover/structural_labels.parquet")
+    k_search = pd.read_parquet(work / "results/shapes/tiny/discover/k_search.parquet")
+    assert labels.cluster.nunique() <= int(k_search.loc[k_search.selected, "k"].iloc[0])
+    assert labels.vocab_index.nunique() == labels.cluster.nunique()  # one distinct name per cluster
     for split, n in manifest.groupby("split").size().items():
         assert (summary.loc[summary.split == split, "n"] == n).all()
     for column in ("top1", "cluster_acc", "soft_acc"):

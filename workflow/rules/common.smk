@@ -9,8 +9,12 @@ validate(config, "../../config/config.schema.json")
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])
 SPLITS = list(config["splits"])
-# stage name -> prediction file per split (image_id, pred_vocab_index[, pred_class_index])
-STAGES = {"zeroshot": "results/{dataset}/{model}/zeroshot/{split}.parquet"}
+# stage name -> its prediction file per split, the column holding vocabulary indices, and its splits
+# (discovery only sees the unlabeled train split)
+STAGES = {
+    "zeroshot": ("results/{dataset}/{model}/zeroshot/{split}.parquet", "pred_vocab_index", SPLITS),
+    "structural": ("results/{dataset}/{model}/discover/structural_labels.parquet", "vocab_index", ["train"]),
+}
 
 for _name in DATASETS:
     if _name not in config["datasets"]:
@@ -70,8 +74,31 @@ def zero_shot_targets():
 
 
 def stage_predictions(wildcards):
-    """The prediction files of one stage, one per split, in SPLITS order."""
-    return expand(STAGES[wildcards.stage], split=SPLITS, **wildcards)
+    """The prediction files of one stage, one per split of the stage."""
+    path, _, splits = STAGES[wildcards.stage]
+    return expand(path, split=splits, **wildcards)
+
+
+def stage_params(wildcards):
+    _, column, splits = STAGES[wildcards.stage]
+    return {"column": column, "splits": splits}
+
+
+def dataset_k(wildcards):
+    """The dataset's class count for discovery: an integer, or "auto" (read from the K search)."""
+    return dataset_entry(wildcards)["k"]
+
+
+def cluster_inputs(wildcards):
+    inputs = {"embeddings": f"results/{wildcards.dataset}/{wildcards.model}/embed/train.parquet"}
+    if dataset_k(wildcards) == "auto":
+        inputs["k_search"] = f"results/{wildcards.dataset}/{wildcards.model}/discover/k_search.parquet"
+    return inputs
+
+
+def realign_params(wildcards):
+    """Realign settings, with the dataset's own description templates."""
+    return {**config["discover"]["realign"], "templates": dataset_entry(wildcards)["description_templates"]}
 
 
 def evaluation_targets():

@@ -13,7 +13,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
     params:
-        splits=SPLITS,
+        stage=stage_params,
         soft_model=config["evaluate"]["soft_model"],
     script:
         "../scripts/evaluate.py"

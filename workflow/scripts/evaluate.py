@@ -9,13 +9,14 @@ def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         predictions = {
             split: read_table(path)
-            for split, path in zip(smk.params.splits, smk.input.predictions, strict=True)
+            for split, path in zip(smk.params.stage["splits"], smk.input.predictions, strict=True)
         }
         rows = stage_metrics(
             read_table(smk.input.manifest),
             read_table(smk.input.vocabulary, columns=["vocab_index", "name", "synset_ids"]),
             predictions,
             load_soft_scorer(smk.params.soft_model),
+            column=smk.params.stage["column"],
         )
         rows.insert(0, "dataset", smk.wildcards.dataset)
         rows.insert(1, "model", smk.wildcards.model)

@@ -1,0 +1,1 @@
+"""Discovery: K estimation and Cluster-Vote-Prompt-Realign (spec sections 4 and 5)."""

@@ -1,0 +1,793 @@
+"""Prompt: discriminative visual phrases for each cluster's candidate names (spec 5.4).
+
+Each cluster ``c`` comes with its top candidate names (``candidates.parquet``: ``cluster``, ``rank``,
+``vocab_index``, ``vote_fraction``). Every candidate is expanded to all synsets merged under its
+vocabulary name, rendered ``name.n.NN: definition`` (:func:`s3a.vocab.synset_label`), and one
+one-shot prompt per cluster (:func:`build_prompt`) asks an LLM for visual descriptive phrases of every
+synset. The prompt is sent ``repeats`` times (independent samples at ``temperature``); each answer
+must name exactly the requested synsets, each with at least one phrase (:func:`parse_answer`),
+otherwise it is re-asked. The pooled answers are post-processed (:func:`aggregate_phrases`) into
+rows ``(cluster, name, phrase, count)`` that the realign step (spec 5.5) embeds and scores.
+
+Backends (``DescribeParams.backend``):
+
+* ``openai``: any OpenAI-compatible chat-completions endpoint through the ``openai`` client. The key
+  is read from ``os.environ[api_key_env]`` when (and only when) a request has to be made; it is never
+  logged, cached or put in an error message. Answers are cached in SQLite (:class:`AnswerCache`) as
+  soon as each valid one arrives, so an interrupted run loses nothing and a rerun pays only for the
+  missing answers. Rate limits (429), server errors (5xx), time-outs and connection errors are retried
+  with exponential backoff and jitter; the client's own retries are off so the policy is ours.
+* ``cache-only``: the same prompts answered from the cache alone; never touches the network.
+* ``wordnet``: offline and deterministic, no LLM: each synset's WordNet definition, split on ``;``,
+  serves as its phrases. Used by the demo configuration and wherever no endpoint is available.
+
+Post-processing (per cluster): the key of an answer line is mapped back to the candidate's vocabulary
+name (senses of one name merge; the spec's "synset name up to the first dot", done through the label
+table so names that contain a dot, such as ``st._augustine_grass``, stay whole); phrases are pooled
+over the repeats keeping multiplicity; phrases equal to a candidate name of the cluster are dropped;
+phrases that occur under more than one name of the cluster are dropped; ``count`` is the number of
+occurrences. A candidate left with no phrase has no row: the realign step treats it as unscored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from s3a.vocab import render_synset_definitions, synset_label
+
+__all__ = [
+    "AnswerCache",
+    "DescribeError",
+    "DescribeParams",
+    "InvalidAnswer",
+    "aggregate_phrases",
+    "build_prompt",
+    "candidate_concepts",
+    "describe_candidates",
+    "parse_answer",
+    "wordnet_phrases",
+]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("openai", "wordnet", "cache-only")
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count"]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DescribeError(RuntimeError):
+    """The describe step cannot finish; the message names the cause and what to do."""
+
+
+class InvalidAnswer(ValueError):
+    """An LLM answer that does not list exactly the requested concepts, each with a phrase."""
+
+
+# --------------------------------------------------------------------------------------------- params
+
+
+@dataclass(frozen=True)
+class DescribeParams:
+    """Settings of the describe step (spec 5.4).
+
+    Attributes:
+        backend: ``"openai"`` (any OpenAI-compatible endpoint), ``"wordnet"`` (offline definitions)
+            or ``"cache-only"`` (answers from ``cache_path`` only, never the network).
+        base_url: endpoint root such as ``http://localhost:8000/v1``; ``None`` = the OpenAI API.
+        model: chat model name (the paper used ``gpt-3.5-turbo-0301``).
+        temperature: sampling temperature (spec: 0.7).
+        repeats: independent answers per cluster (spec: 3).
+        max_concurrency: requests in flight at once.
+        timeout_s: per-request time limit in seconds.
+        max_retries: retries of one request after 429, 5xx, a time-out or a connection error.
+        backoff_s: base delay of the exponential backoff (delay ``backoff_s * 2**k``, jittered).
+        backoff_max_s: cap of one backoff delay.
+        max_reasks: new requests after an invalid answer before giving up.
+        api_key_env: name of the environment variable holding the key (never the key itself).
+        cache_path: SQLite file of the answer cache (keep it under ``resources/``, not in an output).
+    """
+
+    backend: str = "openai"
+    base_url: str | None = None
+    model: str = "gpt-3.5-turbo"
+    temperature: float = 0.7
+    repeats: int = 3
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    max_reasks: int = 3
+    api_key_env: str = "OPENAI_API_KEY"
+    cache_path: str = "resources/llm_cache.sqlite"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.base_url is not None and (
+            not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"base_url must be None or an http(s) URL, got {self.base_url!r}")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model must be a non-empty string, got {self.model!r}")
+        _check_number("temperature", self.temperature, low=0.0, high=2.0)
+        _check_int("repeats", self.repeats, low=1)
+        _check_int("max_concurrency", self.max_concurrency, low=1)
+        _check_number("timeout_s", self.timeout_s, low=0.0, strict=True)
+        _check_int("max_retries", self.max_retries, low=0)
+        _check_number("backoff_s", self.backoff_s, low=0.0)
+        _check_number("backoff_max_s", self.backoff_max_s, low=0.0)
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_s ({self.backoff_s})")
+        _check_int("max_reasks", self.max_reasks, low=0)
+        if not isinstance(self.api_key_env, str) or not _ENV_NAME.match(self.api_key_env):
+            # The value is deliberately not echoed: a key pasted here by mistake must not reach a log.
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (letters, digits, underscores, "
+                "e.g. OPENAI_API_KEY), not the key itself"
+            )
+        if not isinstance(self.cache_path, str) or not self.cache_path.strip():
+            raise ValueError(f"cache_path must be a non-empty path string, got {self.cache_path!r}")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_number(
+    name: str, value: object, low: float, high: float | None = None, strict: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok:
+        ok = value > low if strict else value >= low
+        if high is not None:
+            ok = ok and value <= high
+    if not ok:
+        bounds = f"> {low}" if strict else f">= {low}"
+        if high is not None:
+            bounds += f" and <= {high}"
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------- prompt
+
+# The worked example of the one-shot prompt. Definitions are short paraphrases of the WordNet glosses.
+_EXAMPLE_DEFINITIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "african_grey",
+        ("grey parrot often kept as a pet, with a red tail and a pale face; from central Africa",),
+    ),
+    (
+        "parrot",
+        (
+            "tropical bird, usually brightly coloured, with a short hooked beak; can imitate sounds",
+            "a person who copies the words or actions of others without understanding them",
+        ),
+    ),
+    ("cockatoo", ("crested parrot, white or pale, from Australia and nearby islands",)),
+)
+
+_EXAMPLE_ANSWER = (
+    "african_grey.n.01: grey parrot; red tail; white mask around the eye; pale yellow eye; "
+    "black hooked beak; scalloped grey feathers.\n"
+    "parrot.n.01: bright green, red or blue feathers; short hooked beak; perched on a branch; "
+    "two toes forward and two back; tropical bird.\n"
+    "parrot.n.02: person repeating what someone else says; copying another person's gestures; "
+    "people talking face to face.\n"
+    "cockatoo.n.01: white or pale plumage; raised crest on the head; large curved grey beak; "
+    "bird in a cage."
+)
+
+_INSTRUCTION = (
+    "Goal: discriminate these visual concepts in a photo. List all possible visual descriptive phrases "
+    "for each visual concept, as one line per concept in the format "
+    "'{concept name}: {phrases delimited by semicolons}.' with no duplication."
+)
+
+
+def _concept_block(lines: Sequence[str]) -> str:
+    return "Given visual concepts:\n" + ",\n".join(f"'{line}'" for line in lines) + "."
+
+
+def _example_question() -> str:
+    lines = [
+        line
+        for name, definitions in _EXAMPLE_DEFINITIONS
+        for line in render_synset_definitions(name, definitions)
+    ]
+    return _concept_block(lines)
+
+
+def candidate_concepts(name: str, definitions: Sequence[str]) -> list[tuple[str, str]]:
+    """``(synset label, definition)`` for every synset merged under one vocabulary name.
+
+    >>> candidate_concepts("parrot", ["a bird", "a copycat"])
+    [('parrot.n.01', 'a bird'), ('parrot.n.02', 'a copycat')]
+    """
+    return [(synset_label(name, i), str(d)) for i, d in enumerate(definitions)]
+
+
+def build_prompt(concepts: Sequence[tuple[str, str]]) -> str:
+    """The one-shot prompt (single user message) for one cluster's concepts.
+
+    Args:
+        concepts: ``(synset label, definition)`` pairs in candidate-rank order, e.g. from
+            :func:`candidate_concepts`. Must be non-empty with distinct labels.
+
+    Returns:
+        A question/answer worked example (African grey, the two parrot senses, cockatoo) followed by the
+        same instruction for ``concepts``. The text is the cache key, so it must stay byte-stable.
+    """
+    if not concepts:
+        raise ValueError("build_prompt needs at least one concept")
+    labels = [label for label, _ in concepts]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"concept labels must be distinct, got {labels}")
+    question = _concept_block([f"{label}: {' '.join(str(d).split())}" for label, d in concepts])
+    return (
+        f"Q: {_example_question()}\n{_INSTRUCTION}\n"
+        f"A:\n{_EXAMPLE_ANSWER}\n\n"
+        f"Q: {question}\n{_INSTRUCTION}\n"
+        "A:"
+    )
+
+
+# -------------------------------------------------------------------------------------------- parsing
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022>]+|\(?\d+[.)]|[A-Za-z][.)](?=\s))\s*")
+_ANSWER_PREFIX = re.compile(r"^\s*a\s*:\s*", re.IGNORECASE)
+_KEY_DECORATION = "*_`'\"[]() \t"
+
+
+def _norm_text(text: str) -> str:
+    """Comparison form: lower-case, underscores as spaces, whitespace collapsed."""
+    return " ".join(str(text).lower().replace("_", " ").split())
+
+
+def _norm_key(text: str) -> str:
+    """Comparison form of an answer key / synset label: lower-case, spaces as underscores."""
+    key = str(text).strip().strip(_KEY_DECORATION).strip()
+    return "_".join(key.lower().split())
+
+
+def _clean_phrase(text: str) -> str:
+    phrase = str(text).strip().rstrip(".").strip().strip("'\"`*").strip().rstrip(".")
+    return _norm_text(phrase)
+
+
+def parse_answer(text: str, expected_labels: Sequence[str]) -> dict[str, list[str]]:
+    """Phrases per synset label from one answer; raises :class:`InvalidAnswer` when unusable.
+
+    Every non-empty line ``key: p1; p2; ...`` gives phrases for ``key``. Tolerated: bullets and
+    numbering (``-``, ``*``, ``1.``, ``2)``), bold or quoted keys, a leading ``A:``, a trailing period,
+    surrounding whitespace. Lines without a colon are ignored, and so are header lines whose key is not
+    a requested label and that carry no phrase (``Answer:``). Phrases are cleaned to a comparison form
+    (lower-case, underscores as spaces, whitespace collapsed, no trailing period) and de-duplicated
+    within a key, first occurrence first; a key given on two lines gets both lines' phrases.
+
+    Args:
+        text: the answer text.
+        expected_labels: the synset labels of the prompt (``parrot.n.01``, ...).
+
+    Returns:
+        ``{expected label: [phrase, ...]}`` with exactly the expected labels, each non-empty.
+
+    Raises:
+        InvalidAnswer: the keys differ from ``expected_labels`` (missing or unexpected keys) or a
+            requested label has no phrase.
+    """
+    by_norm = {_norm_key(label): label for label in expected_labels}
+    found: dict[str, list[str]] = {}
+    unexpected: list[str] = []
+    for raw_line in str(text or "").splitlines():
+        line = _BULLET.sub("", raw_line.strip(), count=1)
+        line = _ANSWER_PREFIX.sub("", line, count=1) if line.count(":") > 1 else line
+        key_text, colon, rest = line.partition(":")
+        if not colon:
+            continue
+        key = _norm_key(key_text)
+        phrases = [p for p in (_clean_phrase(part) for part in rest.split(";")) if p]
+        if key not in by_norm:
+            if phrases:
+                unexpected.append(key_text.strip())
+            continue
+        bucket = found.setdefault(by_norm[key], [])
+        bucket.extend(p for p in phrases if p not in bucket)
+    problems = []
+    missing = [label for label in expected_labels if label not in found]
+    if missing:
+        problems.append(f"missing concept(s) {missing}")
+    if unexpected:
+        problems.append(f"unexpected concept(s) {unexpected[:5]}")
+    empty = [label for label in expected_labels if label in found and not found[label]]
+    if empty:
+        problems.append(f"no phrase for {empty}")
+    if problems:
+        raise InvalidAnswer("; ".join(problems))
+    return {label: found[label] for label in expected_labels}
+
+
+def wordnet_phrases(concepts: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Offline stand-in for an answer: each definition split on ``;`` into phrases.
+
+    Deterministic; a concept whose definition is empty gets an empty list (no validation).
+    """
+    out: dict[str, list[str]] = {}
+    for label, definition in concepts:
+        phrases: list[str] = []
+        for part in str(definition).split(";"):
+            phrase = _clean_phrase(part)
+            if phrase and phrase not in phrases:
+                phrases.append(phrase)
+        out[label] = phrases
+    return out
+
+
+# ---------------------------------------------------------------------------------- post-processing
+
+
+def aggregate_phrases(
+    answers: Iterable[Mapping[str, Sequence[str]]],
+    label_names: Mapping[str, str],
+    candidate_names: Sequence[str],
+) -> list[tuple[str, str, int]]:
+    """Post-process one cluster's answers (spec 5.4 steps 1-5).
+
+    Args:
+        answers: one ``{synset label: phrases}`` mapping per repeat.
+        label_names: synset label -> vocabulary name (the merged key).
+        candidate_names: the cluster's candidate names in rank order.
+
+    Returns:
+        ``(name, phrase, count)`` rows, names in candidate order, then by count (descending) and
+        phrase. Phrases equal to any candidate name of the cluster (compared lower-case, underscores
+        and spaces alike) and phrases found under more than one name are dropped; ``count`` is the
+        number of occurrences over repeats and senses. A name with no phrase left has no row.
+    """
+    pooled: dict[str, Counter[str]] = {name: Counter() for name in candidate_names}
+    for answer in answers:
+        for label, phrases in answer.items():
+            name = label_names[label]
+            pooled.setdefault(name, Counter()).update(_norm_text(p) for p in phrases if _norm_text(p))
+    banned = {_norm_text(name) for name in candidate_names}
+    owners: Counter[str] = Counter(p for counter in pooled.values() for p in counter)
+    rows = []
+    for name, counter in pooled.items():
+        kept = [(p, c) for p, c in counter.items() if p not in banned and owners[p] == 1]
+        kept.sort(key=lambda pc: (-pc[1], pc[0]))
+        rows.extend((name, p, int(c)) for p, c in kept)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- cache
+
+
+class AnswerCache:
+    """SQLite cache of valid LLM answers keyed by ``(model, prompt, temperature, repeat)``.
+
+    One table; the prompt is stored in full next to its SHA-256 (the key column). WAL journaling and a
+    busy time-out let two describe jobs share the file. Writes are serialised by a lock and committed
+    one by one, so every answer is on disk as soon as it arrives. The API key is never stored.
+    """
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS llm_answers ("
+        " model TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, temperature REAL NOT NULL,"
+        " repeat INTEGER NOT NULL, prompt TEXT NOT NULL, answer TEXT NOT NULL,"
+        " PRIMARY KEY (model, prompt_sha256, temperature, repeat))"
+    )
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(self._SCHEMA)
+            self._conn.commit()
+
+    @staticmethod
+    def _digest(prompt: str) -> str:
+        return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+    def get(self, model: str, prompt: str, temperature: float, repeat: int) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT answer FROM llm_answers"
+                " WHERE model=? AND prompt_sha256=? AND temperature=? AND repeat=?",
+                (model, self._digest(prompt), float(temperature), int(repeat)),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, model: str, prompt: str, temperature: float, repeat: int, answer: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO llm_answers VALUES (?, ?, ?, ?, ?, ?)",
+                (model, self._digest(prompt), float(temperature), int(repeat), prompt, answer),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM llm_answers").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> AnswerCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class _Prompt:
+    """One distinct prompt and the clusters that share it (identical candidate lists)."""
+
+    text: str
+    concepts: list[tuple[str, str]]
+    clusters: list[int] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.concepts]
+
+    def where(self) -> str:
+        return "cluster" + ("s " if len(self.clusters) > 1 else " ") + ", ".join(map(str, self.clusters))
+
+
+def _cluster_table(
+    candidates: pd.DataFrame, vocabulary: pd.DataFrame
+) -> list[tuple[int, list[str], list[tuple[str, str]], dict[str, str]]]:
+    """Per cluster: candidate names (rank order), concepts, and synset label -> name."""
+    need = {"cluster", "rank", "vocab_index"}
+    if missing := need - set(candidates.columns):
+        raise ValueError(f"candidates table lacks column(s) {sorted(missing)}; expected {sorted(need)}")
+    need_vocab = {"vocab_index", "name", "definitions"}
+    if missing := need_vocab - set(vocabulary.columns):
+        raise ValueError(f"vocabulary table lacks column(s) {sorted(missing)}; expected {sorted(need_vocab)}")
+    entries = {
+        int(i): (str(n), [str(d) for d in defs])
+        for i, n, defs in zip(
+            vocabulary["vocab_index"], vocabulary["name"], vocabulary["definitions"], strict=True
+        )
+    }
+    unknown = sorted({int(i) for i in candidates["vocab_index"]} - set(entries))
+    if unknown:
+        raise ValueError(f"candidate vocab_index value(s) {unknown[:5]} are not in the vocabulary table")
+    table = []
+    ordered = candidates.sort_values(["cluster", "rank"], kind="stable")
+    for cluster, group in ordered.groupby("cluster", sort=True):
+        names: list[str] = []
+        concepts: list[tuple[str, str]] = []
+        label_names: dict[str, str] = {}
+        for index in group["vocab_index"]:
+            name, definitions = entries[int(index)]
+            if name in names:
+                continue
+            names.append(name)
+            for label, definition in candidate_concepts(name, definitions or [""]):
+                concepts.append((label, definition))
+                label_names[label] = name
+        table.append((int(cluster), names, concepts, label_names))
+    return table
+
+
+def _empty_output() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "cluster": pd.Series([], dtype="int64"),
+            "name": pd.Series([], dtype="object"),
+            "phrase": pd.Series([], dtype="object"),
+            "count": pd.Series([], dtype="int64"),
+        }
+    )
+
+
+def describe_candidates(
+    candidates: pd.DataFrame,
+    vocabulary: pd.DataFrame,
+    params: DescribeParams,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Discriminative phrases for every cluster's candidates (spec 5.4).
+
+    Args:
+        candidates: ``cluster``, ``rank``, ``vocab_index`` (and ``vote_fraction``), the top names of
+            each cluster; one prompt per cluster lists all their synsets in rank order.
+        vocabulary: ``vocab_index``, ``name``, ``definitions`` (list of glosses, one per synset).
+        params: backend and LLM settings.
+        progress: show a tqdm bar over the requests.
+
+    Returns:
+        DataFrame ``cluster`` (int64), ``name`` (str, the candidate's vocabulary name), ``phrase``
+        (str), ``count`` (int64, occurrences over the repeats), sorted by cluster, candidate rank,
+        count (descending) and phrase. A candidate without a surviving phrase has no row.
+
+    Raises:
+        DescribeError: missing key, rejected key, unreachable endpoint, answers that stay invalid
+            after ``max_reasks`` re-asks, or (``cache-only``) answers missing from the cache.
+    """
+    clusters = _cluster_table(candidates, vocabulary)
+    if not clusters:
+        log.info("describe: no clusters, nothing to do")
+        return _empty_output()
+
+    if params.backend == "wordnet":
+        per_cluster = {c: [wordnet_phrases(concepts)] for c, _, concepts, _ in clusters}
+        log.info("describe: %d clusters from WordNet definitions (offline backend)", len(clusters))
+    else:
+        prompts: dict[str, _Prompt] = {}
+        for cluster, _, concepts, _ in clusters:
+            text = build_prompt(concepts)
+            prompts.setdefault(text, _Prompt(text, concepts)).clusters.append(cluster)
+        answers = _answer_prompts(list(prompts.values()), params, progress)
+        per_cluster = {}
+        for prompt in prompts.values():
+            for cluster in prompt.clusters:
+                per_cluster[cluster] = answers[prompt.text]
+
+    rows = []
+    for cluster, names, _, label_names in clusters:
+        for name, phrase, count in aggregate_phrases(per_cluster[cluster], label_names, names):
+            rows.append((cluster, name, phrase, count))
+        described = {r[1] for r in rows if r[0] == cluster}
+        if dropped := [n for n in names if n not in described]:
+            log.info("describe: cluster %d: no discriminative phrase left for %s", cluster, dropped)
+    if not rows:
+        return _empty_output()
+    out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    return out.astype({"cluster": "int64", "count": "int64"})
+
+
+def _answer_prompts(
+    prompts: list[_Prompt], params: DescribeParams, progress: bool
+) -> dict[str, list[dict[str, list[str]]]]:
+    """Valid parsed answers ``[repeat 0, repeat 1, ...]`` for every prompt, from cache or endpoint."""
+    with AnswerCache(params.cache_path) as cache:
+        parsed: dict[tuple[str, int], dict[str, list[str]]] = {}
+        missing: list[tuple[_Prompt, int]] = []
+        for prompt in prompts:
+            for repeat in range(params.repeats):
+                cached = cache.get(params.model, prompt.text, params.temperature, repeat)
+                if cached is not None:
+                    try:
+                        parsed[prompt.text, repeat] = parse_answer(cached, prompt.labels)
+                        continue
+                    except InvalidAnswer as exc:  # only valid answers are written; be safe anyway
+                        log.warning("describe: cached answer for %s is invalid (%s)", prompt.where(), exc)
+                missing.append((prompt, repeat))
+        total = len(prompts) * params.repeats
+        log.info(
+            "describe: %d distinct prompts x %d repeats = %d answers; %d from the cache %s, %d to request",
+            len(prompts),
+            params.repeats,
+            total,
+            total - len(missing),
+            cache.path,
+            len(missing),
+        )
+        if missing and params.backend == "cache-only":
+            clusters = sorted({c for prompt, _ in missing for c in prompt.clusters})
+            raise DescribeError(
+                f"backend 'cache-only': {len(missing)} of {total} answers are not in the cache "
+                f"{cache.path} (clusters {clusters[:20]}{' ...' if len(clusters) > 20 else ''}); run the "
+                "describe step once with backend 'openai' (and the API key set) to fill it, or use "
+                "backend 'wordnet' to work offline"
+            )
+        if missing:
+            runner = _OpenAIRunner(params, cache)
+            parsed.update(runner.run(missing, progress))
+        return {p.text: [parsed[p.text, r] for r in range(params.repeats)] for p in prompts}
+
+
+class _Stop(Exception):
+    """Raised inside a worker when another worker has failed."""
+
+
+class _OpenAIRunner:
+    """Sends the missing requests through the ``openai`` client with our retry and re-ask policy."""
+
+    _RETRYABLE_NAMES = ("RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError")
+
+    def __init__(self, params: DescribeParams, cache: AnswerCache) -> None:
+        self.params = params
+        self.cache = cache
+        self.endpoint = params.base_url or DEFAULT_ENDPOINT
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.requests = self.retries = self.reasks = 0
+        self._key = ""
+
+    def run(
+        self, jobs: list[tuple[_Prompt, int]], progress: bool
+    ) -> dict[tuple[str, int], dict[str, list[str]]]:
+        import openai
+
+        self._openai = openai
+        key = os.environ.get(self.params.api_key_env, "").strip()
+        if not key:
+            raise DescribeError(
+                f"{len(jobs)} LLM answers are not cached and the environment variable "
+                f"{self.params.api_key_env} (params.api_key_env) is not set; export the API key in it, "
+                "or use backend 'cache-only' / 'wordnet'"
+            )
+        self._key = key
+        client = openai.OpenAI(
+            api_key=key, base_url=self.params.base_url, max_retries=0, timeout=self.params.timeout_s
+        )
+        self._retryable = tuple(getattr(openai, n) for n in self._RETRYABLE_NAMES)
+        results: dict[tuple[str, int], dict[str, list[str]]] = {}
+        bar = tqdm(total=len(jobs), desc="describe: LLM answers", unit="answer", disable=not progress)
+        error: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=min(self.params.max_concurrency, len(jobs)))
+        try:
+            futures = [pool.submit(self._one, client, p, r) for p, r in jobs]
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                if exc is not None:
+                    error = exc
+                    break
+                key_text, repeat, answer = fut.result()
+                results[key_text, repeat] = answer
+                bar.update(1)
+        finally:
+            self._stop.set()  # on an error or Ctrl-C, workers stop before their next request
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            client.close()
+            self._key = ""
+            log.info(
+                "describe: %d requests made to %s, %d answers received, %d re-asks, %d retries",
+                self.requests,
+                self.endpoint,
+                len(results),
+                self.reasks,
+                self.retries,
+            )
+        if error is not None:
+            raise error
+        return results
+
+    def _count(self, attr: str) -> None:
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + 1)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the key (and anything shaped like an OpenAI key) masked."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        return re.sub(r"sk-[A-Za-z0-9_\-*]{4,}", "sk-***", text)
+
+    def _one(self, client, prompt: _Prompt, repeat: int) -> tuple[str, int, dict[str, list[str]]]:
+        try:
+            return self._ask(client, prompt, repeat)
+        except BaseException:
+            self._stop.set()  # stop the other workers before they start another request
+            raise
+
+    def _ask(self, client, prompt: _Prompt, repeat: int) -> tuple[str, int, dict[str, list[str]]]:
+        """One valid answer for ``(prompt, repeat)``, written to the cache, with retries and re-asks."""
+        p = self.params
+        attempt_errors = 0
+        reasks = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stop()
+            try:
+                self._count("requests")
+                response = client.chat.completions.create(
+                    model=p.model,
+                    messages=[{"role": "user", "content": prompt.text}],
+                    temperature=p.temperature,
+                )
+            except self._retryable as exc:
+                attempt_errors += 1
+                what = self._describe_failure(exc)
+                if attempt_errors > p.max_retries:
+                    raise DescribeError(
+                        f"no answer from the LLM endpoint {self.endpoint} for {prompt.where()} after "
+                        f"{attempt_errors} attempt(s); last failure: {what}. Check that base_url is right, "
+                        "the endpoint is up and reachable from this machine (the describe step needs "
+                        "network access; run it on a login node or use backend 'cache-only' / 'wordnet'), "
+                        f"and raise max_retries/timeout_s for a slow endpoint. Answers received so far are "
+                        f"kept in {self.cache.path}; a rerun requests only the missing ones."
+                    ) from None
+                delay = self._backoff(attempt_errors, exc)
+                self._count("retries")
+                log.warning(
+                    "describe: %s: %s; retry %d/%d in %.2f s",
+                    prompt.where(),
+                    what,
+                    attempt_errors,
+                    p.max_retries,
+                    delay,
+                )
+                if self._stop.wait(delay):
+                    raise _Stop() from None
+                continue
+            except self._openai.APIStatusError as exc:
+                raise self._status_error(exc, prompt) from None
+            content = response.choices[0].message.content if response.choices else None
+            try:
+                answer = parse_answer(content or "", prompt.labels)
+            except InvalidAnswer as exc:
+                reasks += 1
+                if reasks > p.max_reasks:
+                    raise DescribeError(
+                        f"the LLM gave no valid answer for {prompt.where()} (repeat {repeat}) in "
+                        f"{reasks} tries; last problem: {exc}. Expected one line per concept "
+                        f"{prompt.labels}; try another model or raise max_reasks"
+                    ) from None
+                self._count("reasks")
+                log.warning(
+                    "describe: invalid answer for %s (%s); re-asking (%d/%d)",
+                    prompt.where(),
+                    exc,
+                    reasks,
+                    p.max_reasks,
+                )
+                continue
+            self.cache.put(p.model, prompt.text, p.temperature, repeat, content or "")
+            return prompt.text, repeat, answer
+
+    def _describe_failure(self, exc: Exception) -> str:
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, self._openai.APITimeoutError):
+            return f"timed out after {self.params.timeout_s:g} s"
+        if isinstance(exc, self._openai.APIConnectionError):
+            return f"connection error ({self._scrub(str(exc.__cause__ or exc))})"
+        if status == 429:
+            return "rate limited (429)"
+        return f"server error ({status})"
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        p = self.params
+        delay = min(p.backoff_max_s, p.backoff_s * 2 ** (attempt - 1))
+        delay *= 0.5 + random.random() / 2  # jitter: spread concurrent retries apart
+        response = getattr(exc, "response", None)
+        retry_after = None
+        if response is not None:
+            try:
+                retry_after = float(response.headers.get("retry-after", ""))
+            except (TypeError, ValueError):
+                retry_after = None
+        if retry_after is not None and retry_after > delay:
+            delay = min(p.backoff_max_s, retry_after)
+        return delay
+
+    def _status_error(self, exc, prompt: _Prompt) -> DescribeError:
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403):
+            # The server's message is not repeated: some echo (part of) the key.
+            return DescribeError(
+                f"the LLM endpoint {self.endpoint} rejected the key ({status}) read from the environment "
+                f"variable {self.params.api_key_env}; check that it holds a valid key for this endpoint "
+                "(and that the key may use the model)"
+            )
+        message = self._scrub(str(getattr(exc, "message", "") or exc))
+        return DescribeError(
+            f"the LLM endpoint {self.endpoint} refused the request for {prompt.where()} ({status}): "
+            f"{message}. Check model={self.params.model!r} and base_url"
+        )

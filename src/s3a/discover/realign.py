@@ -1,0 +1,185 @@
+"""Realign (spec 5.5): LLM descriptions choose among each cluster's candidates -> structural labels.
+
+For cluster ``c`` (images ``I_c`` of the vote partition ``P_2``), every image votes for its ``k2``
+most similar description phrases among the cluster's phrases; a candidate's score is the
+frequency-weighted count of votes its phrases received. The scores form a sparse ``(C, V)`` matrix,
+the Hungarian assignment of :func:`s3a.discover.vote.hungarian_names` gives one distinct name per
+cluster, and every image is re-assigned with the base name classifier restricted to those names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from s3a.discover.vote import hungarian_names, reassign
+
+log = logging.getLogger(__name__)
+
+WEIGHTINGS = ("as_official", "per_key")
+
+
+@dataclass(frozen=True)
+class RealignParams:
+    """Settings of the realign step.
+
+    Attributes:
+        top_k_phrases: phrases each image votes for (spec k2 = 3).
+        weighting: ``per_key`` normalises the LLM phrase counts within each candidate;
+            ``as_official`` additionally divides a candidate's weights by ``1 + the raw counts of the
+            cluster's other candidates``, as the official code does (spec 5.5 step 2).
+        templates: template set of :data:`s3a.vocab.TEMPLATES` for the phrase prompts.
+    """
+
+    top_k_phrases: int = 3
+    weighting: str = "as_official"
+    templates: str = "describe_phrase_name"
+
+    def __post_init__(self) -> None:
+        if self.top_k_phrases < 1:
+            raise ValueError(f"top_k_phrases must be >= 1, got {self.top_k_phrases}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+
+
+def phrase_weights(keys: np.ndarray, counts: np.ndarray, weighting: str) -> np.ndarray:
+    """Weight of each phrase from its LLM count (spec 5.5 step 2).
+
+    Args:
+        keys: ``(P,)`` candidate id of each phrase.
+        counts: ``(P,)`` occurrences of each phrase across the LLM repeats.
+    """
+    keys = np.asarray(keys)
+    counts = np.asarray(counts, dtype=np.float64)
+    _, inverse = np.unique(keys, return_inverse=True)
+    per_key_total = np.bincount(inverse, weights=counts)
+    weights = counts / per_key_total[inverse]
+    if weighting == "as_official":
+        weights = weights / (1.0 + counts.sum() - per_key_total[inverse])
+    return weights
+
+
+def cluster_scores(
+    features: np.ndarray, phrases: np.ndarray, keys: np.ndarray, counts: np.ndarray, params: RealignParams
+) -> dict[int, float]:
+    """Score of each candidate of one cluster.
+
+    Args:
+        features: ``(n, D)`` unit-norm features of the cluster's images.
+        phrases: ``(P, D)`` unit-norm phrase embeddings of the cluster's candidates.
+        keys: ``(P,)`` candidate (vocabulary index) of each phrase.
+        counts: ``(P,)`` LLM counts of each phrase.
+
+    Returns:
+        candidate -> score (every candidate that has a phrase).
+    """
+    k = min(params.top_k_phrases, len(phrases))
+    sims = features @ phrases.T
+    top = (
+        np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        if k < len(phrases)
+        else np.tile(np.arange(k), (len(sims), 1))
+    )
+    hits = np.bincount(top.ravel(), minlength=len(phrases)).astype(np.float64)
+    contribution = phrase_weights(keys, counts, params.weighting) * hits
+    return {int(key): float(contribution[keys == key].sum()) for key in np.unique(keys)}
+
+
+def score_matrix(
+    features: np.ndarray,
+    partition: np.ndarray,
+    candidates: pd.DataFrame,
+    descriptions: pd.DataFrame,
+    phrase_embeddings: np.ndarray,
+    n_names: int,
+    params: RealignParams,
+) -> sp.csr_matrix:
+    """The sparse ``(C, V)`` candidate-score matrix ``B`` of spec 5.5 step 3.
+
+    Args:
+        features: ``(N, D)`` image features; ``partition`` ``(N,)`` the vote partition ``P_2``.
+        candidates: cluster, rank, vocab_index, vote_fraction.
+        descriptions: cluster, vocab_index, phrase, count; row ``j`` is embedded as
+            ``phrase_embeddings[j]`` ``(P, D)``.
+
+    A cluster none of whose candidates has a phrase keeps its vote fractions as scores.
+    """
+    n_clusters = int(partition.max()) + 1
+    rows, cols, vals = [], [], []
+    members = pd.Series(np.arange(len(partition))).groupby(partition).indices
+    by_cluster = descriptions.reset_index(drop=True).groupby("cluster").indices
+    for c, group in candidates.groupby("cluster"):
+        scores = dict(zip(group.vocab_index.astype(int), group.vote_fraction.astype(float), strict=True))
+        idx = by_cluster.get(c)
+        if idx is not None and c in members:
+            keys = descriptions.vocab_index.to_numpy()[idx]
+            counts = descriptions["count"].to_numpy()[idx]
+            scores = cluster_scores(features[members[c]], phrase_embeddings[idx], keys, counts, params)
+        for name, score in scores.items():
+            rows.append(c)
+            cols.append(name)
+            vals.append(score)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_clusters, n_names))
+
+
+def realign_labels(
+    image_ids: np.ndarray,
+    features: np.ndarray,
+    classifier: np.ndarray,
+    partition: np.ndarray,
+    candidates: pd.DataFrame,
+    descriptions: pd.DataFrame,
+    phrase_embeddings: np.ndarray,
+    params: RealignParams = RealignParams(),
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Structural labels: Hungarian over the candidate scores, then restricted re-assignment.
+
+    Returns:
+        DataFrame with columns image_id, vocab_index (structural label), cluster (``0..C'-1``).
+    """
+    scores = score_matrix(
+        features, partition, candidates, descriptions, phrase_embeddings, len(classifier), params
+    )
+    selected = hungarian_names(scores)
+    changed = int(np.sum(selected != _top_candidate(candidates, len(selected))))
+    log.info(
+        "realign: %d clusters, %d changed their name from the most voted candidate", len(selected), changed
+    )
+    clusters, labels = reassign(features, classifier, selected, device)
+    return pd.DataFrame(
+        {"image_id": np.asarray(image_ids, np.int64), "vocab_index": labels, "cluster": clusters}
+    )
+
+
+def _top_candidate(candidates: pd.DataFrame, n_clusters: int) -> np.ndarray:
+    top = np.full(n_clusters, -1, dtype=np.int64)
+    first = candidates[candidates["rank"] == 0]
+    top[first.cluster.to_numpy()] = first.vocab_index.to_numpy()
+    return top
+
+
+def discovery_diagnostics(
+    partition: np.ndarray, candidates: pd.DataFrame, labels: np.ndarray, gt_vocab: np.ndarray
+) -> dict[str, float]:
+    """Spec 7.4 diagnostics of discovery against the ground truth (for logs and reports).
+
+    Returns:
+        ``candidate_recall``: share of clusters whose majority GT name is among their candidates,
+        plus :func:`s3a.metrics.label_diagnostics` of the structural labels.
+    """
+    from s3a.metrics import label_diagnostics
+
+    majority = (
+        pd.DataFrame({"cluster": partition, "gt": gt_vocab}).groupby("cluster").gt.agg(lambda g: g.mode()[0])
+    )
+    cand = candidates.groupby("cluster").vocab_index.apply(set)
+    hits = [int(majority[c] in cand.get(c, set())) for c in majority.index if majority[c] >= 0]
+    return {
+        "candidate_recall": float(np.mean(hits)) if hits else float("nan"),
+        **label_diagnostics(labels, gt_vocab),
+    }

@@ -1,0 +1,157 @@
+"""Cluster -> Vote -> re-assign (spec 5.2-5.3), and the top candidates each cluster votes for.
+
+Notation: ``N`` images with unit-norm features ``z`` ``(N, D)``, the vocabulary classifier ``W``
+``(V, D)``, per-image top-1 names ``t`` ``(N,)``, a partition ``P`` ``(N,)`` into ``C`` clusters.
+The vote matrix ``A`` ``(C, V)`` is sparse: ``A[c, v]`` is the fraction of cluster ``c`` whose top-1
+name is ``v``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
+
+from s3a.embed import zero_shot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VoteParams:
+    """Settings of the vote iterations.
+
+    Attributes:
+        n_iter: vote -> Hungarian -> re-assign iterations (spec: 3).
+        n_candidates: names kept per cluster for the LLM step (spec k1 = 3).
+    """
+
+    n_iter: int = 3
+    n_candidates: int = 3
+
+    def __post_init__(self) -> None:
+        if self.n_iter < 1:
+            raise ValueError(f"n_iter must be >= 1, got {self.n_iter}")
+        if self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
+
+
+@dataclass
+class VoteResult:
+    """Outcome of :func:`cluster_vote`.
+
+    Attributes:
+        partition: ``(N,)`` the partition entering the last iteration (``P_2`` for 3 iterations).
+        votes: ``(C, V)`` sparse vote matrix of that partition (``A_2``).
+        labels: ``(N,)`` vocabulary index each image holds after the last re-assignment.
+        final_partition: ``(N,)`` the partition after the last re-assignment.
+    """
+
+    partition: np.ndarray
+    votes: sp.csr_matrix
+    labels: np.ndarray
+    final_partition: np.ndarray
+
+
+def vote_matrix(partition: np.ndarray, names: np.ndarray, n_names: int) -> sp.csr_matrix:
+    """Sparse ``(C, V)`` matrix of vote fractions; ``C = partition.max() + 1``, rows sum to 1."""
+    partition = np.asarray(partition, dtype=np.int64)
+    n_clusters = int(partition.max()) + 1 if len(partition) else 0
+    counts = sp.coo_matrix(
+        (np.ones(len(partition)), (partition, np.asarray(names, dtype=np.int64))), shape=(n_clusters, n_names)
+    ).tocsr()
+    counts.sum_duplicates()
+    sizes = np.asarray(counts.sum(axis=1)).ravel()
+    return sp.diags(1.0 / np.maximum(sizes, 1)) @ counts
+
+
+def hungarian_names(scores: sp.spmatrix) -> np.ndarray:
+    """One distinct name per row maximising the total score (rectangular Hungarian, spec 5.2).
+
+    Only columns with a non-zero score take part, padded with the lowest-index unscored names
+    when there are fewer of them than rows (a row left without a scored name gets one of those,
+    as the full ``C x V`` assignment would).
+
+    Args:
+        scores: ``(C, V)`` non-negative, ``C <= V``.
+
+    Returns:
+        ``(C,)`` distinct column indices.
+    """
+    scores = sp.csr_matrix(scores)
+    n_rows, n_cols = scores.shape
+    if n_rows > n_cols:
+        raise ValueError(f"cannot give {n_rows} clusters distinct names from {n_cols}")
+    used = np.unique(scores.indices[scores.data > 0])
+    if len(used) < n_rows:
+        spare = np.setdiff1d(np.arange(n_cols), used)[: n_rows - len(used)]
+        used = np.concatenate([used, spare])
+    dense = scores[:, used].toarray()
+    rows, cols = linear_sum_assignment(dense, maximize=True)
+    names = np.empty(n_rows, dtype=np.int64)
+    names[rows] = used[cols]
+    return names
+
+
+def reassign(
+    features: np.ndarray, classifier: np.ndarray, selected: np.ndarray, device: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-partition images by their most probable name among ``selected`` (spec 5.3 step 2).
+
+    Returns:
+        ``(partition, labels)``: ``(N,)`` clusters renumbered ``0..C'-1`` in order of the selected
+        name, and ``(N,)`` the chosen vocabulary indices.
+    """
+    labels, _ = zero_shot(features, classifier, candidates=selected, device=device)
+    _, partition = np.unique(labels, return_inverse=True)
+    return partition.astype(np.int64), labels
+
+
+def cluster_vote(
+    features: np.ndarray,
+    classifier: np.ndarray,
+    partition: np.ndarray,
+    params: VoteParams = VoteParams(),
+    top1: np.ndarray | None = None,
+    device: str | None = None,
+) -> VoteResult:
+    """``params.n_iter`` iterations of vote -> Hungarian names -> restricted re-assignment.
+
+    Args:
+        features: ``(N, D)`` unit-norm image features.
+        classifier: ``(V, D)`` unit-norm vocabulary classifier.
+        partition: ``(N,)`` initial partition (k-means, or the offline one during self-training).
+        top1: ``(N,)`` per-image top-1 names when already computed.
+    """
+    n_names = len(classifier)
+    if top1 is None:
+        top1, _ = zero_shot(features, classifier, device=device)
+    current = np.asarray(partition, dtype=np.int64)
+    for it in range(params.n_iter):
+        votes = vote_matrix(current, top1, n_names)
+        selected = hungarian_names(votes)
+        entering = current
+        current, labels = reassign(features, classifier, selected, device)
+        log.info("vote iteration %d: %d clusters -> %d names kept", it + 1, votes.shape[0], current.max() + 1)
+    return VoteResult(partition=entering, votes=votes, labels=labels, final_partition=current)
+
+
+def top_candidates(votes: sp.spmatrix, n_candidates: int = 3) -> pd.DataFrame:
+    """The ``n_candidates`` names with the largest vote fraction per cluster (ties: lower index).
+
+    Returns:
+        DataFrame with columns cluster, rank (0 = most voted), vocab_index, vote_fraction; a cluster
+        with fewer distinct votes has fewer rows.
+    """
+    votes = sp.csr_matrix(votes)
+    rows = []
+    for c in range(votes.shape[0]):
+        start, end = votes.indptr[c], votes.indptr[c + 1]
+        idx, frac = votes.indices[start:end], votes.data[start:end]
+        order = np.lexsort((idx, -frac))[:n_candidates]
+        rows += [(c, r, int(idx[o]), float(frac[o])) for r, o in enumerate(order)]
+    return pd.DataFrame(rows, columns=["cluster", "rank", "vocab_index", "vote_fraction"])

@@ -1,0 +1,225 @@
+"""k-means backends (spec 5.1): planted clusters, determinism, parity with scikit-learn, edge cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from s3a.discover import cluster
+from s3a.discover.cluster import KMeansParams, assign_nearest, cluster_embeddings, kmeans, resolve_backend
+
+HAS_FAISS = cluster._faiss() is not None
+
+
+def planted(n: int = 1500, d: int = 32, k: int = 8, seed: int = 0, noise: float = 0.1):
+    """Unit-norm points around ``k`` unit-norm centres (CLIP-like), labels ``i % k``."""
+    rng = np.random.RandomState(seed)
+    centres = rng.randn(k, d)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    y = np.arange(n) % k
+    x = centres[y] + noise * rng.randn(n, d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), y
+
+
+BACKENDS = [
+    "torch",
+    pytest.param("faiss", marks=pytest.mark.skipif(not HAS_FAISS, reason="no faiss")),
+    "sklearn",
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_planted_clusters_recovered(backend):
+    x, y = planted()
+    res = kmeans(x, 8, KMeansParams(backend=backend, n_init=5, max_iter=100))
+    assert adjusted_rand_score(y, res.labels) > 0.999
+    assert res.labels.dtype == np.int64 and res.labels.shape == (len(x),)
+    assert res.centroids.dtype == np.float32 and res.centroids.shape == (8, 32)
+    assert set(np.unique(res.labels)) == set(range(8))
+    # centroids are the means of their points and the inertia is their squared distances
+    means = np.stack([x[res.labels == c].mean(0) for c in range(8)])
+    np.testing.assert_allclose(res.centroids, means, atol=1e-4)
+    inertia = ((x - res.centroids[res.labels]) ** 2).sum()
+    assert res.inertia == pytest.approx(inertia, rel=1e-4)
+    assert res.n_iter >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deterministic_for_a_seed(backend):
+    x, _ = planted(n=800, k=20, noise=0.5, seed=1)
+    p = KMeansParams(backend=backend, n_init=2, max_iter=50, seed=3)
+    a, b = kmeans(x, 20, p), kmeans(x, 20, p)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.inertia == b.inertia
+
+
+def test_torch_seed_changes_the_init():
+    x = np.random.RandomState(0).randn(600, 8).astype(np.float32)
+    a = kmeans(x, 15, KMeansParams(backend="torch", n_init=1, seed=0))
+    b = kmeans(x, 15, KMeansParams(backend="torch", n_init=1, seed=1))
+    assert not np.array_equal(a.centroids, b.centroids)
+
+
+def test_torch_inertia_matches_sklearn():
+    """Unstructured data (many local optima): best-of-n inertia within 1% of scikit-learn's."""
+    x = np.random.RandomState(2).randn(3000, 16).astype(np.float32)
+    ours = kmeans(x, 30, KMeansParams(backend="torch", n_init=3, max_iter=300))
+    ref = kmeans(x, 30, KMeansParams(backend="sklearn", n_init=3, max_iter=300))
+    assert abs(ours.inertia - ref.inertia) / ref.inertia < 0.01
+
+
+def test_torch_lloyd_matches_sklearn_from_the_same_init():
+    """Same initial centroids -> the same Lloyd trajectory as sklearn's ``algorithm='lloyd'``."""
+    import torch
+    from sklearn.cluster import KMeans
+
+    x = np.random.RandomState(4).randn(2000, 8).astype(np.float32)
+    xt = torch.from_numpy(x)
+    x_sq = (xt * xt).sum(1)
+    init = cluster._kmeans_pp(xt, x_sq, 12, np.random.RandomState(0))
+    tol = float(np.var(x, axis=0).mean()) * 1e-4
+    labels, centroids, inertia, _ = cluster._lloyd(xt, x_sq, init, 300, tol, chunk=256)
+    ref = KMeans(12, init=init.numpy(), n_init=1, max_iter=300, tol=1e-4, algorithm="lloyd").fit(x)
+    assert adjusted_rand_score(ref.labels_, labels.numpy()) == pytest.approx(1.0)
+    np.testing.assert_allclose(centroids.numpy(), ref.cluster_centers_, atol=1e-4)
+    assert inertia == pytest.approx(ref.inertia_, rel=1e-5)
+
+
+def test_kmeanspp_picks_distinct_points_of_the_data():
+    import torch
+
+    x = np.random.RandomState(5).randn(300, 4).astype(np.float32)
+    xt = torch.from_numpy(x)
+    c = cluster._kmeans_pp(xt, (xt * xt).sum(1), 10, np.random.RandomState(0)).numpy()
+    rows = {tuple(r) for r in x}
+    assert all(tuple(r) in rows for r in c)
+    assert len({tuple(r) for r in c}) == 10
+
+
+def test_chunk_does_not_change_the_result():
+    x, _ = planted(n=700, k=10, noise=0.4, seed=6)
+    a = kmeans(x, 10, KMeansParams(backend="torch", n_init=2, chunk=64))
+    b = kmeans(x, 10, KMeansParams(backend="torch", n_init=2, chunk=100000))
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.centroids, b.centroids, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_duplicates_and_k_close_to_n(backend):
+    """12 clusters on 50 points with only 10 distinct values: finite centroids, zero inertia."""
+    base = np.random.RandomState(7).randn(10, 4).astype(np.float32)
+    x = np.repeat(base, 5, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn: "Number of distinct clusters (10) found smaller than ..."
+        res = kmeans(x, 12, KMeansParams(backend=backend, n_init=2, max_iter=50))
+    assert np.isfinite(res.centroids).all()
+    assert res.labels.min() >= 0 and res.labels.max() < 12
+    assert len(np.unique(res.labels)) == 10
+    assert res.inertia == pytest.approx(0.0, abs=1e-3)
+
+
+def test_empty_clusters_reseeded_from_the_farthest_points():
+    """Initial centroids far from every point leave clusters empty; they move onto far points."""
+    import torch
+
+    x = np.concatenate([np.zeros((5, 2)), np.ones((5, 2)) * 10, [[30.0, 30.0]]]).astype(np.float32)
+    xt = torch.from_numpy(x)
+    init = torch.tensor([[0.0, 0.0], [100.0, 100.0], [-100.0, -100.0]])
+    labels, centroids, inertia, _ = cluster._lloyd(xt, (xt * xt).sum(1), init, 50, 0.0, chunk=4)
+    assert len(np.unique(labels.numpy())) == 3
+    assert inertia == pytest.approx(0.0, abs=1e-3)
+    assert sorted(map(tuple, centroids.numpy().round(3))) == [(0.0, 0.0), (10.0, 10.0), (30.0, 30.0)]
+
+
+def test_k_equal_n_and_k_one():
+    x = np.random.RandomState(8).randn(20, 3).astype(np.float32)
+    res = kmeans(x, 20, KMeansParams(backend="torch", n_init=1))
+    assert sorted(res.labels) == list(range(20))
+    assert res.inertia == pytest.approx(0.0, abs=1e-4)
+    one = kmeans(x, 1, KMeansParams(backend="torch", n_init=1))
+    assert (one.labels == 0).all()
+    np.testing.assert_allclose(one.centroids[0], x.mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, -1, 21])
+def test_bad_k(k):
+    x = np.zeros((20, 3), np.float32)
+    with pytest.raises(ValueError, match="k"):
+        kmeans(x, k, KMeansParams(backend="torch"))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        kmeans(np.zeros(5, np.float32), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(np.full((5, 2), np.nan, np.float32), 2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_init", 0), ("max_iter", 0), ("tol", -1.0), ("seed", -1), ("backend", "cuml"), ("chunk", 0)],
+)
+def test_params_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        KMeansParams(**{field: value})
+
+
+def test_auto_backend(monkeypatch):
+    """faiss-gpu, else torch on CUDA, else faiss-cpu, else torch on the CPU."""
+    monkeypatch.setattr(cluster, "_faiss_gpus", lambda: 1)
+    assert resolve_backend(KMeansParams()) == "faiss"
+    monkeypatch.setattr(cluster, "_faiss_gpus", lambda: 0)
+    assert resolve_backend(KMeansParams(device="cuda")) == "torch"
+    monkeypatch.setattr(cluster, "_faiss", lambda: object())
+    assert resolve_backend(KMeansParams(device="cpu")) == "faiss"
+    monkeypatch.setattr(cluster, "_faiss", lambda: None)
+    assert resolve_backend(KMeansParams(device="cpu")) == "torch"
+    assert resolve_backend(KMeansParams(backend="sklearn")) == "sklearn"
+    with pytest.raises(ValueError, match="faiss is not installed"):
+        kmeans(np.zeros((4, 2), np.float32), 2, KMeansParams(backend="faiss"))
+
+
+def test_assign_nearest_matches_brute_force():
+    rng = np.random.RandomState(9)
+    x, c = rng.randn(500, 6).astype(np.float32), rng.randn(17, 6).astype(np.float32)
+    expected = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+    for chunk in (1, 7, 500, 10_000):
+        np.testing.assert_array_equal(assign_nearest(x, c, chunk=chunk, device="cpu"), expected)
+    with pytest.raises(ValueError, match="D="):
+        assign_nearest(x, c[:, :3])
+
+
+def test_nearest_uses_bounded_blocks(monkeypatch):
+    """The distance blocks are (chunk, k), never (N, k)."""
+    import torch
+
+    shapes = []
+    real = torch.addmm
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch, "addmm", spy)
+    x = np.random.RandomState(10).randn(100, 4).astype(np.float32)
+    assign_nearest(x, x[:5], chunk=16, device="cpu")
+    assert shapes and max(s[0] for s in shapes) == 16 and all(s[1] == 5 for s in shapes)
+
+
+def test_cluster_embeddings_table():
+    x, y = planted(n=300, k=5, seed=11)
+    ids = np.array([f"img{i:04d}" for i in range(300)])
+    df = cluster_embeddings(ids, x, 5, KMeansParams(backend="torch", n_init=2))
+    assert list(df.columns) == ["image_id", "cluster"]
+    assert df["cluster"].dtype == np.int64
+    pd.testing.assert_series_equal(df["image_id"], pd.Series(ids, name="image_id"))
+    assert adjusted_rand_score(y, df["cluster"]) > 0.999
+    with pytest.raises(ValueError, match="image_ids"):
+        cluster_embeddings(ids[:-1], x, 5)

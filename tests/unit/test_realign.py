@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3a.discover.realign import (
+    RealignParams,
+    discovery_diagnostics,
+    phrase_weights,
+    realign_labels,
+    score_matrix,
+)
+from s3a.discover.vote import cluster_vote, top_candidates
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def confused_world(n_classes=6, per_class=80, n_names=40, dim=64, seed=0):
+    """Clusters whose vote majority goes to a confuser; only descriptions reveal the true name.
+
+    Images of class k lean towards the confuser name ``n_classes + k`` and carry a visual attribute
+    ``a_k``; the true name's LLM phrases embed near ``a_k``, the confuser's phrases elsewhere.
+    """
+    rng = np.random.default_rng(seed)
+    classifier = unit(rng.normal(size=(n_names, dim)))
+    for k in range(n_classes):
+        classifier[n_classes + k] = unit(classifier[k] + 0.35 * unit(rng.normal(size=dim)))
+    attribute = unit(rng.normal(size=(n_classes, dim)))
+    gt = np.repeat(np.arange(n_classes), per_class)
+    centre = 0.6 * classifier[:n_classes] + classifier[n_classes : 2 * n_classes] + 0.5 * attribute
+    features = unit(centre[gt] + 0.1 * rng.normal(size=(len(gt), dim))).astype(np.float32)
+    rows, vectors = [], []
+    for k in range(n_classes):
+        for j in range(2):
+            rows.append((k, k, f"true phrase {j}", 3 - j))
+            vectors.append(unit(attribute[k] + 0.2 * rng.normal(size=dim)))
+            rows.append((k, n_classes + k, f"confuser phrase {j}", 3))
+            vectors.append(unit(rng.normal(size=dim)))
+    descriptions = pd.DataFrame(rows, columns=["cluster", "vocab_index", "phrase", "count"])
+    return features, classifier.astype(np.float32), gt, descriptions, np.array(vectors, np.float32)
+
+
+def test_phrase_weights_by_hand():
+    keys, counts = np.array([1, 1, 2]), np.array([2, 1, 3])
+    np.testing.assert_allclose(phrase_weights(keys, counts, "per_key"), [2 / 3, 1 / 3, 1.0])
+    np.testing.assert_allclose(phrase_weights(keys, counts, "as_official"), [1 / 6, 1 / 12, 1 / 4])
+
+
+@pytest.mark.parametrize("weighting", ["as_official", "per_key"])
+def test_descriptions_fix_clusters_the_vote_got_wrong(weighting):
+    features, classifier, gt, descriptions, phrases = confused_world()
+    vote = cluster_vote(features, classifier, gt.copy(), device="cpu")
+    candidates = top_candidates(vote.votes, 3)
+    # the clusters of vote.partition are numbered by their voted name; map the planted descriptions
+    cluster_of_class = pd.Series(vote.partition).groupby(gt).agg(lambda c: c.mode()[0])
+    descriptions = descriptions.assign(cluster=cluster_of_class.loc[descriptions.cluster].to_numpy())
+    vote_acc = np.mean(vote.labels == gt)
+    labels = realign_labels(
+        np.arange(len(gt)) + 100,
+        features,
+        classifier,
+        vote.partition,
+        candidates,
+        descriptions,
+        phrases,
+        RealignParams(weighting=weighting),
+        device="cpu",
+    )
+    assert vote_acc < 0.3  # the votes chose the confusers
+    assert np.mean(labels.vocab_index.to_numpy() == gt) > 0.95
+    assert labels.image_id.tolist()[:2] == [100, 101]
+    assert labels.vocab_index.nunique() == 6
+    diagnostics = discovery_diagnostics(vote.partition, candidates, labels.vocab_index.to_numpy(), gt)
+    assert diagnostics["candidate_recall"] == 1.0 and diagnostics["missing_labels"] == 0
+
+
+def test_cluster_without_descriptions_keeps_vote_fractions():
+    features = unit(np.eye(3, dtype=np.float32))
+    candidates = pd.DataFrame(
+        {"cluster": [0, 0, 1], "rank": [0, 1, 0], "vocab_index": [4, 2, 1], "vote_fraction": [0.6, 0.4, 1.0]}
+    )
+    descriptions = pd.DataFrame({"cluster": [1], "vocab_index": [1], "phrase": ["x"], "count": [2]})
+    scores = score_matrix(
+        features,
+        np.array([0, 0, 1]),
+        candidates,
+        descriptions,
+        features[2:3],
+        5,
+        RealignParams(top_k_phrases=3),
+    ).toarray()
+    np.testing.assert_allclose(scores[0], [0, 0, 0.4, 0, 0.6])
+    assert scores[1, 1] > 0 and scores[1].sum() == scores[1, 1]
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="weighting"):
+        RealignParams(weighting="sideways")
+    with pytest.raises(ValueError, match="top_k_phrases"):
+        RealignParams(top_k_phrases=0)

@@ -1,0 +1,98 @@
+# Discovery (spec 4-5): K estimation, k-means, vote, LLM descriptions, realignment.
+
+
+localrules:
+    describe_candidates,
+
+
+rule estimate_k:
+    input:
+        embeddings="results/{dataset}/{model}/embed/train.parquet",
+    output:
+        "results/{dataset}/{model}/discover/k_search.parquet",
+    log:
+        "logs/estimate_k/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/estimate_k/{dataset}/{model}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        search=config["discover"]["k_search"],
+    script:
+        "../scripts/estimate_k.py"
+
+
+rule cluster_images:
+    input:
+        unpack(cluster_inputs),
+    output:
+        "results/{dataset}/{model}/discover/clusters.parquet",
+    log:
+        "logs/cluster_images/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/cluster_images/{dataset}/{model}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        k=dataset_k,
+        kmeans=config["discover"]["kmeans"],
+    script:
+        "../scripts/cluster_images.py"
+
+
+rule vote_candidates:
+    input:
+        embeddings="results/{dataset}/{model}/embed/train.parquet",
+        classifier="results/vocabulary/{model}/classifier.parquet",
+        clusters="results/{dataset}/{model}/discover/clusters.parquet",
+    output:
+        candidates="results/{dataset}/{model}/discover/candidates.parquet",
+        partition="results/{dataset}/{model}/discover/vote_partition.parquet",
+    log:
+        "logs/vote_candidates/{dataset}/{model}.log",
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        vote=config["discover"]["vote"],
+    script:
+        "../scripts/vote_candidates.py"
+
+
+rule describe_candidates:
+    input:
+        candidates="results/{dataset}/{model}/discover/candidates.parquet",
+        vocabulary="results/vocabulary/vocabulary.parquet",
+    output:
+        "results/{dataset}/{model}/discover/descriptions.parquet",
+    log:
+        "logs/describe_candidates/{dataset}/{model}.log",
+    params:
+        llm=config["llm"],
+    script:
+        "../scripts/describe_candidates.py"
+
+
+rule realign_labels:
+    input:
+        embeddings="results/{dataset}/{model}/embed/train.parquet",
+        classifier="results/vocabulary/{model}/classifier.parquet",
+        vocabulary="results/vocabulary/vocabulary.parquet",
+        partition="results/{dataset}/{model}/discover/vote_partition.parquet",
+        candidates="results/{dataset}/{model}/discover/candidates.parquet",
+        descriptions="results/{dataset}/{model}/discover/descriptions.parquet",
+        checkpoint=model_checkpoint,
+    output:
+        "results/{dataset}/{model}/discover/structural_labels.parquet",
+    log:
+        "logs/realign_labels/{dataset}/{model}.log",
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        model=model_spec,
+        realign=realign_params,
+    script:
+        "../scripts/realign_labels.py"
