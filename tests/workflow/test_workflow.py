@@ -58,10 +58,12 @@ def test_dry_run_all_ten_benchmarks_without_data(tmp_path):
         "vote_candidates": 10,
         "describe_candidates": 10,
         "realign_labels": 10,
-        "evaluate": 20,  # zero-shot and structural labels
+        "self_train": 10,
+        "predict": 20,
+        "evaluate": 40,  # zero-shot, structural labels, student, teacher
         "summarize": 1,
         "all": 1,
-        "total": 114,
+        "total": 164,
     }
 
 
@@ -126,8 +128,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     manifest = pd.read_parquet(work / "results/shapes/manifest.parquet")
     summary = pd.read_parquet(work / "results/summary.parquet")
-    # zero-shot: train/test x vocabulary/class names; structural labels: train
-    assert len(summary) == 5
+    # zero-shot: train/test x vocabulary/class names; structural labels: train; student, teacher: train/test
+    assert len(summary) == 9
+    assert sorted(summary.stage.unique()) == ["structural", "student", "teacher", "zeroshot"]
+    history = pd.read_parquet(work / "results/shapes/tiny/train/history.parquet")
+    assert history.epoch.tolist() == [0, 1] and (history.samples == 160).all()
     assert set(summary.label_set) == {"vocabulary", "class_names"}
     structural = summary[summary.stage == "structural"]
     assert structural.split.tolist() == ["train"]

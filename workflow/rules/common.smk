@@ -1,10 +1,16 @@
 # Validation, dataset and model tables, wildcard constraints, and the named functions that give
 # each rule its inputs and the config slice it uses (so a config change reruns exactly what it touches).
+import json
 import os
+import shlex
+import sys
 
 from snakemake.utils import validate
 
 validate(config, "../../config/config.schema.json")
+
+# shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])
@@ -14,6 +20,8 @@ SPLITS = list(config["splits"])
 STAGES = {
     "zeroshot": ("results/{dataset}/{model}/zeroshot/{split}.parquet", "pred_vocab_index", SPLITS),
     "structural": ("results/{dataset}/{model}/discover/structural_labels.parquet", "vocab_index", ["train"]),
+    "student": ("results/{dataset}/{model}/train/{split}.parquet", "student_vocab_index", SPLITS),
+    "teacher": ("results/{dataset}/{model}/train/{split}.parquet", "teacher_vocab_index", SPLITS),
 }
 
 for _name in DATASETS:
@@ -94,6 +102,19 @@ def cluster_inputs(wildcards):
     if dataset_k(wildcards) == "auto":
         inputs["k_search"] = f"results/{wildcards.dataset}/{wildcards.model}/discover/k_search.parquet"
     return inputs
+
+
+def train_settings(wildcards):
+    """Training hyperparameters: the `train` defaults updated by the dataset's own `train` entry."""
+    return {**config["train"], **dataset_entry(wildcards).get("train", {})}
+
+
+def train_json(wildcards):
+    return shlex.quote(json.dumps(train_settings(wildcards), sort_keys=True))
+
+
+def model_json(wildcards):
+    return shlex.quote(json.dumps(model_spec(wildcards), sort_keys=True))
 
 
 def realign_params(wildcards):

@@ -1,0 +1,1 @@
+"""Teacher-student self-training (spec 6): ``python -m s3a.train``."""

@@ -1,0 +1,70 @@
+"""Self-train the CLIP image encoder on one dataset: ``python -m s3a.train``.
+
+One GPU (or the CPU)::
+
+    python -m s3a.train --manifest results/sdogs/manifest.parquet \\
+        --vocabulary results/vocabulary/vocabulary.parquet \\
+        --classifier results/vocabulary/vit_b16/classifier.parquet \\
+        --structural-labels results/sdogs/vit_b16/discover/structural_labels.parquet \\
+        --out-dir results/sdogs/vit_b16/train --state resources/train/sdogs/vit_b16/state.pt \\
+        --model '{"arch": "ViT-B-16", "pretrained": "openai"}' --params '{"epochs": 30}'
+
+Several GPUs of one node (torchrun starts one process per GPU; ``batch_size`` is the global batch)::
+
+    torchrun --standalone --nproc_per_node=4 -m s3a.train <the same arguments>
+
+Several nodes under Slurm (one task per GPU; ranks come from Slurm's variables)::
+
+    srun --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 python -m s3a.train <the same arguments>
+
+The Snakemake rule ``self_train`` runs the torchrun form with ``--nproc_per_node`` = the rule's GPUs.
+A run that is killed resumes from its last finished epoch when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from s3a.logs import log_to
+from s3a.models import ModelSpec
+from s3a.train.loop import TrainParams, TrainPaths, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m s3a.train", description=__doc__.split("\n")[0])
+    for name in ("manifest", "vocabulary", "classifier", "structural-labels", "out-dir", "state"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--model", required=True, help="model entry as JSON: arch, pretrained, cache_dir")
+    parser.add_argument("--params", default="{}", help="TrainParams fields as JSON (others: defaults)")
+    parser.add_argument(
+        "--device", default="auto", help="cpu forces the CPU; auto = cuda:<local rank> when present"
+    )
+    parser.add_argument("--log", default=None, help="log file (rank 0 writes it)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # configuration errors surface here, before a model or a GPU is touched
+    params = TrainParams(**json.loads(args.params))
+    spec = ModelSpec(**json.loads(args.model))
+    paths = TrainPaths(
+        manifest=args.manifest,
+        vocabulary=args.vocabulary,
+        classifier=args.classifier,
+        structural_labels=args.structural_labels,
+        out_dir=args.out_dir,
+        state=args.state,
+    )
+    paths.check()
+    log_file = args.log if os.environ.get("RANK", "0") == "0" else None
+    with log_to(log_file):
+        train(paths, params, spec, device=None if args.device == "auto" else args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

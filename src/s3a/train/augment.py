@@ -1,0 +1,76 @@
+"""Views and datasets of self-training (spec 6.2).
+
+The teacher sees a weak view (resize, random crop), the student a strong one (random resized crop
+with scale 0.3-1, horizontal flip, RandAugment m9 with std 0.5 and increasing severity), both with
+CLIP's normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def weak_view(size: int) -> Callable:
+    """Resize the shorter side to ``size`` (bicubic), random ``size`` crop, normalise."""
+    return T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomCrop(size),
+            T.ToTensor(),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
+
+
+def strong_view(size: int) -> Callable:
+    """timm's training transform with RandAugment ``rand-m9-mstd0.5-inc1`` and no colour jitter."""
+    from timm.data import create_transform
+
+    return create_transform(
+        size,
+        is_training=True,
+        scale=(0.3, 1.0),
+        auto_augment="rand-m9-mstd0.5-inc1",
+        interpolation="bicubic",
+        color_jitter=0.0,
+        re_prob=0.0,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+    )
+
+
+class TwoViews(Dataset):
+    """``(weak, strong, index)`` of ``paths[index]``."""
+
+    def __init__(self, paths: Sequence[str], weak: Callable, strong: Callable) -> None:
+        self.paths, self.weak, self.strong = list(paths), weak, strong
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        with Image.open(self.paths[i]) as img:
+            img = img.convert("RGB")
+            return self.weak(img), self.strong(img), i
+
+
+class OneView(Dataset):
+    """``(image, index)`` of ``paths[index]`` under a deterministic (evaluation) transform."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB")), i

@@ -1,0 +1,484 @@
+"""Teacher-student self-training of the CLIP image encoder (spec 6 and 5.6).
+
+The student is the CLIP image encoder followed by the frozen vocabulary classifier ``W``; the
+teacher is its EMA. Per iteration, with teacher probabilities ``q = softmax(100 W t(x_weak))`` and
+student logits ``s = 100 W f(x_strong)``::
+
+    L = w_ins * CE(s, argmax q)[max q > tau] + w_str * CE(s, y_str)
+
+From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
+every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
+
+State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
+killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
+from (seed, epoch, rank), ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from s3a.discover.vote import VoteParams, cluster_vote
+from s3a.embed import LOGIT_SCALE
+from s3a.io import atomic_path, read_embeddings, read_table, write_table
+from s3a.metrics import gt_vocab_index, top1_accuracy
+from s3a.models import ModelSpec, load_clip
+from s3a.train import distributed
+from s3a.train.augment import OneView, TwoViews, strong_view, weak_view
+
+log = logging.getLogger(__name__)
+
+ONLINE_STARTS = ("offline_partition", "previous_epoch")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Self-training hyperparameters (spec 6.1-6.4; defaults are the official ViT-B/16 ones).
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: global batch (over all processes); must divide by the number of processes.
+        lr, min_lr: peak and final learning rate per 256 images (scaled by ``batch_size / 256``).
+        weight_decay: AdamW weight decay (none on 1-D parameters).
+        layer_decay: layer-wise lr decay (embeddings 0 ... blocks ... head L+1).
+        ema_decay_init, ema_decay, ema_warmup_iters: EMA decay ramp of the teacher.
+        conf_threshold: teacher confidence above which the instance loss applies (tau).
+        w_ins, w_str: weights of the instance and structural losses.
+        warmup_epochs: epochs trained on the offline structural labels before the online vote.
+        online_start: partition the online vote starts from: ``offline_partition`` (official) or
+            ``previous_epoch``.
+        vote_iters: vote iterations of the online vote.
+        max_steps_per_epoch: cap of optimizer steps per epoch (official: 1000).
+        eval_every: epochs between teacher evaluations on the train split (history metrics).
+        num_workers: data-loading workers per process.
+        extract_batch_size: images per forward pass when extracting teacher features.
+        seed: seeds the sampler, augmentations and initial state.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-5
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65
+    ema_decay_init: float = 0.999
+    ema_decay: float = 0.9998
+    ema_warmup_iters: int = 2000
+    conf_threshold: float = 0.5
+    w_ins: float = 1.0
+    w_str: float = 0.25
+    warmup_epochs: int = 2
+    online_start: str = "offline_partition"
+    vote_iters: int = 3
+    max_steps_per_epoch: int = 1000
+    eval_every: int = 1
+    num_workers: int = 4
+    extract_batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = (
+            "epochs",
+            "batch_size",
+            "vote_iters",
+            "max_steps_per_epoch",
+            "eval_every",
+            "extract_batch_size",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in (
+            "lr",
+            "min_lr",
+            "weight_decay",
+            "w_ins",
+            "w_str",
+            "num_workers",
+            "warmup_epochs",
+            "seed",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        for name in ("layer_decay", "ema_decay_init", "ema_decay", "conf_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.online_start not in ONLINE_STARTS:
+            raise ValueError(f"train.online_start must be one of {ONLINE_STARTS}, got {self.online_start!r}")
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Files of one training run: inputs, outputs, and the resume state (under ``resources/``)."""
+
+    manifest: str
+    vocabulary: str
+    classifier: str
+    structural_labels: str
+    out_dir: str
+    state: str
+
+    def check(self) -> None:
+        """Fail before any GPU time when an input is missing."""
+        for name in ("manifest", "vocabulary", "classifier", "structural_labels"):
+            if not Path(getattr(self, name)).is_file():
+                raise FileNotFoundError(f"self-training input {name} not found: {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# optimisation
+
+
+def layer_id(name: str, n_layers: int) -> int:
+    """Layer of a visual-encoder parameter for layer-wise lr decay (spec 6.4)."""
+    if name.startswith(("conv1", "class_embedding", "positional_embedding", "ln_pre", "patch_dropout")):
+        return 0
+    if name.startswith("transformer.resblocks."):
+        return int(name.split(".")[2]) + 1
+    return n_layers + 1
+
+
+def param_groups(model: torch.nn.Module, params: TrainParams) -> list[dict]:
+    """AdamW groups: a lr scale per layer, no weight decay on 1-D parameters."""
+    n_layers = len(model.transformer.resblocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = layer_id(name, n_layers)
+        no_decay = p.ndim <= 1
+        group = groups.setdefault(
+            (layer, no_decay),
+            {
+                "params": [],
+                "lr_scale": params.layer_decay ** (n_layers + 1 - layer),
+                "weight_decay": 0.0 if no_decay else params.weight_decay,
+            },
+        )
+        group["params"].append(p)
+    return [groups[key] for key in sorted(groups)]
+
+
+def cosine_lr(step: int, total: int, base: float, final: float) -> float:
+    """Per-iteration cosine from ``base`` to ``final`` over ``total`` steps, no warm-up."""
+    if total <= 1:
+        return base
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * step / (total - 1)))
+
+
+def ema_decay(step: int, params: TrainParams) -> float:
+    """Linear ramp from ``ema_decay_init`` to ``ema_decay`` over ``ema_warmup_iters`` steps."""
+    ramp = min(1.0, step / max(1, params.ema_warmup_iters))
+    return params.ema_decay_init + (params.ema_decay - params.ema_decay_init) * ramp
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
+    """``teacher = decay * teacher + (1 - decay) * student`` for parameters; buffers are copied."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+def s3a_loss(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    structural: torch.Tensor,
+    params: TrainParams,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of spec 6.3 for one batch, and its parts.
+
+    Args:
+        teacher_logits, student_logits: ``(B, V)`` logits over the whole vocabulary.
+        structural: ``(B,)`` structural labels (vocabulary indices).
+    """
+    conf, hard = torch.softmax(teacher_logits.float(), dim=-1).max(dim=-1)
+    mask = conf > params.conf_threshold
+    if mask.any():
+        loss_ins = F.cross_entropy(student_logits[mask].float(), hard[mask])
+    else:
+        loss_ins = student_logits.sum() * 0.0
+    loss_str = F.cross_entropy(student_logits.float(), structural)
+    loss = params.w_ins * loss_ins + params.w_str * loss_str
+    parts = {
+        "loss_ins": float(loss_ins.detach()),
+        "loss_str": float(loss_str.detach()),
+        "confident": float(mask.sum()),
+    }
+    return loss, parts
+
+
+# ----------------------------------------------------------------------------------------------------
+# the run
+
+
+def _seed_everything(seed: int, epoch: int, rank: int) -> int:
+    value = (seed * 1_000_003 + epoch * 1009 + rank) % (2**31)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    return value
+
+
+def _fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world: int) -> str:
+    """Identity of a run: a resume state of another configuration is never reused."""
+    digest = hashlib.sha256(Path(paths.structural_labels).read_bytes())
+    payload = [dataclasses.asdict(params), dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
+    digest.update(json.dumps(payload, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _encode(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    return LOGIT_SCALE * F.normalize(model(images), dim=-1) @ classifier.T
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module, paths: list[str], transform, params: TrainParams, env: distributed.DistEnv
+) -> np.ndarray:
+    """Unit-norm features ``(N, D)`` of ``paths`` computed by all processes together."""
+    data = OneView(paths, transform)
+    sampler = DistributedSampler(data, env.world_size, env.rank, shuffle=False) if env.distributed else None
+    loader = DataLoader(data, params.extract_batch_size, sampler=sampler, num_workers=params.num_workers)
+    model.eval()
+    index, rows = [], []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    with autocast:
+        for images, idx in tqdm(loader, desc="teacher features", disable=not env.is_main, mininterval=5):
+            rows.append(F.normalize(model(images.to(env.device)).float(), dim=-1))
+            index.append(idx)
+    return distributed.gather_rows(torch.cat(index), torch.cat(rows), len(paths), env)
+
+
+def _train_epoch(
+    student,
+    teacher,
+    optimizer,
+    loader,
+    labels: torch.Tensor,
+    classifier,
+    params,
+    env,
+    start_step,
+    steps,
+    total,
+):
+    sums = np.zeros(5)  # loss, loss_ins, loss_str, confident, samples
+    student.train()
+    base, final = params.lr * params.batch_size / 256, params.min_lr * params.batch_size / 256
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    bar = tqdm(total=steps, desc="train", disable=not env.is_main, mininterval=5)
+    step = start_step
+    lr = base
+    for i, (weak, strong, idx) in enumerate(loader):
+        if i >= steps:
+            break
+        lr = cosine_lr(step, total, base, final)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        weak, strong = weak.to(env.device, non_blocking=True), strong.to(env.device, non_blocking=True)
+        with autocast:
+            with torch.no_grad():
+                teacher_logits = _encode(teacher, weak, classifier)
+            student_logits = _encode(student, strong, classifier)
+        loss, parts = s3a_loss(teacher_logits, student_logits, labels[idx].to(env.device), params)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        ema_update(teacher, student.module if env.distributed else student, ema_decay(step, params))
+        n = len(idx)
+        sums += [float(loss) * n, parts["loss_ins"] * n, parts["loss_str"] * n, parts["confident"], n]
+        bar.update(1)
+    bar.close()
+    sums = distributed.all_reduce_sum(sums, env)
+    samples = max(sums[4], 1.0)
+    stats = {
+        "loss": float(sums[0] / samples),
+        "loss_ins": float(sums[1] / samples),
+        "loss_str": float(sums[2] / samples),
+        "confident_fraction": float(sums[3] / samples),
+        "samples": int(sums[4]),
+        "lr": float(lr),
+    }
+    return stats, step
+
+
+def _load_inputs(paths: TrainPaths):
+    manifest = read_table(paths.manifest)
+    structural = read_table(paths.structural_labels)
+    rows = structural.merge(manifest[["image_id", "path", "class_name", "wnid"]], on="image_id", how="left")
+    if rows.path.isna().any():
+        raise ValueError(f"{paths.structural_labels} names images that are not in {paths.manifest}")
+    vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
+    gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
+    _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
+    return rows, gt, classifier
+
+
+def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:
+    """Self-train, save student/teacher weights and ``history.parquet`` under ``paths.out_dir``.
+
+    Returns:
+        the history, one row per epoch.
+    """
+    paths.check()
+    env = distributed.setup(device)
+    try:
+        return _train(paths, params, spec, env)
+    finally:
+        distributed.teardown()
+
+
+def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distributed.DistEnv) -> pd.DataFrame:
+    if params.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size {params.batch_size} must divide by the {env.world_size} processes"
+        )
+    rows, gt, classifier_np = _load_inputs(paths)
+    image_paths = list(rows.path)
+    offline_labels = rows.vocab_index.to_numpy()
+    offline_partition = rows.cluster.to_numpy()
+    if len(rows) < params.batch_size:
+        raise ValueError(f"{len(rows)} training images are fewer than one batch of {params.batch_size}")
+
+    _seed_everything(params.seed, -1, 0)
+    clip = load_clip(spec, device=env.device)
+    student = clip.model.visual.float()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    size = int(np.atleast_1d(student.image_size)[0])
+    classifier = torch.from_numpy(np.array(classifier_np)).to(env.device)
+    optimizer = torch.optim.AdamW(param_groups(student, params), lr=params.lr, eps=1e-8)
+    steps = min(len(rows) // params.batch_size, params.max_steps_per_epoch)
+    total = steps * params.epochs
+
+    fingerprint = _fingerprint(paths, params, spec, env.world_size)
+    state = _load_state(paths.state, fingerprint)
+    history: list[dict] = []
+    labels, partition, start_epoch, step = offline_labels.copy(), offline_partition.copy(), 0, 0
+    if state is not None:
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, labels, partition = state["history"], state["labels"], state["partition"]
+        start_epoch, step = state["epoch"], state["step"]
+        log.info("resuming from %s after epoch %d", paths.state, start_epoch)
+    model = DistributedDataParallel(student) if env.distributed else student
+
+    data = TwoViews(image_paths, weak_view(size), strong_view(size))
+    per_rank = params.batch_size // env.world_size
+    for epoch in range(start_epoch, params.epochs):
+        base_seed = _seed_everything(params.seed, epoch, env.rank)
+        previous = labels
+        teacher_top1 = math.nan
+        if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
+            features = extract_features(teacher, image_paths, clip.preprocess, params, env)
+            top1 = (LOGIT_SCALE * features @ classifier_np.T).argmax(1)
+            teacher_top1 = 100 * top1_accuracy(top1, gt)
+            if epoch >= params.warmup_epochs:
+                start = offline_partition if params.online_start == "offline_partition" else partition
+                vote = cluster_vote(
+                    features, classifier_np, start, VoteParams(n_iter=params.vote_iters), top1=top1
+                )
+                labels, partition = vote.labels, vote.final_partition
+        sampler = DistributedSampler(
+            data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        loader = DataLoader(
+            data,
+            per_rank,
+            sampler=sampler,
+            num_workers=params.num_workers,
+            drop_last=True,
+            pin_memory=env.device.type == "cuda",
+            generator=torch.Generator().manual_seed(base_seed),
+        )
+        labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        stats, step = _train_epoch(
+            model, teacher, optimizer, loader, labels_t, classifier, params, env, step, steps, total
+        )
+        row = {
+            "epoch": epoch,
+            **stats,
+            "structural_names": int(len(np.unique(labels))),
+            "structural_changed": float(np.mean(labels != previous)),
+            "structural_top1": float(100 * top1_accuracy(labels, gt)),
+            "teacher_top1_train": teacher_top1,
+        }
+        history.append(row)
+        if env.is_main:
+            log.info(
+                "epoch %d: %s", epoch, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+            )
+            _save_state(
+                paths.state,
+                fingerprint,
+                epoch + 1,
+                step,
+                student,
+                teacher,
+                optimizer,
+                history,
+                labels,
+                partition,
+            )
+        distributed.barrier()
+
+    frame = pd.DataFrame(history)
+    if env.is_main:
+        out = Path(paths.out_dir)
+        for name, module in (("student", student), ("teacher", teacher)):
+            with atomic_path(out / f"{name}.pt") as tmp:
+                torch.save(module.state_dict(), tmp)
+        write_table(frame, out / "history.parquet")
+    distributed.barrier()
+    return frame
+
+
+def _save_state(
+    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition
+) -> None:
+    state = {
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "step": step,
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+        "labels": np.asarray(labels),
+        "partition": np.asarray(partition),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: str, fingerprint: str) -> dict | None:
+    if not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("ignoring resume state %s: it belongs to another configuration", path)
+        return None
+    return state

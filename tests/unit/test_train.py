@@ -1,0 +1,246 @@
+"""Self-training: the pieces by hand, a learnable task, resume after a kill, and 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from s3a.data import build_manifest
+from s3a.embed import text_classifier
+from s3a.io import write_embeddings, write_table
+from s3a.models import TINY_ARCH, ModelSpec, load_clip
+from s3a.train.loop import (
+    TrainParams,
+    TrainPaths,
+    cosine_lr,
+    ema_decay,
+    ema_update,
+    layer_id,
+    param_groups,
+    s3a_loss,
+    train,
+)
+from s3a.vocab import build_vocabulary
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_checkpoint):
+    """Generated shapes, a 40-name vocabulary holding their names, its classifier, perfect labels."""
+    root = tmp_path_factory.mktemp("train")
+    manifest = build_manifest(
+        "generated", {"root": str(root / "shapes"), "images_per_class": 16, "image_size": 64}
+    )
+    full = build_vocabulary()
+    names = sorted(set(manifest.class_name)) + [n for n in full.name[:: len(full) // 40]][: 40 - 6]
+    vocabulary = full[full.name.isin(names)].reset_index(drop=True)
+    vocabulary["vocab_index"] = np.arange(len(vocabulary))
+    write_table(manifest, root / "manifest.parquet")
+    write_table(vocabulary, root / "vocabulary.parquet")
+    clip = load_clip(ModelSpec(TINY_ARCH, str(tiny_checkpoint)), device="cpu")
+    weights = text_classifier(clip.model, clip.tokenizer, list(vocabulary.name), ["a photo of a {}."])
+    write_embeddings(
+        vocabulary.vocab_index.to_numpy(), weights, root / "classifier.parquet", id_column="vocab_index"
+    )
+    train_rows = manifest[manifest.split == "train"]
+    index = dict(zip(vocabulary.name, vocabulary.vocab_index, strict=True))
+    labels = pd.DataFrame(
+        {
+            "image_id": train_rows.image_id,
+            "vocab_index": train_rows.class_name.map(index),
+            "cluster": train_rows.class_index,
+        }
+    )
+    write_table(labels, root / "structural_labels.parquet")
+    return root, ModelSpec(TINY_ARCH, str(tiny_checkpoint))
+
+
+def paths_for(root: Path, run: str) -> TrainPaths:
+    return TrainPaths(
+        manifest=str(root / "manifest.parquet"),
+        vocabulary=str(root / "vocabulary.parquet"),
+        classifier=str(root / "classifier.parquet"),
+        structural_labels=str(root / "structural_labels.parquet"),
+        out_dir=str(root / run / "out"),
+        state=str(root / run / "state.pt"),
+    )
+
+
+def cli_args(paths: TrainPaths, spec: ModelSpec, params: dict) -> list[str]:
+    return [
+        "--manifest", paths.manifest, "--vocabulary", paths.vocabulary, "--classifier", paths.classifier,
+        "--structural-labels", paths.structural_labels, "--out-dir", paths.out_dir, "--state", paths.state,
+        "--model", json.dumps({"arch": spec.arch, "pretrained": spec.pretrained}),
+        "--params", json.dumps(params), "--device", "cpu",
+    ]  # fmt: skip
+
+
+FAST = {"batch_size": 16, "num_workers": 0, "warmup_epochs": 1, "extract_batch_size": 64}
+
+
+def test_layer_ids_and_groups(tiny_clip):
+    assert layer_id("conv1.weight", 12) == 0
+    assert layer_id("positional_embedding", 12) == 0
+    assert layer_id("transformer.resblocks.3.mlp.c_fc.weight", 12) == 4
+    assert layer_id("proj", 12) == 13 and layer_id("ln_post.bias", 12) == 13
+    groups = param_groups(tiny_clip.model.visual, TrainParams(layer_decay=0.5, weight_decay=0.1))
+    scales = {g["lr_scale"] for g in groups}
+    assert scales == {0.5**3, 0.5**2, 0.5**1, 1.0}  # 2 blocks: layers 0..3
+    assert all(g["weight_decay"] == (0.0 if all(p.ndim <= 1 for p in g["params"]) else 0.1) for g in groups)
+    n_params = sum(p.numel() for g in groups for p in g["params"])
+    assert n_params == sum(p.numel() for p in tiny_clip.model.visual.parameters())
+
+
+def test_schedules():
+    assert cosine_lr(0, 11, 1.0, 0.1) == pytest.approx(1.0)
+    assert cosine_lr(10, 11, 1.0, 0.1) == pytest.approx(0.1)
+    assert cosine_lr(5, 11, 1.0, 0.1) == pytest.approx(0.55)
+    params = TrainParams(ema_decay_init=0.99, ema_decay=0.999, ema_warmup_iters=100)
+    assert ema_decay(0, params) == pytest.approx(0.99)
+    assert ema_decay(50, params) == pytest.approx(0.9945)
+    assert ema_decay(1000, params) == pytest.approx(0.999)
+
+
+def test_ema_update_by_hand():
+    teacher, student = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        teacher.weight.fill_(1.0)
+        student.weight.fill_(3.0)
+    ema_update(teacher, student, 0.75)
+    torch.testing.assert_close(teacher.weight, torch.full((1, 2), 1.5))
+
+
+def test_loss_by_hand():
+    teacher = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.1, 0.0]])  # confident on 0 / unsure
+    student = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    structural = torch.tensor([1, 2])
+    loss, parts = s3a_loss(
+        teacher, student, structural, TrainParams(conf_threshold=0.5, w_ins=1.0, w_str=0.25)
+    )
+    ce = torch.nn.functional.cross_entropy
+    ins = ce(student[:1], torch.tensor([0]))
+    struct = ce(student, structural)
+    assert parts["confident"] == 1
+    assert float(loss) == pytest.approx(float(ins + 0.25 * struct), rel=1e-6)
+    _, parts = s3a_loss(teacher, student, structural, TrainParams(conf_threshold=0.99999))
+    assert parts["loss_ins"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", -1e-5, "lr"),
+        ("epochs", 0, "epochs"),
+        ("online_start", "never", "online_start"),
+        ("conf_threshold", 2, "conf"),
+    ],
+)
+def test_bad_params_fail_early(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainParams(**{field: value})
+
+
+def test_missing_structural_labels_fail_before_any_model(world, tmp_path):
+    root, spec = world
+    paths = paths_for(root, "missing")
+    paths = TrainPaths(**{**paths.__dict__, "structural_labels": str(tmp_path / "none.parquet")})
+    result = subprocess.run(
+        [sys.executable, "-m", "s3a.train", *cli_args(paths, spec, FAST)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "structural_labels not found" in result.stderr
+    assert "loaded s3a-tiny" not in result.stderr
+
+
+def test_loss_falls_on_a_learnable_task(world):
+    root, spec = world
+    params = TrainParams(epochs=4, lr=3e-2, min_lr=3e-3, w_ins=0.0, w_str=1.0, warmup_epochs=10, **{
+        k: v for k, v in FAST.items() if k != "warmup_epochs"})  # fmt: skip
+    history = train(paths_for(root, "learn"), params, spec, device="cpu")
+    assert list(history.epoch) == [0, 1, 2, 3]
+    assert history.loss_str.iloc[-1] < 0.8 * history.loss_str.iloc[0]
+    assert (Path(root) / "learn" / "out" / "student.pt").is_file()
+    expected = {
+        "loss",
+        "loss_ins",
+        "loss_str",
+        "lr",
+        "confident_fraction",
+        "structural_top1",
+        "teacher_top1_train",
+    }
+    assert set(pd.read_parquet(root / "learn" / "out" / "history.parquet").columns) >= expected
+
+
+def test_killed_run_resumes_to_the_same_result(world):
+    root, spec = world
+    params = {**FAST, "epochs": 4, "lr": 1e-3, "min_lr": 1e-4}
+    reference = paths_for(root, "whole")
+    subprocess.run(
+        [sys.executable, "-m", "s3a.train", *cli_args(reference, spec, params)], check=True, timeout=300
+    )
+
+    killed = paths_for(root, "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "s3a.train", *cli_args(killed, spec, params)])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if Path(killed.state).exists() and torch.load(killed.state, weights_only=False)["epoch"] >= 1:
+            proc.send_signal(signal.SIGKILL)  # a node failure: no chance to clean up
+            break
+        time.sleep(0.05)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    done = torch.load(killed.state, weights_only=False)["epoch"]
+    assert 1 <= done < 4
+    assert not (Path(killed.out_dir) / "history.parquet").exists()
+    subprocess.run(
+        [sys.executable, "-m", "s3a.train", *cli_args(killed, spec, params)], check=True, timeout=300
+    )
+
+    for name in ("student", "teacher"):
+        a = torch.load(Path(reference.out_dir) / f"{name}.pt")
+        b = torch.load(Path(killed.out_dir) / f"{name}.pt")
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(Path(reference.out_dir) / "history.parquet"),
+        pd.read_parquet(Path(killed.out_dir) / "history.parquet"),
+        rtol=1e-5,
+    )
+
+
+def test_two_process_gloo_agrees_with_one_process(world):
+    root, spec = world
+    # lr 0: the weights stay put, so the online pseudo-labels of both runs must be identical
+    params = {**FAST, "epochs": 3, "lr": 0.0, "min_lr": 0.0, "num_workers": 1}
+    histories = {}
+    for nproc in (1, 2):
+        paths = paths_for(root, f"ddp{nproc}")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "s3a.train", *cli_args(paths, spec, params)]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        histories[nproc] = pd.read_parquet(Path(paths.out_dir) / "history.parquet")
+    columns = [
+        "epoch",
+        "samples",
+        "structural_names",
+        "structural_changed",
+        "structural_top1",
+        "teacher_top1_train",
+    ]
+    pd.testing.assert_frame_equal(histories[1][columns], histories[2][columns])
+    assert (histories[2].samples == 64).all()  # 4 steps x global batch 16
+    assert not math.isnan(histories[2].loss.iloc[0])

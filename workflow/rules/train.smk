@@ -1,0 +1,57 @@
+# Self-training (spec 6) and the trained models' predictions.
+
+
+rule self_train:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        vocabulary="results/vocabulary/vocabulary.parquet",
+        classifier="results/vocabulary/{model}/classifier.parquet",
+        structural_labels="results/{dataset}/{model}/discover/structural_labels.parquet",
+        checkpoint=model_checkpoint,
+    output:
+        student="results/{dataset}/{model}/train/student.pt",
+        teacher="results/{dataset}/{model}/train/teacher.pt",
+        history="results/{dataset}/{model}/train/history.parquet",
+    log:
+        "logs/self_train/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/self_train/{dataset}/{model}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+        runtime=config["compute"]["train_runtime"],
+    params:
+        nproc=max(1, config["compute"]["gpu"]),
+        device="cpu" if config["compute"]["gpu"] == 0 else "auto",
+        model=model_json,
+        train=train_json,
+        state="resources/train/{dataset}/{model}/state.pt",
+    shell:
+        "python -m torch.distributed.run --standalone --nproc_per_node={params.nproc}"
+        " -m s3a.train --manifest {input.manifest} --vocabulary {input.vocabulary}"
+        " --classifier {input.classifier} --structural-labels {input.structural_labels}"
+        " --out-dir results/{wildcards.dataset}/{wildcards.model}/train --state {params.state}"
+        " --model {params.model} --params {params.train} --device {params.device} > {log} 2>&1"
+
+
+rule predict:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        classifier="results/vocabulary/{model}/classifier.parquet",
+        student="results/{dataset}/{model}/train/student.pt",
+        teacher="results/{dataset}/{model}/train/teacher.pt",
+        checkpoint=model_checkpoint,
+    output:
+        "results/{dataset}/{model}/train/{split}.parquet",
+    log:
+        "logs/predict/{dataset}/{model}-{split}.log",
+    benchmark:
+        "benchmarks/predict/{dataset}/{model}-{split}.tsv"
+    threads: config["compute"]["cpus_per_gpu"]
+    resources:
+        **gpu_resources(),
+    params:
+        model=model_spec,
+        batch_size=config["embed"]["batch_size"],
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,37 @@
+"""Rule predict: argmax over the vocabulary of the self-trained student and teacher on one split."""
+
+import pandas as pd
+import torch
+
+from s3a.embed import EmbedParams, encode_images, zero_shot
+from s3a.io import read_embeddings, read_table, write_table
+from s3a.logs import log_to
+from s3a.models import ModelSpec, load_clip
+
+
+def main(smk) -> None:
+    with log_to(smk.log[0]) as log:
+        torch.set_num_threads(smk.threads)
+        manifest = read_table(smk.input.manifest, columns=["image_id", "path", "split"])
+        rows = manifest[manifest.split == smk.wildcards.split]
+        vocab_ids, classifier = read_embeddings(smk.input.classifier, id_column="vocab_index")
+        clip = load_clip(ModelSpec(**smk.params.model))
+        params = EmbedParams(batch_size=smk.params.batch_size, num_workers=max(0, smk.threads - 1))
+        table = pd.DataFrame()
+        for role in ("student", "teacher"):
+            clip.model.visual.load_state_dict(torch.load(smk.input[role], map_location=clip.device))
+            result = encode_images(clip.model, clip.preprocess, list(rows.path), params)
+            pred, score = zero_shot(result.embeddings, classifier)
+            table["image_id"] = rows.image_id.to_numpy()[result.index]
+            table[f"{role}_vocab_index"], table[f"{role}_score"] = vocab_ids[pred], score
+        log.info(
+            "%s: %d images, student names %d",
+            smk.wildcards.split,
+            len(table),
+            table.student_vocab_index.nunique(),
+        )
+        write_table(table, smk.output[0])
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 - injected by Snakemake
