@@ -244,3 +244,20 @@ def test_two_process_gloo_agrees_with_one_process(world):
     pd.testing.assert_frame_equal(histories[1][columns], histories[2][columns])
     assert (histories[2].samples == 64).all()  # 4 steps x global batch 16
     assert not math.isnan(histories[2].loss.iloc[0])
+
+
+def test_strong_view_survives_every_randaugment_level():
+    """The top RandAugment level posterizes to 0 bits; current Pillow rejects that unless handled."""
+    from PIL import Image
+
+    from s3a.train.augment import _posterize_keeping_zero_bits, strong_view, weak_view
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), dtype=np.uint8))
+    assert np.asarray(_posterize_keeping_zero_bits(img, 0)).max() == 0
+    assert np.array_equal(np.asarray(_posterize_keeping_zero_bits(img, 8)), np.asarray(img))
+    strong, weak = strong_view(64), weak_view(64)
+    from timm.data.auto_augment import AugmentOp
+
+    top = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
+    assert np.asarray(top(img)).max() == 0  # 0 bits kept: black, no error
+    assert strong(img).shape == (3, 64, 64) and weak(img).shape == (3, 64, 64)

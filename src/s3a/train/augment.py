@@ -30,10 +30,32 @@ def weak_view(size: int) -> Callable:
     )
 
 
+def _posterize_keeping_zero_bits(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """Posterize that accepts 0 bits (a black image), as Pillow did before version 11."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    from PIL import ImageOps
+
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _patch_timm_posterize() -> None:
+    """RandAugment ``inc1`` with a magnitude std can draw the top level, i.e. posterize to 0 bits, which
+    current Pillow rejects (``ValueError: bits must be between or equal to 1 and 8``) and which used to
+    give a black image; route timm's posterize ops through a version that keeps the old behaviour."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize_keeping_zero_bits
+
+
 def strong_view(size: int) -> Callable:
     """timm's training transform with RandAugment ``rand-m9-mstd0.5-inc1`` and no colour jitter."""
     from timm.data import create_transform
 
+    _patch_timm_posterize()
     return create_transform(
         size,
         is_training=True,

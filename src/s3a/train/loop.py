@@ -270,45 +270,55 @@ def extract_features(
     return distributed.gather_rows(torch.cat(index), torch.cat(rows), len(paths), env)
 
 
+def train_step(
+    model: torch.nn.Module,
+    teacher: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    classifier: torch.Tensor,
+    params: TrainParams,
+    step: int,
+    lr: float,
+    device: torch.device,
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step on ``(weak, strong, structural)`` and the EMA update after it.
+
+    ``model`` is the student, possibly wrapped in DistributedDataParallel; returns the loss and its parts.
+    """
+    weak, strong, structural = (t.to(device, non_blocking=True) for t in batch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad():
+            teacher_logits = _encode(teacher, weak, classifier)
+        student_logits = _encode(model, strong, classifier)
+    loss, parts = s3a_loss(teacher_logits, student_logits, structural, params)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    student = model.module if isinstance(model, DistributedDataParallel) else model
+    ema_update(teacher, student, ema_decay(step + 1, params))
+    return float(loss.detach()), parts
+
+
 def _train_epoch(
-    student,
-    teacher,
-    optimizer,
-    loader,
-    labels: torch.Tensor,
-    classifier,
-    params,
-    env,
-    start_step,
-    steps,
-    total,
+    model, teacher, optimizer, loader, labels: torch.Tensor, classifier, params, env, step, steps, total
 ):
     sums = np.zeros(5)  # loss, loss_ins, loss_str, confident, samples
-    student.train()
+    model.train()
     base, final = params.lr * params.batch_size / 256, params.min_lr * params.batch_size / 256
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
-    bar = tqdm(total=steps, desc="train", disable=not env.is_main, mininterval=5)
-    step = start_step
     lr = base
+    bar = tqdm(total=steps, desc="train", disable=not env.is_main, mininterval=5)
     for i, (weak, strong, idx) in enumerate(loader):
         if i >= steps:
             break
         lr = cosine_lr(step, total, base, final)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        weak, strong = weak.to(env.device, non_blocking=True), strong.to(env.device, non_blocking=True)
-        with autocast:
-            with torch.no_grad():
-                teacher_logits = _encode(teacher, weak, classifier)
-            student_logits = _encode(student, strong, classifier)
-        loss, parts = s3a_loss(teacher_logits, student_logits, labels[idx].to(env.device), params)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, parts = train_step(
+            model, teacher, optimizer, (weak, strong, labels[idx]), classifier, params, step, lr, env.device
+        )
         step += 1
-        ema_update(teacher, student.module if env.distributed else student, ema_decay(step, params))
         n = len(idx)
-        sums += [float(loss) * n, parts["loss_ins"] * n, parts["loss_str"] * n, parts["confident"], n]
+        sums += [loss * n, parts["loss_ins"] * n, parts["loss_str"] * n, parts["confident"], n]
         bar.update(1)
     bar.close()
     sums = distributed.all_reduce_sum(sums, env)

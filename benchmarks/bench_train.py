@@ -1,0 +1,110 @@
+"""Benchmark: self-training throughput, the full step with data loading vs the bare step, one process.
+
+Both contenders run the same :func:`s3a.train.loop.train_step` (teacher forward on the weak view,
+student forward/backward on the strong view, AdamW, EMA) on the same model:
+
+* *bare step*: the batch is a fixed tensor already on the device (the ceiling);
+* *ours*: batches come from the training DataLoader (JPEG decode, weak view, RandAugment strong view,
+  ``--workers`` processes, pinned memory), as ``python -m s3a.train`` runs it.
+
+Images are real JPEGs (``../shared/data/imagenet-sample`` by default) replicated to ``--images``.
+The ratio ours / bare says how much data loading costs (1.0 = loading is not the bottleneck).
+
+    python benchmarks/bench_train.py                                      # tiny model, CPU (about 1 min)
+    python benchmarks/bench_train.py --arch ViT-B-16 --batch-size 128 --workers 15 --steps 30   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from s3a.models import TINY_ARCH, ModelSpec, load_clip
+from s3a.train.augment import TwoViews, strong_view, weak_view
+from s3a.train.loop import TrainParams, param_groups, train_step
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+
+
+def timed_steps(model, teacher, optimizer, batches, classifier, params, device, steps: int) -> float:
+    """Images per second over ``steps`` steps after 3 warm-up steps."""
+    it = iter(batches)
+    for step in range(3):
+        train_step(model, teacher, optimizer, next(it), classifier, params, step, 1e-6, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, seen = time.perf_counter(), 0
+    for step in range(steps):
+        batch = next(it)
+        train_step(model, teacher, optimizer, batch, classifier, params, step, 1e-6, device)
+        seen += len(batch[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default=TINY_ARCH)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--images", type=int, default=2000, help="images in the replicated JPEG list")
+    parser.add_argument("--image-dir", default=str(DEFAULT_IMAGES))
+    parser.add_argument("--vocab", type=int, default=20071, help="rows of the (random) vocabulary classifier")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    clip = load_clip(ModelSpec(args.arch, None), device=device)
+    student = clip.model.visual.float()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    size = int(np.atleast_1d(student.image_size)[0])
+    params = TrainParams(batch_size=args.batch_size)
+    optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-6)
+    dim = student.output_dim
+    classifier = torch.nn.functional.normalize(torch.randn(args.vocab, dim, device=device), dim=-1)
+    labels = torch.randint(0, args.vocab, (args.batch_size,))
+
+    files = sorted(str(p) for p in Path(args.image_dir).glob("*.JPEG"))
+    if not files:
+        raise SystemExit(f"no JPEG files in {args.image_dir}")
+    paths = [files[i % len(files)] for i in range(args.images)]
+    loader = DataLoader(
+        TwoViews(paths, weak_view(size), strong_view(size)),
+        args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=args.workers > 0,
+    )
+
+    def loaded():
+        while True:
+            for weak, strong, _ in loader:
+                yield weak, strong, labels
+
+    fixed = (torch.randn(args.batch_size, 3, size, size, device=device),) * 2 + (labels,)
+    bare = timed_steps(
+        student, teacher, optimizer, iter(lambda: fixed, None), classifier, params, device, args.steps
+    )
+    ours = timed_steps(student, teacher, optimizer, loaded(), classifier, params, device, args.steps)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(f"device: {name}; {args.arch} at {size}px; batch {args.batch_size}; {args.workers} loader workers")
+    print(f"bare step (tensors on device): {bare:9.1f} img/s")
+    print(f"ours (JPEG loading + views):   {ours:9.1f} img/s")
+    print(f"ratio ours / bare: {ours / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
