@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake
+# the single-node Slurm of the cluster test tier; SLURM=0 leaves it alone
+LOCAL_SLURM := ci/local-slurm.sh
+SLURM ?= 1
+# e.g. `make test PYTEST_ARGS=tests/integration`
+PYTEST_ARGS ?=
 
 .PHONY: demo test lint unit workflow venv clean-demo
 
@@ -21,10 +26,20 @@ demo: venv
 	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES) --printshellcmds
 	@$(BIN)/python -m s3a.report results/summary.parquet
 
-## test: lint, workflow checks and every test tier that runs here
+## test: lint, workflow checks and every test tier that runs here; the cluster tier runs on a local
+## Slurm that `ci/local-slurm.sh up` starts (root + apt) and `down` stops afterwards, pass or fail.
+## Without one the slurm tests skip (S3A_REQUIRE_SLURM=1 makes them fail). A Slurm already up from
+## `ci/local-slurm.sh up` is used and left running. `make test SLURM=0` skips the start.
 test: venv lint
-	@$(BIN)/python -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test tree is missing" >&2; exit 1; fi; \
+	@started=0; \
+	trap 'if [ $$started = 1 ]; then $(LOCAL_SLURM) down; fi' EXIT; trap 'exit 130' INT TERM; \
+	if [ "$(SLURM)" = 1 ] && ! $(LOCAL_SLURM) status >/dev/null 2>&1; then \
+		started=1; \
+		$(LOCAL_SLURM) up || echo "make test: no local Slurm (see the error above):" \
+			"the slurm tests skip, or fail when S3A_REQUIRE_SLURM=1" >&2; \
+	fi; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test tree is missing" >&2; rc=1; fi; \
 	exit $$rc
 
 lint: venv

@@ -19,10 +19,14 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     default_target: True
     input:
         "results/summary.parquet",
+        report_targets(),
 
 
 rule all_zero_shot:

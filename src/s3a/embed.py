@@ -131,6 +131,40 @@ def encode_images(
     return ImageEmbeddings(index=ids.astype(np.int64), embeddings=emb.astype(np.float32), failed=failed)
 
 
+def _trimmable(model: torch.nn.Module) -> bool:
+    """A CLIP text tower with a causal mask and EOT pooling, which may run on shorter sequences."""
+    return (
+        getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+        and hasattr(model, "token_embedding")
+    )
+
+
+def encode_text_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)``, run on the batch's longest prompt instead of the full context.
+
+    With a causal mask a position never sees later ones, and the pooled (end-of-text) position lies
+    within the longest prompt, so cutting the zero padding changes nothing but the cost.
+    """
+    if not _trimmable(model):
+        return model.encode_text(tokens)
+    from open_clip.transformer import text_global_pool
+
+    length = int((tokens != 0).sum(dim=1).max())
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = text_global_pool(x, tokens, "argmax")
+    if model.text_projection is None:
+        return x
+    return (
+        model.text_projection(x)
+        if isinstance(model.text_projection, torch.nn.Linear)
+        else x @ model.text_projection
+    )
+
+
 def encode_texts(
     model: torch.nn.Module,
     tokenizer: Callable,
@@ -139,19 +173,27 @@ def encode_texts(
     device: torch.device | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """Encode ``texts`` (length ``T``) into a ``(T, D)`` unit-norm float32 array."""
+    """Encode ``texts`` (length ``T``) into a ``(T, D)`` unit-norm float32 array.
+
+    Prompts are encoded in order of length, so each batch runs on its own longest prompt.
+    """
     device = device or next(model.parameters()).device
-    out = []
-    starts = range(0, len(texts), batch_size)
-    with torch.inference_mode(), _autocast(device):
-        for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
-            tokens = tokenizer(list(texts[s : s + batch_size])).to(device)
-            out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
-    if not out:  # no texts: an empty (0, D) array of the model's embedding width
+    if not texts:  # an empty (0, D) array of the model's embedding width
         with torch.inference_mode():
             dim = model.encode_text(tokenizer([""]).to(device)).shape[-1]
         return np.zeros((0, dim), np.float32)
-    return torch.cat(out).numpy()
+    tokens = tokenizer(list(texts))
+    order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
+    out = torch.empty(0)
+    with torch.inference_mode(), _autocast(device):
+        starts = range(0, len(texts), batch_size)
+        for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
+            idx = order[s : s + batch_size]
+            feats = F.normalize(encode_text_tokens(model, tokens[idx].to(device)).float(), dim=-1).cpu()
+            if out.numel() == 0:
+                out = torch.empty(len(texts), feats.shape[1])
+            out[idx] = feats
+    return out.numpy()
 
 
 def text_classifier(

@@ -11,10 +11,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from s3a.io import read_table
+from s3a.io import atomic_path, read_table
 
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
 METRIC_COLUMNS = ["n", "top1", "cluster_acc", "soft_acc"]
+
+#: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on test
+COMPARED = (("zeroshot", "train"), ("structural", "train"), ("student", "test"), ("teacher", "test"))
+
+#: Published numbers (S3A_SPEC.md section 8), ViT-B/16, by the dataset keys of config/config.yaml:
+#: S3A Acc / Clu (8.1; OOV sets: both soft scores) and the CLIP zero-shot baseline on the train split (8.2).
+PUBLISHED = pd.DataFrame(
+    [
+        ("stanford_dogs", 58.94, 62.19, 53.43),
+        ("imagenet100", 52.08, 82.76, 29.39),
+        ("imagenet1k", 42.43, 63.15, 32.21),
+        ("living17", 48.34, 75.57, 37.32),
+        ("nonliving26", 56.20, 75.97, 33.35),
+        ("entity13", 45.21, 76.92, 30.09),
+        ("entity30", 50.41, 76.14, 31.23),
+        ("caltech101", 55.29, 55.55, float("nan")),
+        ("cifar100", 46.10, 46.40, float("nan")),
+        ("oxford_pet", 59.00, 60.57, float("nan")),
+    ],
+    columns=["dataset", "paper_s3a_acc", "paper_s3a_clu", "paper_clip_train_acc"],
+)
 
 
 def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -37,6 +58,75 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         if column in shown:
             shown[column] = shown[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
     return shown.to_markdown(index=False)
+
+
+def comparison_table(summary: pd.DataFrame, oov: dict[str, bool] | None = None) -> pd.DataFrame:
+    """One row per (dataset, model): our accuracies per stage next to the published numbers.
+
+    The accuracy column is the exact top-1 over the vocabulary, or the soft score for the
+    out-of-vocabulary datasets (``oov[dataset]`` true), as in the paper's table.
+    """
+    oov = oov or {}
+    rows = []
+    vocab = summary[summary.label_set == "vocabulary"]
+    for (dataset, model), group in vocab.groupby(["dataset", "model"], sort=True):
+        metric = "soft_acc" if oov.get(dataset, False) else "top1"
+        row = {"dataset": dataset, "model": model, "accuracy": "soft" if metric == "soft_acc" else "top-1"}
+        for stage, split in COMPARED:
+            hit = group[(group.stage == stage) & (group.split == split)]
+            row[f"{stage}_{split}_acc"] = float(hit[metric].iloc[0]) if len(hit) else float("nan")
+            row[f"{stage}_{split}_clu"] = float(hit.cluster_acc.iloc[0]) if len(hit) else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.merge(PUBLISHED, on="dataset", how="left")
+
+
+def plot_training(history: pd.DataFrame, path: str | Path) -> None:
+    """Training curves of one run: losses, confident fraction and accuracies per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for column in ("loss", "loss_ins", "loss_str"):
+        left.plot(history.epoch, history[column], marker="o", label=column)
+    left.set(xlabel="epoch", ylabel="loss", title="losses")
+    left.legend()
+    for column in ("structural_top1", "teacher_top1_train"):
+        right.plot(history.epoch, history[column], marker="o", label=f"{column} (%)")
+    right.plot(history.epoch, 100 * history.confident_fraction, marker="o", label="confident (%)")
+    right.set(xlabel="epoch", ylabel="%", title="labels and teacher")
+    right.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_cluster_sizes(kmeans: pd.DataFrame, structural: pd.DataFrame, path: str | Path) -> None:
+    """Sorted cluster sizes of the k-means partition and of the structural labels, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, frame in (("k-means", kmeans), ("structural labels", structural)):
+        sizes = frame.cluster.value_counts().sort_values(ascending=False).to_numpy()
+        ax.plot(range(1, len(sizes) + 1), sizes, marker=".", label=f"{name} ({len(sizes)} clusters)")
+    ax.set(xlabel="cluster rank", ylabel="images", title="cluster sizes", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

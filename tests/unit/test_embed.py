@@ -93,3 +93,21 @@ def test_text_classifier_fills_name_phrase_slots_and_handles_no_items(tiny_clip)
     mean = prompts.mean(axis=0)
     np.testing.assert_allclose(weights[0], mean / np.linalg.norm(mean), atol=1e-5)
     assert text_classifier(tiny_clip.model, tiny_clip.tokenizer, [], templates).shape == (0, 32)
+
+
+def test_trimmed_text_tower_equals_full_context(tiny_clip):
+    from s3a.embed import encode_text_tokens
+
+    texts = [
+        "a photo of a dog.",
+        "itap of a very very long and winding description of a golden_retriever.",
+        "x",
+    ]
+    tokens = tiny_clip.tokenizer(texts)
+    with torch.no_grad():
+        full = tiny_clip.model.encode_text(tokens)
+        trimmed = encode_text_tokens(tiny_clip.model, tokens)
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
+    # encode_texts sorts by length internally and returns rows in the input order
+    got = encode_texts(tiny_clip.model, tiny_clip.tokenizer, texts, batch_size=2, progress=False)
+    np.testing.assert_allclose(got, F.normalize(full, dim=-1).numpy(), atol=1e-5)

@@ -49,13 +49,58 @@ def test_summarize_adapter_writes_table_and_markdown(tmp_path, capsys):
         inputs.append(str(path))
     smk = SimpleNamespace(
         input=inputs,
-        output=SimpleNamespace(table=str(tmp_path / "s.parquet"), markdown=str(tmp_path / "s.md")),
+        output=SimpleNamespace(
+            table=str(tmp_path / "s.parquet"),
+            markdown=str(tmp_path / "s.md"),
+            comparison=str(tmp_path / "c.html"),
+        ),
+        params=SimpleNamespace(oov={"x": False, "y": True}),
         log=[str(tmp_path / "log.txt")],
     )
     runpy.run_path(str(SCRIPTS / "summarize.py"), run_name="adapter")["main"](smk)
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == 4
     assert (tmp_path / "s.md").read_text().count("| x ") == 2
     assert "summary of 4 metric rows" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "c.html").read_text().count("<tr>") == 2  # one row per dataset
     assert main([str(tmp_path / "s.parquet")]) == 0
     assert "Results:" in capsys.readouterr().out
     assert main([str(tmp_path / "missing.parquet")]) == 1
+
+
+def test_comparison_table_sets_ours_beside_the_paper(tmp_path):
+    from s3a.report import comparison_table, plot_cluster_sizes, plot_training
+
+    stages = []
+    for stage, split, top1, soft in (("zeroshot", "train", 30.0, 40.0), ("student", "test", 50.0, 60.0)):
+        for dataset in ("stanford_dogs", "cifar100"):
+            stages.append(
+                {
+                    "dataset": dataset,
+                    "model": "vit_b16",
+                    "stage": stage,
+                    "label_set": "vocabulary",
+                    "split": split,
+                    "n": 10,
+                    "top1": top1,
+                    "cluster_acc": top1 + 1,
+                    "soft_acc": soft,
+                }  # fmt: skip
+            )
+    table = comparison_table(pd.DataFrame(stages), {"cifar100": True}).set_index("dataset")
+    assert table.loc["stanford_dogs", "zeroshot_train_acc"] == 30.0  # exact top-1
+    assert table.loc["cifar100", "student_test_acc"] == 60.0  # OOV: the soft score
+    assert table.loc["stanford_dogs", "student_test_clu"] == 51.0
+    assert math.isnan(table.loc["cifar100", "structural_train_acc"])
+    assert (
+        table.loc["stanford_dogs", "paper_s3a_acc"] == 58.94
+        and table.loc["cifar100", "paper_s3a_clu"] == 46.40
+    )
+    history = pd.DataFrame(
+        {"epoch": [0, 1], "loss": [2.0, 1.0], "loss_ins": [1.0, 0.5], "loss_str": [4.0, 2.0],
+         "structural_top1": [10.0, 20.0], "teacher_top1_train": [5.0, 6.0], "confident_fraction": [0.2, 0.3]}
+    )  # fmt: skip
+    plot_training(history, tmp_path / "t.png")
+    clusters = pd.DataFrame({"cluster": [0, 0, 1, 2, 2, 2]})
+    plot_cluster_sizes(clusters, clusters, tmp_path / "c.png")
+    for name in ("t.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

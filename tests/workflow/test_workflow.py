@@ -61,9 +61,10 @@ def test_dry_run_all_ten_benchmarks_without_data(tmp_path):
         "self_train": 10,
         "predict": 20,
         "evaluate": 40,  # zero-shot, structural labels, student, teacher
+        "plot_run": 10,
         "summarize": 1,
         "all": 1,
-        "total": 164,
+        "total": 174,
     }
 
 
@@ -121,13 +122,42 @@ def test_missing_data_root_names_dataset_and_path(tmp_path):
     assert not (work / "results" / "stanford_dogs" / "manifest.parquet").exists()
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    work = copy_workflow(tmp_path)
-    result = run_snakemake(["--configfile", "config/demo.yaml", "--cores", "2"], work)
+SECOND = """
+  # a second dataset, so partial reruns can show they leave the first one alone
+  shapes2:
+    kind: generated
+    params:
+      {root: resources/demo/shapes2, classes: [circle, square, star, cross], images_per_class: 12, seed: 1}
+    k: 4
+"""
+
+
+def variant(work: Path, name: str, old: str, new: str) -> str:
+    """Write config/<name>.yaml = config/two.yaml with one text replacement; return its path."""
+    text = (work / "config" / "two.yaml").read_text()
+    assert old in text
+    (work / "config" / f"{name}.yaml").write_text(text.replace(old, new))
+    return f"config/{name}.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo config plus a second generated dataset, run end to end once."""
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
+    demo = (work / "config" / "demo.yaml").read_text()
+    (work / "config" / "two.yaml").write_text(demo.replace("\nmodels:", SECOND + "\nmodels:", 1))
+    result = run_snakemake(["--configfile", "config/two.yaml", "--cores", "2"], work)
     assert result.returncode == 0, result.stderr[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(demo_run):
+    work = demo_run
     manifest = pd.read_parquet(work / "results/shapes/manifest.parquet")
     summary = pd.read_parquet(work / "results/summary.parquet")
+    assert set(summary.dataset) == {"shapes", "shapes2"}
+    summary = summary[summary.dataset == "shapes"]
     # zero-shot: train/test x vocabulary/class names; structural labels: train; student, teacher: train/test
     assert len(summary) == 9
     assert sorted(summary.stage.unique()) == ["structural", "student", "teacher", "zeroshot"]
@@ -141,7 +171,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert labels.cluster.nunique() <= int(k_search.loc[k_search.selected, "k"].iloc[0])
     assert labels.vocab_index.nunique() == labels.cluster.nunique()  # one distinct name per cluster
     for split, n in manifest.groupby("split").size().items():
-        assert (summary.loc[summary.split == split, "n"] == n).all()
+        assert (summary.loc[(summary.split == split) & (summary.stage == "zeroshot"), "n"] == n).all()
     for column in ("top1", "cluster_acc", "soft_acc"):
         assert summary[column].between(0, 100).all(), summary
     # the classifier covers the whole vocabulary
@@ -149,5 +179,55 @@ def test_demo_runs_end_to_end(tmp_path):
     classifier = pd.read_parquet(work / "results/vocabulary/tiny/classifier.parquet")
     assert len(classifier) == len(vocabulary) > 20000
     # a second run has nothing to do
-    again = run_snakemake(["--configfile", "config/demo.yaml", "--cores", "2", "-n"], work)
+    again = run_snakemake(["--configfile", "config/two.yaml", "--cores", "2", "-n"], work)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_training_setting_of_one_dataset_reruns_only_its_training(demo_run):
+    config = variant(demo_run, "train2", "    k: 4\n", "    k: 4\n    train: {epochs: 3}\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    assert job_counts(result.stdout) == {
+        "self_train": 1,
+        "predict": 2,
+        "evaluate": 2,  # student and teacher of shapes2
+        "plot_run": 1,
+        "summarize": 1,
+        "all": 1,
+        "total": 8,
+    }
+    outputs = [line for line in result.stdout.splitlines() if line.strip().startswith("output:")]
+    assert outputs and not any("results/shapes/" in line for line in outputs)
+
+
+@pytest.mark.slow
+def test_llm_settings_rerun_discovery_onwards_but_not_embeddings(demo_run):
+    config = variant(demo_run, "llm", "  backend: wordnet\n", "  backend: wordnet\n  repeats: 2\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    assert job_counts(result.stdout) == {
+        "describe_candidates": 2,
+        "realign_labels": 2,
+        "self_train": 2,
+        "predict": 4,
+        "evaluate": 6,  # structural, student, teacher per dataset; zero-shot untouched
+        "plot_run": 2,
+        "summarize": 1,
+        "all": 1,
+        "total": 20,
+    }
+
+
+@pytest.mark.slow
+def test_report_has_the_comparison_and_the_figures(demo_run):
+    result = run_snakemake(
+        ["--configfile", "config/two.yaml", "--report", "report.html"], demo_run, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (demo_run / "report.html").read_text()
+    assert len(html) > 100_000
+    for text in ("comparison.html", "training.png", "clusters.png", "shapes2", "Cluster sizes"):
+        assert text in html, text
+    table = (demo_run / "results" / "report" / "comparison.html").read_text()
+    assert table.count("<td>shapes</td>") == 1 and table.count("<td>shapes2</td>") == 1
+    for column in ("paper_s3a_acc", "structural_train_acc", "student_test_acc", "teacher_test_clu"):
+        assert f"<th>{column}</th>" in table

@@ -10,7 +10,7 @@ from snakemake.utils import validate
 validate(config, "../../config/config.schema.json")
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
-shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])
@@ -63,10 +63,20 @@ def model_checkpoint(wildcards):
     return []
 
 
-def gpu_resources(attempt=1):
+def gpu_mem_mb(wildcards, attempt):
+    """Memory of a GPU step: config `compute.mem_mb`, times the attempt number on retries."""
+    return config["compute"]["mem_mb"] * attempt
+
+
+def evaluate_mem_mb(wildcards, attempt):
+    """Memory of an evaluation (the sentence-embedding model and one split's predictions)."""
+    return 8000 * attempt
+
+
+def gpu_resources():
     """Standard resources of a GPU step, from config `compute`."""
     c = config["compute"]
-    return {"gpu": c["gpu"], "cpus_per_gpu": c["cpus_per_gpu"], "mem_mb": c["mem_mb"] * attempt}
+    return {"gpu": c["gpu"], "cpus_per_gpu": c["cpus_per_gpu"], "mem_mb": gpu_mem_mb}
 
 
 def embedding_targets():
@@ -120,6 +130,15 @@ def model_json(wildcards):
 def realign_params(wildcards):
     """Realign settings, with the dataset's own description templates."""
     return {**config["discover"]["realign"], "templates": dataset_entry(wildcards)["description_templates"]}
+
+
+def report_targets():
+    return expand(
+        "results/{dataset}/{model}/report/{figure}.png",
+        dataset=DATASETS,
+        model=MODELS,
+        figure=["training", "clusters"],
+    )
 
 
 def evaluation_targets():

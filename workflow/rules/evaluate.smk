@@ -11,7 +11,7 @@ rule evaluate:
     log:
         "logs/evaluate/{dataset}/{model}-{stage}.log",
     resources:
-        mem_mb=8000,
+        mem_mb=evaluate_mem_mb,
     params:
         stage=stage_params,
         soft_model=config["evaluate"]["soft_model"],
@@ -25,8 +25,42 @@ rule summarize:
     output:
         table="results/summary.parquet",
         markdown="results/summary.md",
+        comparison=report(
+            "results/report/comparison.html",
+            caption="../report/comparison.rst",
+            category="Summary",
+        ),
     log:
         "logs/summarize/summary.log",
     localrule: True
+    params:
+        oov={name: config["datasets"][name]["oov"] for name in DATASETS},
     script:
         "../scripts/summarize.py"
+
+
+rule plot_run:
+    input:
+        history="results/{dataset}/{model}/train/history.parquet",
+        clusters="results/{dataset}/{model}/discover/clusters.parquet",
+        structural="results/{dataset}/{model}/discover/structural_labels.parquet",
+    output:
+        training=report(
+            "results/{dataset}/{model}/report/training.png",
+            caption="../report/training.rst",
+            category="Training curves",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "figure": "training"},
+        ),
+        clusters=report(
+            "results/{dataset}/{model}/report/clusters.png",
+            caption="../report/clusters.rst",
+            category="Cluster sizes",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "figure": "clusters"},
+        ),
+    log:
+        "logs/plot_run/{dataset}/{model}.log",
+    localrule: True
+    script:
+        "../scripts/plot_run.py"

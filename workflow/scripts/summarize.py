@@ -2,7 +2,7 @@
 
 from s3a.io import atomic_path, read_table, write_table
 from s3a.logs import log_to
-from s3a.report import summarize, summary_markdown
+from s3a.report import comparison_table, summarize, summary_markdown
 
 
 def main(smk) -> None:
@@ -11,6 +11,9 @@ def main(smk) -> None:
         write_table(summary, smk.output.table)
         with atomic_path(smk.output.markdown) as tmp:
             tmp.write_text(summary_markdown(summary) + "\n")
+        comparison = comparison_table(summary, dict(smk.params.oov))
+        with atomic_path(smk.output.comparison) as tmp:
+            tmp.write_text(comparison.to_html(index=False, float_format="%.2f", na_rep="-"))
         log.info("summary of %d metric rows:\n%s", len(summary), summary_markdown(summary))
 
 
