@@ -10,7 +10,7 @@ SLURM ?= 1
 # e.g. `make test PYTEST_ARGS=tests/integration`
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit workflow venv clean-demo
+.PHONY: demo test lint venv clean-demo
 
 venv: $(VENV)/.installed
 
