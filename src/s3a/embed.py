@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from s3a.models import pick_device
@@ -25,6 +26,7 @@ from s3a.vocab import fill_templates
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE = 100.0
+DECODERS = ("pil", "fast")
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,19 @@ class EmbedParams:
         batch_size: images per forward pass.
         num_workers: DataLoader worker processes decoding images (0 = in the main process).
         device: ``None`` picks ``cuda`` when present.
+        decoder: ``pil`` = the exact PIL path of spec 3 (the model's own transform); ``fast`` =
+            libjpeg-turbo decoding and tensor resizing in the workers, uint8 batches normalised on
+            the device (:class:`FastDecode`); agrees with ``pil`` to a mean cosine >= 0.99.
     """
 
     batch_size: int = 256
     num_workers: int = 4
     device: str | None = None
+    decoder: str = "pil"
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
 
 
 @dataclass
@@ -57,22 +67,84 @@ class ImageEmbeddings:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _ImageFiles(Dataset):
-    """Decode ``paths[i]`` with PIL and apply ``transform``; a failure yields the reason instead."""
+class FastDecode:
+    """Path -> ``(3, size, size)`` uint8 tensor: reduced-scale JPEG decoding, shorter side resized to
+    ``size`` (bicubic, antialiased, in torch), centre crop. Normalisation happens on the device.
 
-    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
+    Built from an open_clip evaluation transform by :meth:`from_transform`, so it follows the model's
+    input size and normalisation.
+    """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+
+    @classmethod
+    def from_transform(cls, transform: Callable) -> FastDecode:
+        size = mean = std = None
+        for step in getattr(transform, "transforms", []):
+            if isinstance(step, T.Resize):
+                size = step.size if isinstance(step.size, int) else min(step.size)
+            if isinstance(step, T.Normalize):
+                mean, std = step.mean, step.std
+        if size is None or mean is None:
+            raise ValueError(
+                f"cannot read the input size and normalisation from {transform!r}; use decoder 'pil'"
+            )
+        return cls(size, mean, std)
+
+    def _decode(self, path: str) -> torch.Tensor:
+        """uint8 ``(3, H, W)``; JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+        still leaves the shorter side >= ``size``, which skips most of the decoding work."""
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (self.size, self.size))
+            return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+
+    def __call__(self, path: str) -> torch.Tensor:
+        image = self._decode(path)
+        h, w = image.shape[1:]
+        scale = self.size / min(h, w)
+        new = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
+        resized = F.interpolate(
+            image[None].float(), size=new, mode="bicubic", antialias=True, align_corners=False
+        )
+        top, left = (new[0] - self.size) // 2, (new[1] - self.size) // 2
+        crop = resized[0, :, top : top + self.size, left : left + self.size]
+        return crop.round().clamp(0, 255).to(torch.uint8)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` on the device -> normalised float."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float() / 255.0 - mean) / std
+
+
+class _ImageFiles(Dataset):
+    """``load(paths[i])``; a failure yields the reason instead of an image."""
+
+    def __init__(self, paths: Sequence[str], load: Callable[[str], torch.Tensor]) -> None:
         self.paths = list(paths)
-        self.transform = transform
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            with Image.open(self.paths[i]) as img:
-                return i, self.transform(img.convert("RGB")), ""
+            return i, self.load(self.paths[i]), ""
         except Exception as exc:  # any decode error: the image is skipped and reported
             return i, None, f"{type(exc).__name__}: {exc}"
+
+
+class _PilLoad:
+    """The exact path of spec 3: PIL decode, then the model's own evaluation transform."""
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, path: str) -> torch.Tensor:
+        with Image.open(path) as img:
+            return self.transform(img.convert("RGB"))
 
 
 def _collate(batch: list[tuple[int, torch.Tensor | None, str]]):
@@ -100,12 +172,14 @@ def encode_images(
 
     Args:
         model: an open_clip model (``encode_image`` is used).
-        transform: PIL image -> ``(3, H, W)`` tensor (open_clip's evaluation transform).
+        transform: PIL image -> ``(3, H, W)`` tensor (open_clip's evaluation transform); the
+            ``fast`` decoder reads the input size and normalisation from it.
         paths: image files, length ``N``.
     """
     device = device or next(model.parameters()).device
+    fast = FastDecode.from_transform(transform) if params.decoder == "fast" else None
     loader = DataLoader(
-        _ImageFiles(paths, transform),
+        _ImageFiles(paths, fast or _PilLoad(transform)),
         batch_size=params.batch_size,
         num_workers=params.num_workers,
         collate_fn=_collate,
@@ -118,7 +192,8 @@ def encode_images(
             failed.extend((paths[i], why) for i, why in bad)
             if images is None:
                 continue
-            feats = model.encode_image(images.to(device, non_blocking=True))
+            images = images.to(device, non_blocking=True)
+            feats = model.encode_image(fast.normalize(images) if fast else images)
             chunks.append(F.normalize(feats.float(), dim=-1).cpu())
             index.append(idx)
     for path, why in failed:

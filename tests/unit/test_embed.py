@@ -111,3 +111,35 @@ def test_trimmed_text_tower_equals_full_context(tiny_clip):
     # encode_texts sorts by length internally and returns rows in the input order
     got = encode_texts(tiny_clip.model, tiny_clip.tokenizer, texts, batch_size=2, progress=False)
     np.testing.assert_allclose(got, F.normalize(full, dim=-1).numpy(), atol=1e-5)
+
+
+@pytest.mark.data
+def test_fast_decoder_agrees_with_pil_on_real_photos(tiny_clip, shared_data, tmp_path):
+    photos = sorted((shared_data / "imagenet-sample").glob("*.JPEG"))[::25]
+    assert len(photos) == 40
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    paths = [str(p) for p in photos] + [str(broken)]
+    pil = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, paths, EmbedParams(batch_size=16, num_workers=0)
+    )
+    fast = encode_images(
+        tiny_clip.model,
+        tiny_clip.preprocess,
+        paths,
+        EmbedParams(batch_size=16, num_workers=1, decoder="fast"),
+    )
+    np.testing.assert_array_equal(pil.index, fast.index)
+    assert [p for p, _ in fast.failed] == [str(broken)]
+    cosine = np.sum(pil.embeddings * fast.embeddings, axis=1)
+    assert cosine.mean() >= 0.99, cosine.mean()
+    assert cosine.min() >= 0.95, cosine.min()
+
+
+def test_fast_decoder_reads_size_and_normalisation(tiny_clip):
+    from s3a.embed import FastDecode
+
+    fast = FastDecode.from_transform(tiny_clip.preprocess)
+    assert fast.size == 64 and fast.mean[0] == pytest.approx(0.48145466)
+    with pytest.raises(ValueError, match="decoder"):
+        EmbedParams(decoder="gpu-magic")

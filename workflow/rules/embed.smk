@@ -38,6 +38,7 @@ rule embed_images:
     params:
         model=model_spec,
         batch_size=config["embed"]["batch_size"],
+        decoder=config["embed"]["decoder"],
     script:
         "../scripts/embed_images.py"
 

@@ -53,5 +53,6 @@ rule predict:
     params:
         model=model_spec,
         batch_size=config["embed"]["batch_size"],
+        decoder=config["embed"]["decoder"],
     script:
         "../scripts/predict.py"
