@@ -147,7 +147,26 @@ class _PilLoad:
             return self.transform(img.convert("RGB"))
 
 
-def _collate(batch: list[tuple[int, torch.Tensor | None, str]]):
+def _identity(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
+def image_dataset(
+    paths: Sequence[str], transform: Callable, decoder: str = "pil"
+) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor]]:
+    """The dataset :func:`encode_images` reads, and the on-device step that finishes its batches.
+
+    Items are ``(i, image or None, reason)``; batch them with :func:`collate_images`. The second value
+    turns a batch on the device into model input (normalisation for the ``fast`` decoder).
+    """
+    if decoder == "fast":
+        fast = FastDecode.from_transform(transform)
+        return _ImageFiles(paths, fast), fast.normalize
+    return _ImageFiles(paths, _PilLoad(transform)), _identity
+
+
+def collate_images(batch: list[tuple[int, torch.Tensor | None, str]]):
+    """``(index, images or None, [(i, reason) of failures])`` of a list of :func:`image_dataset` items."""
     ok = [(i, x) for i, x, _ in batch if x is not None]
     bad = [(i, why) for i, x, why in batch if x is None]
     idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
@@ -177,12 +196,12 @@ def encode_images(
         paths: image files, length ``N``.
     """
     device = device or next(model.parameters()).device
-    fast = FastDecode.from_transform(transform) if params.decoder == "fast" else None
+    data, prepare = image_dataset(paths, transform, params.decoder)
     loader = DataLoader(
-        _ImageFiles(paths, fast or _PilLoad(transform)),
+        data,
         batch_size=params.batch_size,
         num_workers=params.num_workers,
-        collate_fn=_collate,
+        collate_fn=collate_images,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
@@ -192,8 +211,7 @@ def encode_images(
             failed.extend((paths[i], why) for i, why in bad)
             if images is None:
                 continue
-            images = images.to(device, non_blocking=True)
-            feats = model.encode_image(fast.normalize(images) if fast else images)
+            feats = model.encode_image(prepare(images.to(device, non_blocking=True)))
             chunks.append(F.normalize(feats.float(), dim=-1).cpu())
             index.append(idx)
     for path, why in failed:

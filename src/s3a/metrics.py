@@ -358,7 +358,8 @@ def stage_metrics(
         column: the prediction column holding vocabulary indices.
 
     Returns:
-        DataFrame with columns split, label_set and the keys of :func:`evaluate_predictions`.
+        DataFrame with columns split, label_set, the keys of :func:`evaluate_predictions`, and for
+        the vocabulary rows the spec 7.4 diagnostics ``missing_labels`` and ``iou_vocab``.
     """
     by_id = manifest.set_index("image_id")
     gt_all = gt_vocab_index(list(manifest.wnid), list(manifest.class_name), vocabulary)
@@ -373,7 +374,16 @@ def stage_metrics(
         gt_names = list(by_id.class_name.loc[ids])
         gt = gt_vocab.loc[ids].to_numpy()
         metrics = evaluate_predictions(pred[column].to_numpy(), gt, gt_class, names, gt_names, scorer)
-        rows.append({"split": split, "label_set": "vocabulary", **metrics})
+        diagnostics = label_diagnostics(pred[column].to_numpy(), gt)
+        rows.append(
+            {
+                "split": split,
+                "label_set": "vocabulary",
+                **metrics,
+                "missing_labels": diagnostics["missing_labels"],
+                "iou_vocab": diagnostics["iou_vocab"],
+            }
+        )
         if "pred_class_index" in pred:
             own = pred.pred_class_index.to_numpy()
             metrics = evaluate_predictions(own, gt_class, gt_class, class_names, gt_names, scorer)

@@ -20,11 +20,12 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from s3a.io import atomic_path
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the workflow can read ModelSpec cheaply
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def register_model_configs() -> None:
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``cuda`` when present unless ``device`` says otherwise (``"cpu"``, ``"cuda:1"``, ...)."""
+    import torch
+
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,6 +146,7 @@ def save_random_checkpoint(arch: str, path: str | os.PathLike[str], seed: int = 
     The file loads through ``ModelSpec(arch, pretrained=path)`` exactly like downloaded weights.
     """
     import open_clip
+    import torch
 
     register_model_configs()
     torch.manual_seed(seed)

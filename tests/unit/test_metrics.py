@@ -267,6 +267,7 @@ def test_stage_metrics_rows_by_split_and_label_set():
     assert train.n == 3 and train.top1 == pytest.approx(100 / 3)  # image 0 right, 1 wrong, 2 OOV
     assert train.cluster_acc == pytest.approx(200 / 3)  # 1->class 0, 3->class 1; name 2 is extra
     assert train.oov_fraction == pytest.approx(1 / 3)
+    assert train.missing_labels == 0 and train.iou_vocab == pytest.approx(1 / 3)  # dog hit; cat, fox extra
     assert np.isnan(train.soft_acc)
     own = rows.loc[("train", "class_names")]
     assert own.top1 == pytest.approx(200 / 3)  # image 1 predicted pony, truly dog

@@ -4,12 +4,13 @@ import pytest
 
 from s3a.discover.realign import (
     RealignParams,
-    discovery_diagnostics,
+    candidate_recall,
     phrase_weights,
     realign_labels,
     score_matrix,
 )
 from s3a.discover.vote import cluster_vote, top_candidates
+from s3a.metrics import label_diagnostics
 
 
 def unit(x):
@@ -71,8 +72,11 @@ def test_descriptions_fix_clusters_the_vote_got_wrong(weighting):
     assert np.mean(labels.vocab_index.to_numpy() == gt) > 0.95
     assert labels.image_id.tolist()[:2] == [100, 101]
     assert labels.vocab_index.nunique() == 6
-    diagnostics = discovery_diagnostics(vote.partition, candidates, labels.vocab_index.to_numpy(), gt)
-    assert diagnostics["candidate_recall"] == 1.0 and diagnostics["missing_labels"] == 0
+    assert candidate_recall(vote.partition, candidates, gt) == 1.0
+    assert (
+        candidate_recall(vote.partition, candidates[candidates["rank"] == 0], gt) == 0.0
+    )  # votes chose confusers
+    assert label_diagnostics(labels.vocab_index.to_numpy(), gt)["missing_labels"] == 0
 
 
 def test_cluster_without_descriptions_keeps_vote_fractions():

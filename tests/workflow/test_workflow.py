@@ -166,6 +166,8 @@ def test_demo_runs_end_to_end(demo_run):
     assert set(summary.label_set) == {"vocabulary", "class_names"}
     structural = summary[summary.stage == "structural"]
     assert structural.split.tolist() == ["train"]
+    assert structural.candidate_recall.between(0, 1).all()  # spec 7.4 diagnostics
+    assert (summary.loc[summary.label_set == "vocabulary", "missing_labels"] >= 0).all()
     labels = pd.read_parquet(work / "results/shapes/tiny/discover/structural_labels.parquet")
     k_search = pd.read_parquet(work / "results/shapes/tiny/discover/k_search.parquet")
     assert labels.cluster.nunique() <= int(k_search.loc[k_search.selected, "k"].iloc[0])

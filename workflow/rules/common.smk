@@ -7,6 +7,8 @@ import sys
 
 from snakemake.utils import validate
 
+from s3a.models import ModelSpec
+
 validate(config, "../../config/config.schema.json")
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
@@ -57,10 +59,8 @@ def model_spec(wildcards):
 
 def model_checkpoint(wildcards):
     """The model's checkpoint as an input when it is a local file (so it is built or tracked)."""
-    pretrained = config["models"][wildcards.model].get("pretrained") or ""
-    if pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        return [pretrained]
-    return []
+    spec = ModelSpec(**model_spec(wildcards))
+    return [spec.pretrained] if spec.is_local_file else []
 
 
 def gpu_mem_mb(wildcards, attempt):
@@ -95,6 +95,14 @@ def stage_predictions(wildcards):
     """The prediction files of one stage, one per split of the stage."""
     path, _, splits = STAGES[wildcards.stage]
     return expand(path, split=splits, **wildcards)
+
+
+def discovery_inputs(wildcards):
+    """The vote partition and candidates, for the candidate recall of the structural stage."""
+    if wildcards.stage != "structural":
+        return []
+    prefix = f"results/{wildcards.dataset}/{wildcards.model}/discover"
+    return [f"{prefix}/vote_partition.parquet", f"{prefix}/candidates.parquet"]
 
 
 def stage_params(wildcards):

@@ -6,6 +6,7 @@ rule evaluate:
         manifest="results/{dataset}/manifest.parquet",
         vocabulary="results/vocabulary/vocabulary.parquet",
         predictions=stage_predictions,
+        discovery=discovery_inputs,
     output:
         "results/{dataset}/{model}/eval/{stage}.parquet",
     log:

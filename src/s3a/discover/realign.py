@@ -163,23 +163,17 @@ def _top_candidate(candidates: pd.DataFrame, n_clusters: int) -> np.ndarray:
     return top
 
 
-def discovery_diagnostics(
-    partition: np.ndarray, candidates: pd.DataFrame, labels: np.ndarray, gt_vocab: np.ndarray
-) -> dict[str, float]:
-    """Spec 7.4 diagnostics of discovery against the ground truth (for logs and reports).
+def candidate_recall(partition: np.ndarray, candidates: pd.DataFrame, gt_vocab: np.ndarray) -> float:
+    """Share of clusters whose majority ground-truth name is among their candidates (spec 7.4).
 
-    Returns:
-        ``candidate_recall``: share of clusters whose majority GT name is among their candidates,
-        plus :func:`s3a.metrics.label_diagnostics` of the structural labels.
+    Args:
+        partition: ``(N,)`` the vote partition the candidates were drawn from.
+        gt_vocab: ``(N,)`` ground-truth vocabulary index per image (``-1`` out of vocabulary; such
+            clusters are left out).
     """
-    from s3a.metrics import label_diagnostics
-
     majority = (
         pd.DataFrame({"cluster": partition, "gt": gt_vocab}).groupby("cluster").gt.agg(lambda g: g.mode()[0])
     )
     cand = candidates.groupby("cluster").vocab_index.apply(set)
     hits = [int(majority[c] in cand.get(c, set())) for c in majority.index if majority[c] >= 0]
-    return {
-        "candidate_recall": float(np.mean(hits)) if hits else float("nan"),
-        **label_diagnostics(labels, gt_vocab),
-    }
+    return float(np.mean(hits)) if hits else float("nan")

@@ -82,17 +82,3 @@ class TwoViews(Dataset):
         with Image.open(self.paths[i]) as img:
             img = img.convert("RGB")
             return self.weak(img), self.strong(img), i
-
-
-class OneView(Dataset):
-    """``(image, index)`` of ``paths[index]`` under a deterministic (evaluation) transform."""
-
-    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
-        self.paths, self.transform = list(paths), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with Image.open(self.paths[i]) as img:
-            return self.transform(img.convert("RGB")), i
