@@ -1,27 +1,31 @@
-"""Benchmark: image embedding end to end from JPEG files, the fast decoder vs the PIL path, one process.
+"""Benchmark: image embedding end to end from JPEG files, our decoders vs the PIL path, one process.
 
-Both contenders run :func:`s3a.embed.encode_images` on the same files with the same model, batch size
-and loader workers; only ``EmbedParams.decoder`` differs: ``pil`` (PIL decode + the model's own
-transform, spec 3) or ``fast`` (libjpeg-turbo via torchvision, tensor resize in the workers, uint8
-batches normalised on the device). It also reports the mean cosine similarity of the two paths'
-embeddings on the first 200 files (the agreement the fast path promises, >= 0.99).
+Every contender runs :func:`s3a.embed.encode_images` on the same files with the same model, batch
+size and loader workers; only ``EmbedParams.decoder`` differs: ``pil`` (the baseline: PIL decode + the
+model's own transform in the workers, spec 3), ``fast`` (reduced-scale JPEG decoding and tensor resize
+in the workers) and ``gpu`` (workers read bytes; nvJPEG batch decoding, resize and crop on the GPU).
+It also prints each decoder's mean and minimum cosine similarity to the ``pil`` embeddings.
 
-Images are real ImageNet photos (``../shared/data/imagenet-sample``) replicated to ``--images``.
+Images are real ImageNet photos (``../shared/data/imagenet-sample``); ``--copies-dir`` writes them
+as ``--images`` distinct files (so the page cache holds every file once, as in a real run),
+otherwise the list of paths repeats the originals.
 
-    python benchmarks/bench_embed.py                                   # tiny model on the CPU: decoding-bound
-    python benchmarks/bench_embed.py --arch ViT-B-16 --images 50000 --batch-size 512 --workers 15   # a GPU
+    python benchmarks/bench_embed.py                                       # tiny model on the CPU
+    python benchmarks/bench_embed.py --arch ViT-B-16 --images 20000 --batch-size 512 --workers 15 \\
+        --decoders pil,fast,gpu --copies-dir /tmp/jpegs                     # a GPU node
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from s3a.embed import EmbedParams, encode_images
+from s3a.embed import DECODERS, EmbedParams, encode_images
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
@@ -35,7 +39,26 @@ def run(clip, paths: list[str], decoder: str, args) -> tuple[float, np.ndarray]:
     result = encode_images(clip.model, clip.preprocess, paths, params)
     if clip.device.type == "cuda":
         torch.cuda.synchronize()
+    assert len(result.index) == len(paths), f"{len(paths) - len(result.index)} images failed"
     return len(paths) / (time.perf_counter() - start), result.embeddings
+
+
+def image_paths(source: Path, n: int, copies_dir: str | None) -> list[str]:
+    """``n`` paths of real photos: distinct copies in ``copies_dir``, or the originals repeated."""
+    files = sorted(source.glob("*.JPEG"))
+    if not files:
+        raise SystemExit(f"no JPEG files in {source}")
+    if not copies_dir:
+        return [str(files[i % len(files)]) for i in range(n)]
+    out = Path(copies_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        target = out / f"{i:07d}.JPEG"
+        if not target.exists():
+            shutil.copyfile(files[i % len(files)], target)
+        paths.append(str(target))
+    return paths
 
 
 def main() -> None:
@@ -45,25 +68,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--image-dir", default=str(DEFAULT_IMAGES))
+    parser.add_argument("--copies-dir", default=None, help="write the images as distinct files here")
+    parser.add_argument("--decoders", default="pil,fast", help=f"comma-separated, from {DECODERS}")
     args = parser.parse_args()
+    decoders = args.decoders.split(",")
+    if "pil" not in decoders:
+        decoders.insert(0, "pil")
 
     clip = load_clip(ModelSpec(args.arch, None))
-    files = sorted(str(p) for p in Path(args.image_dir).glob("*.JPEG"))
-    if not files:
-        raise SystemExit(f"no JPEG files in {args.image_dir}")
-    paths = [files[i % len(files)] for i in range(args.images)]
-    run(clip, paths[: args.batch_size], "pil", args)  # warm-up: allocator, kernels, page cache
-    pil, pil_emb = run(clip, paths, "pil", args)
-    fast, fast_emb = run(clip, paths, "fast", args)
-    n = min(200, len(files), len(paths))
-    cosine = float(np.mean(np.sum(pil_emb[:n] * fast_emb[:n], axis=1)))
+    paths = image_paths(Path(args.image_dir), args.images, args.copies_dir)
+    for decoder in decoders:  # warm-up: allocator, kernels, nvJPEG handles, page cache
+        run(clip, paths[: 2 * args.batch_size], decoder, args)
+    rates, embeddings = {}, {}
+    for decoder in decoders:
+        rates[decoder], embeddings[decoder] = run(clip, paths, decoder, args)
     device = torch.cuda.get_device_name(clip.device) if clip.device.type == "cuda" else "cpu"
     print(
-        f"device: {device}; {args.arch}; {args.images} JPEGs; batch {args.batch_size}; {args.workers} workers"
+        f"device: {device}; {args.arch}; {args.images} JPEG files; batch {args.batch_size}; "
+        f"{args.workers} loader workers"
     )
-    print(f"PIL path (baseline): {pil:8.1f} img/s")
-    print(f"fast decoder (ours): {fast:8.1f} img/s")
-    print(f"ratio ours / baseline: {fast / pil:.2f}; mean cosine of the embeddings: {cosine:.5f}")
+    n = min(1000, len(paths))
+    for decoder in decoders:
+        cosine = np.sum(embeddings["pil"][:n] * embeddings[decoder][:n], axis=1)
+        role = "baseline" if decoder == "pil" else "ours"
+        print(
+            f"{decoder:5s} ({role:8s}): {rates[decoder]:8.1f} img/s"
+            f"   ratio to pil {rates[decoder] / rates['pil']:5.2f}"
+            f"   cosine to pil mean {cosine.mean():.5f} min {cosine.min():.5f}"
+        )
 
 
 if __name__ == "__main__":

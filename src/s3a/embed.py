@@ -7,9 +7,10 @@ On CUDA the encoders run under bf16 autocast; everything runs in ``torch.inferen
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from s3a.vocab import fill_templates
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE = 100.0
-DECODERS = ("pil", "fast")
+DECODERS = ("pil", "fast", "gpu")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,17 @@ class EmbedParams:
 
     Attributes:
         batch_size: images per forward pass.
-        num_workers: DataLoader worker processes decoding images (0 = in the main process).
+        num_workers: DataLoader worker processes reading images (0 = in the main process).
         device: ``None`` picks ``cuda`` when present.
-        decoder: ``pil`` = the exact PIL path of spec 3 (the model's own transform); ``fast`` =
-            libjpeg-turbo decoding and tensor resizing in the workers, uint8 batches normalised on
-            the device (:class:`FastDecode`); agrees with ``pil`` to a mean cosine >= 0.99.
+        decoder: how image files become model input (all follow the model's own input size and
+            normalisation):
+
+            * ``pil``: the exact path of spec 3 (PIL decode, the model's own transform, in the workers);
+            * ``fast``: JPEGs decoded at a reduced DCT scale and resized in torch in the workers, uint8
+              batches normalised on the device (:class:`FastDecode`); mean cosine >= 0.99 to ``pil``;
+            * ``gpu``: the workers only read the file bytes; JPEGs are decoded in batches by nvJPEG on
+              the device, resized and cropped there (:class:`GpuDecode`); mean cosine >= 0.999 to
+              ``pil``. Other formats, and JPEGs nvJPEG rejects (CMYK), are decoded on the CPU.
     """
 
     batch_size: int = 256
@@ -67,19 +74,42 @@ class ImageEmbeddings:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-class FastDecode:
-    """Path -> ``(3, size, size)`` uint8 tensor: reduced-scale JPEG decoding, shorter side resized to
-    ``size`` (bicubic, antialiased, in torch), centre crop. Normalisation happens on the device.
+def resize_center_crop(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """uint8 ``(3, H_i, W_i)`` images (any sizes, one device) -> uint8 ``(B, 3, size, size)``.
 
-    Built from an open_clip evaluation transform by :meth:`from_transform`, so it follows the model's
-    input size and normalisation.
+    The geometry of torchvision's ``Resize(size)`` + ``CenterCrop(size)`` (shorter side to ``size``,
+    the longer one truncated as torchvision does, bicubic with antialiasing, rounded to uint8), run as
+    one interpolation per distinct input shape, on the images' device.
     """
+    out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=images[0].device)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, image in enumerate(images):
+        groups.setdefault((int(image.shape[1]), int(image.shape[2])), []).append(j)
+    for (h, w), members in groups.items():
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = max(size, int(size * long / short))
+        new = (size, new_long) if h <= w else (new_long, size)
+        batch = torch.stack([images[j] for j in members]).float()
+        resized = F.interpolate(batch, size=new, mode="bicubic", antialias=True, align_corners=False)
+        top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+        crop = resized[:, :, top : top + size, left : left + size]
+        out[members] = crop.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _pil_pixels(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+class _DeviceNormalized:
+    """A decoder whose uint8 output is normalised on the device with the model's mean and std."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
 
     @classmethod
-    def from_transform(cls, transform: Callable) -> FastDecode:
+    def from_transform(cls, transform: Callable):
+        """Read the input size and normalisation from an open_clip evaluation transform."""
         size = mean = std = None
         for step in getattr(transform, "transforms", []):
             if isinstance(step, T.Resize):
@@ -92,31 +122,92 @@ class FastDecode:
             )
         return cls(size, mean, std)
 
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` on the device -> normalised float."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float() / 255.0 - mean) / std
+
+
+class FastDecode(_DeviceNormalized):
+    """Path -> ``(3, size, size)`` uint8 tensor in a worker: reduced-scale JPEG decoding, then
+    :func:`resize_center_crop` in torch. Normalisation happens on the device."""
+
     def _decode(self, path: str) -> torch.Tensor:
         """uint8 ``(3, H, W)``; JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
         still leaves the shorter side >= ``size``, which skips most of the decoding work."""
         with Image.open(path) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (self.size, self.size))
-            return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+            return _pil_pixels(img)
 
     def __call__(self, path: str) -> torch.Tensor:
-        image = self._decode(path)
-        h, w = image.shape[1:]
-        scale = self.size / min(h, w)
-        new = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-        resized = F.interpolate(
-            image[None].float(), size=new, mode="bicubic", antialias=True, align_corners=False
-        )
-        top, left = (new[0] - self.size) // 2, (new[1] - self.size) // 2
-        crop = resized[0, :, top : top + self.size, left : left + self.size]
-        return crop.round().clamp(0, 255).to(torch.uint8)
+        return resize_center_crop([self._decode(path)], self.size)[0]
 
-    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` on the device -> normalised float."""
-        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
-        return (batch.float() / 255.0 - mean) / std
+    def finish(self, images: torch.Tensor, device: torch.device) -> _Finished:
+        return list(range(len(images))), self.normalize(images.to(device, non_blocking=True)), []
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class GpuDecode(_DeviceNormalized):
+    """Batched JPEG decoding on the device (nvJPEG through ``torchvision.io.decode_jpeg``).
+
+    In a worker, :meth:`__call__` only reads the file: a JPEG stays its encoded bytes (1-D uint8),
+    any other format is decoded there with PIL (``(3, H, W)`` uint8). In the main process,
+    :meth:`finish` decodes a batch's JPEGs in one call on the device, then resizes, crops and
+    normalises them there. A JPEG the batched call rejects is retried alone on the device, then on
+    the CPU; one that nothing decodes is reported as unreadable. On a CPU device the same code runs
+    with libjpeg-turbo (how the tests exercise it).
+    """
+
+    def __call__(self, path: str) -> torch.Tensor:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if data[:3] == _JPEG_MAGIC:
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        with Image.open(path) as img:
+            return _pil_pixels(img)
+
+    def _decode_alone(self, data: torch.Tensor, device: torch.device) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            pass
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            return _pil_pixels(img).to(device)
+
+    def finish(self, items: list[torch.Tensor], device: torch.device) -> _Finished:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        decoded: dict[int, torch.Tensor] = {}
+        jpegs = [j for j, item in enumerate(items) if item.dim() == 1]
+        if jpegs:
+            try:
+                batch = decode_jpeg([items[j] for j in jpegs], mode=ImageReadMode.RGB, device=device)
+                decoded.update(zip(jpegs, batch, strict=True))
+            except RuntimeError:  # one bad file fails the whole call: decode one by one
+                pass
+        bad: list[tuple[int, str]] = []
+        for j, item in enumerate(items):
+            if j in decoded:
+                continue
+            try:
+                decoded[j] = self._decode_alone(item, device) if item.dim() == 1 else item.to(device)
+            except Exception as exc:  # any decode error: the image is skipped and reported
+                bad.append((j, f"{type(exc).__name__}: {exc}"))
+        keep = sorted(decoded)
+        if not keep:
+            return [], None, bad
+        images = resize_center_crop([decoded[j] for j in keep], self.size)
+        return keep, self.normalize(images), bad
+
+
+#: ``(positions kept, model input for them or None, [(position, reason)] of failures)``
+_Finished = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]
 
 
 class _ImageFiles(Dataset):
@@ -146,32 +237,66 @@ class _PilLoad:
         with Image.open(path) as img:
             return self.transform(img.convert("RGB"))
 
-
-def _identity(images: torch.Tensor) -> torch.Tensor:
-    return images
-
-
-def image_dataset(
-    paths: Sequence[str], transform: Callable, decoder: str = "pil"
-) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor]]:
-    """The dataset :func:`encode_images` reads, and the on-device step that finishes its batches.
-
-    Items are ``(i, image or None, reason)``; batch them with :func:`collate_images`. The second value
-    turns a batch on the device into model input (normalisation for the ``fast`` decoder).
-    """
-    if decoder == "fast":
-        fast = FastDecode.from_transform(transform)
-        return _ImageFiles(paths, fast), fast.normalize
-    return _ImageFiles(paths, _PilLoad(transform)), _identity
+    def finish(self, images: torch.Tensor, device: torch.device) -> _Finished:
+        return list(range(len(images))), images.to(device, non_blocking=True), []
 
 
-def collate_images(batch: list[tuple[int, torch.Tensor | None, str]]):
-    """``(index, images or None, [(i, reason) of failures])`` of a list of :func:`image_dataset` items."""
+def _collate_stacked(batch: list[tuple[int, torch.Tensor | None, str]]):
+    """``(index, stacked images or None, [(i, reason) of worker failures])``."""
     ok = [(i, x) for i, x, _ in batch if x is not None]
     bad = [(i, why) for i, x, why in batch if x is None]
-    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    images = torch.stack([x for _, x in ok]) if ok else None
-    return idx, images, bad
+    return (
+        torch.tensor([i for i, _ in ok], dtype=torch.long),
+        torch.stack([x for _, x in ok]) if ok else None,
+        bad,
+    )
+
+
+def _collate_list(batch: list[tuple[int, torch.Tensor | None, str]]):
+    """Like :func:`_collate_stacked`, with the images (of different sizes) left as a list."""
+    ok = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, why) for i, x, why in batch if x is None]
+    return torch.tensor([i for i, _ in ok], dtype=torch.long), [x for _, x in ok] or None, bad
+
+
+def image_batches(
+    paths: Sequence[str],
+    transform: Callable,
+    params: EmbedParams,
+    device: torch.device,
+    sampler: torch.utils.data.Sampler | None = None,
+    desc: str = "embed images",
+    progress: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
+    """Model-ready batches of image files, read the way ``params.decoder`` says.
+
+    The one image reader of the project: :func:`encode_images` and the training's teacher features
+    use it. Yields ``(index, images, failed)``: ``index`` ``(B,)`` positions into ``paths`` (CPU
+    int64), ``images`` ``(B, 3, S, S)`` normalised float on ``device`` (``None`` when no image of the
+    batch decoded), ``failed`` ``[(position, reason)]`` of the batch's unreadable files. Host memory
+    is bounded by the loader's prefetch (a few batches), whatever ``len(paths)``.
+    """
+    if params.decoder == "gpu":
+        reader, collate = GpuDecode.from_transform(transform), _collate_list
+    elif params.decoder == "fast":
+        reader, collate = FastDecode.from_transform(transform), _collate_stacked
+    else:
+        reader, collate = _PilLoad(transform), _collate_stacked
+    loader = DataLoader(
+        _ImageFiles(paths, reader),
+        batch_size=params.batch_size,
+        sampler=sampler,
+        num_workers=params.num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda" and params.decoder != "gpu",
+        persistent_workers=False,
+    )
+    for idx, images, bad in tqdm(loader, desc=desc, unit="batch", disable=not progress, mininterval=5):
+        if images is None:
+            yield idx[:0], None, bad
+            continue
+        keep, ready, late = reader.finish(images, device)
+        yield idx[keep], ready, bad + [(int(idx[j]), why) for j, why in late]
 
 
 def _autocast(device: torch.device):
@@ -192,26 +317,20 @@ def encode_images(
     Args:
         model: an open_clip model (``encode_image`` is used).
         transform: PIL image -> ``(3, H, W)`` tensor (open_clip's evaluation transform); the
-            ``fast`` decoder reads the input size and normalisation from it.
+            ``fast`` and ``gpu`` decoders read the input size and normalisation from it.
         paths: image files, length ``N``.
+
+    Memory: the ``(N, D)`` float32 result (2.6 GB for ImageNet-1K's 1.28M images at D = 512) plus a
+    few batches in flight.
     """
     device = device or next(model.parameters()).device
-    data, prepare = image_dataset(paths, transform, params.decoder)
-    loader = DataLoader(
-        data,
-        batch_size=params.batch_size,
-        num_workers=params.num_workers,
-        collate_fn=collate_images,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
     index, chunks, failed = [], [], []
     with torch.inference_mode(), _autocast(device):
-        for idx, images, bad in tqdm(loader, desc="embed images", unit="batch", mininterval=5):
+        for idx, images, bad in image_batches(paths, transform, params, device):
             failed.extend((paths[i], why) for i, why in bad)
             if images is None:
                 continue
-            feats = model.encode_image(prepare(images.to(device, non_blocking=True)))
+            feats = model.encode_image(images)
             chunks.append(F.normalize(feats.float(), dim=-1).cpu())
             index.append(idx)
     for path, why in failed:

@@ -143,3 +143,74 @@ def test_fast_decoder_reads_size_and_normalisation(tiny_clip):
     assert fast.size == 64 and fast.mean[0] == pytest.approx(0.48145466)
     with pytest.raises(ValueError, match="decoder"):
         EmbedParams(decoder="gpu-magic")
+
+
+def _odd_images(tmp_path) -> list[str]:
+    """A colour JPEG, a greyscale JPEG, a CMYK JPEG, a PNG with alpha, a corrupt JPEG, a colour JPEG."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    paths = [tmp_path / n for n in ("a.jpg", "grey.jpg", "cmyk.jpg", "alpha.png", "broken.jpg", "b.jpg")]
+    Image.fromarray(rgb).save(paths[0], quality=95)
+    Image.fromarray(rgb[..., 0]).save(paths[1], quality=95)
+    Image.fromarray(rgb).convert("CMYK").save(paths[2], quality=95)
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(paths[3])
+    paths[4].write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    Image.fromarray(rgb[::-1, :80]).save(paths[5], quality=95)
+    return [str(p) for p in paths]
+
+
+def test_gpu_decoder_reads_every_format_and_reports_corrupt_files(tiny_clip, tmp_path):
+    """The ``gpu`` decoder's code path on the CPU (libjpeg-turbo stands in for nvJPEG): formats the
+    batched decode cannot take fall back without losing the order, and a corrupt file is reported."""
+    paths = _odd_images(tmp_path)
+    pil = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, paths, EmbedParams(batch_size=6, num_workers=0)
+    )
+    gpu = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, paths, EmbedParams(batch_size=6, num_workers=1, decoder="gpu")
+    )
+    assert gpu.index.tolist() == pil.index.tolist() == [0, 1, 2, 3, 5]
+    assert [p for p, _ in gpu.failed] == [paths[4]]
+    cosine = np.sum(pil.embeddings * gpu.embeddings, axis=1)
+    assert cosine.min() >= 0.99, cosine
+
+
+def test_resize_center_crop_matches_torchvision_geometry():
+    from torchvision.transforms import v2
+
+    from s3a.embed import resize_center_crop
+
+    rng = np.random.default_rng(4)
+    images = [
+        torch.from_numpy(rng.integers(0, 255, (3, h, w), dtype=np.uint8))
+        for h, w in [(75, 100), (100, 75), (64, 64), (75, 100), (301, 97)]
+    ]
+    got = resize_center_crop(images, 64)
+    assert got.shape == (5, 3, 64, 64) and got.dtype == torch.uint8
+    reference = v2.Compose(
+        [v2.Resize(64, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(64)]
+    )
+    for image, crop in zip(images, got, strict=True):
+        expected = reference(image.float()).round().clamp(0, 255)
+        assert (crop.float() - expected).abs().max() <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.data
+def test_gpu_decoder_agrees_with_pil_on_real_photos_vit_b16(shared_data):
+    """nvJPEG path vs the exact PIL path, random-weight ViT-B-16 at 224 px (needs a GPU)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (nvJPEG)")
+    from s3a.models import ModelSpec, load_clip
+
+    clip = load_clip(ModelSpec("ViT-B-16", None), device="cuda")
+    photos = [str(p) for p in sorted((shared_data / "imagenet-sample").glob("*.JPEG"))[:200]]
+    assert len(photos) >= 100
+    pil = encode_images(clip.model, clip.preprocess, photos, EmbedParams(batch_size=64, num_workers=4))
+    gpu = encode_images(
+        clip.model, clip.preprocess, photos, EmbedParams(batch_size=64, num_workers=4, decoder="gpu")
+    )
+    np.testing.assert_array_equal(pil.index, gpu.index)
+    cosine = np.sum(pil.embeddings * gpu.embeddings, axis=1)
+    print(f"gpu vs pil on {len(photos)} photos: mean cosine {cosine.mean():.5f}, min {cosine.min():.5f}")
+    assert cosine.mean() >= 0.999, cosine.mean()

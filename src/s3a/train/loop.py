@@ -36,7 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import LOGIT_SCALE, collate_images, image_dataset
+from s3a.embed import LOGIT_SCALE, EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
@@ -261,23 +261,23 @@ def extract_features(
     Reads images like :func:`s3a.embed.encode_images` (the exact PIL path); the training images all
     decoded when they were embedded, so a failure here is an error, not a skip.
     """
-    data, prepare = image_dataset(paths, transform)
-    sampler = DistributedSampler(data, env.world_size, env.rank, shuffle=False) if env.distributed else None
-    loader = DataLoader(
-        data,
-        params.extract_batch_size,
-        sampler=sampler,
-        num_workers=params.num_workers,
-        collate_fn=collate_images,
+    sampler = (
+        DistributedSampler(range(len(paths)), env.world_size, env.rank, shuffle=False)
+        if env.distributed
+        else None
     )
+    read = EmbedParams(params.extract_batch_size, params.num_workers)
     model.eval()
     index, rows = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    batches = image_batches(
+        paths, transform, read, env.device, sampler, desc="teacher features", progress=env.is_main
+    )
     with autocast:
-        for idx, images, bad in tqdm(loader, desc="teacher features", disable=not env.is_main, mininterval=5):
+        for idx, images, bad in batches:
             if bad:
                 raise OSError(f"training images became unreadable: {[(paths[i], why) for i, why in bad][:3]}")
-            rows.append(F.normalize(model(prepare(images.to(env.device))).float(), dim=-1))
+            rows.append(F.normalize(model(images).float(), dim=-1))
             index.append(idx)
     return distributed.gather_rows(torch.cat(index), torch.cat(rows), len(paths), env)
 

@@ -1,0 +1,78 @@
+"""Benchmark: the whole K search (spec 4) with the default settings, and one of its k-means runs
+against scikit-learn's on the same data, one process.
+
+Data: ``--n`` planted unit-norm features (as ``bench_kmeans.py``) around ``--k`` centres. The search
+runs :func:`s3a.discover.kestimate.estimate_k` with the default :class:`KSearchParams` (the torch
+k-means backend on ``--device``); the whole search has no practical scikit-learn counterpart (hours
+on a CPU at this size), so the baseline row times one k-means of the search (the planted K on the
+search's subsample, a fixed ``--iters`` Lloyd iterations from the same k-means++ start) in both.
+
+    python benchmarks/bench_ksearch.py --n 20000 --k 60             # a CPU, about a minute
+    python benchmarks/bench_ksearch.py --n 300000 --k 1000 --device cuda   # a GPU node
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from bench_kmeans import device_name, planted
+
+from s3a.discover import cluster
+from s3a.discover.kestimate import KSearchParams, estimate_k, subsample
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--k", type=int, default=60, help="planted clusters")
+    ap.add_argument("--noise", type=float, default=2.0)
+    ap.add_argument("--iters", type=int, default=5, help="Lloyd iterations of the per-K comparison")
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args()
+    from sklearn.cluster import KMeans
+
+    dev = cluster.pick_device(args.device)
+    x, _ = planted(args.n, args.d, args.k, 0, args.noise)
+    params = KSearchParams()
+    params = dataclasses.replace(
+        params, kmeans=dataclasses.replace(params.kmeans, backend="torch", device=str(dev))
+    )
+    print(f"device: {device_name(dev)}; data N={args.n} D={args.d}, planted K={args.k}")
+    print(f"search settings: {params}")
+    t0 = time.perf_counter()
+    chosen, table = estimate_k(x, params, progress=False)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    total = time.perf_counter() - t0
+    print(f"K search (ours): {total:.1f} s for {len(table)} evaluated K; estimated K {chosen}")
+
+    xs = x[subsample(args.n, params)]
+    with torch.inference_mode():
+        xt = torch.from_numpy(xs).to(dev)
+        x_sq = (xt * xt).sum(1)
+        init = cluster._kmeans_pp(xt, x_sq, args.k, np.random.RandomState(0))
+        cluster._lloyd(xt, x_sq, init, 1, 0.0, params.kmeans.chunk)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        cluster._lloyd(xt, x_sq, init, args.iters, -1.0, params.kmeans.chunk)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        ours = (time.perf_counter() - t0) / args.iters
+    init_np = init.cpu().numpy()
+    t0 = time.perf_counter()
+    km = KMeans(args.k, init=init_np, n_init=1, max_iter=args.iters, tol=0.0, algorithm="lloyd").fit(xs)
+    base = (time.perf_counter() - t0) / km.n_iter_
+    print(
+        f"one Lloyd iteration at K={args.k} on the {len(xs)}-point subsample: ours {1e3 * ours:.1f} ms, "
+        f"scikit-learn {1e3 * base:.1f} ms, ratio {base / ours:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
