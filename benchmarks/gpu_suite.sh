@@ -36,10 +36,10 @@ run_section() {
     case $1 in
     test) section test 120 "$PY" -m pytest ../tests/unit/test_embed.py -m gpu -q -s -p no:cacheprovider ;;
     embed-b16) section embed-b16 150 "$PY" bench_embed.py --arch "${B16:-ViT-B-16}" --images "$IMAGES" \
-        --batch-size 512 --workers "$WORKERS" --decoders pil,fast,gpu --copies-dir /tmp/s3a-jpegs \
+        --batch-size 512 --workers "$WORKERS" --decoders pil,fast,gpu:torchvision,gpu:nvimgcodec --copies-dir /tmp/s3a-jpegs \
         --image-dir "$PHOTOS" ;;
     embed-l14) section embed-l14 150 "$PY" bench_embed.py --arch "${L14:-ViT-L-14}" --images "$IMAGES" \
-        --batch-size 256 --workers "$WORKERS" --decoders pil,gpu --copies-dir /tmp/s3a-jpegs \
+        --batch-size 256 --workers "$WORKERS" --decoders pil,gpu:nvimgcodec --copies-dir /tmp/s3a-jpegs \
         --image-dir "$PHOTOS" ;;
     vocab) section vocab 120 "$PY" bench_vocab.py --arch "${B16:-ViT-B-16}" --batch-size 4096 ;;
     kmeans) section kmeans 150 "$PY" bench_kmeans.py --n "${KM_N:-1280000}" --k "${KM_K:-1000}" --iters 3 \

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,16 +153,64 @@ class FastDecode(_DeviceNormalized):
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
+#: JPEG library of the ``gpu`` decoder: ``auto`` (nvImageCodec when installed, else torchvision),
+#: ``nvimgcodec`` or ``torchvision``; the environment variable ``S3A_GPU_JPEG`` overrides it.
+GPU_JPEG_CODECS = ("auto", "nvimgcodec", "torchvision")
+_nvimgcodec_decoders: dict[str, Any] = {}
+
+
+def _nvimgcodec():
+    try:
+        from nvidia import nvimgcodec
+    except ImportError:
+        return None
+    return nvimgcodec
+
+
+def _nvimgcodec_decoder(device: torch.device):
+    """One nvImageCodec decoder per device and process (it owns a CPU thread pool and CUDA streams):
+    on a GPU every backend (the hardware JPEG engines of A100/H100, CUDA, hybrid, CPU), on the CPU
+    its CPU backend (how the tests run it)."""
+    key = str(device)
+    if key not in _nvimgcodec_decoders:
+        nv = _nvimgcodec()
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            _nvimgcodec_decoders[key] = nv.Decoder(device_id=index)
+        else:
+            cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
+            _nvimgcodec_decoders[key] = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, backends=[cpu])
+    return _nvimgcodec_decoders[key]
+
+
 class GpuDecode(_DeviceNormalized):
-    """Batched JPEG decoding on the device (nvJPEG through ``torchvision.io.decode_jpeg``).
+    """Batched JPEG decoding on the device.
 
     In a worker, :meth:`__call__` only reads the file: a JPEG stays its encoded bytes (1-D uint8),
     any other format is decoded there with PIL (``(3, H, W)`` uint8). In the main process,
     :meth:`finish` decodes a batch's JPEGs in one call on the device, then resizes, crops and
-    normalises them there. A JPEG the batched call rejects is retried alone on the device, then on
-    the CPU; one that nothing decodes is reported as unreadable. On a CPU device the same code runs
-    with libjpeg-turbo (how the tests exercise it).
+    normalises them there. The JPEG library is nvImageCodec (``nvidia-nvimgcodec-cu12``/``-cu13``,
+    which uses the hardware JPEG decoders of A100/H100 and a CPU thread pool for the rest) when it is
+    installed, else torchvision's nvJPEG batch decode (whose Huffman decoding runs on one CPU thread:
+    about 1,400 images/s on an H100 node). A JPEG the batched call rejects (CMYK, corrupt) is retried
+    alone, then with PIL; one that nothing decodes is reported as unreadable. On a CPU device the
+    same code runs (libjpeg-turbo), which is how the tests exercise it.
     """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], codec: str | None = None):
+        super().__init__(size, mean, std)
+        codec = codec or os.environ.get("S3A_GPU_JPEG", "auto")
+        if codec not in GPU_JPEG_CODECS:
+            raise ValueError(f"S3A_GPU_JPEG must be one of {GPU_JPEG_CODECS}, got {codec!r}")
+        if codec == "nvimgcodec" and _nvimgcodec() is None:
+            raise ValueError(
+                "S3A_GPU_JPEG=nvimgcodec, but nvImageCodec is not installed (pip install s3a[gpu])"
+            )
+        self.codec = codec
+        self._in_use: tuple[Any, torch.cuda.Event] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # workers get the settings, never the codec's buffers
+        return {**self.__dict__, "_in_use": None}
 
     def __call__(self, path: str) -> torch.Tensor:
         with open(path, "rb") as fh:
@@ -180,17 +230,45 @@ class GpuDecode(_DeviceNormalized):
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
             return _pil_pixels(img).to(device)
 
-    def finish(self, items: list[torch.Tensor], device: torch.device) -> _Finished:
+    def _decode_nvimgcodec(self, datas: list[torch.Tensor], device: torch.device):
+        """``(images or None per input, the codec's image objects)``; the latter own the GPU memory the
+        former view, so they must outlive every kernel that reads it."""
+        nv = _nvimgcodec()
+        params = nv.DecodeParams(
+            apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB, sample_format=nv.SampleFormat.I_RGB
+        )
+        streams = [nv.CodeStream(data.numpy()) for data in datas]
+        if device.type == "cuda":
+            owners = _nvimgcodec_decoder(device).decode(
+                streams, params=params, cuda_stream=torch.cuda.current_stream(device).cuda_stream
+            )
+            views = [None if o is None else torch.as_tensor(o, device=device) for o in owners]
+        else:
+            owners = _nvimgcodec_decoder(device).decode(streams, params=params)
+            views = [None if o is None else torch.from_numpy(np.asarray(o.cpu())) for o in owners]
+        return [None if v is None else v.permute(2, 0, 1) for v in views], owners
+
+    def _decode_batch(self, datas: list[torch.Tensor], device: torch.device):
+        if self.codec == "nvimgcodec" or (self.codec == "auto" and _nvimgcodec() is not None):
+            return self._decode_nvimgcodec(datas, device)
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        try:
+            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device), None
+        except RuntimeError:  # one bad file fails the whole call: decode one by one
+            return [None] * len(datas), None
+
+    def finish(self, packed: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> _Finished:
+        if self._in_use is not None:  # the previous batch's codec buffers, once its kernels have run
+            self._in_use[1].synchronize()
+            self._in_use = None
+        items = _unpack(packed)
         decoded: dict[int, torch.Tensor] = {}
         jpegs = [j for j, item in enumerate(items) if item.dim() == 1]
+        owners = None
         if jpegs:
-            try:
-                batch = decode_jpeg([items[j] for j in jpegs], mode=ImageReadMode.RGB, device=device)
-                decoded.update(zip(jpegs, batch, strict=True))
-            except RuntimeError:  # one bad file fails the whole call: decode one by one
-                pass
+            batch, owners = self._decode_batch([items[j] for j in jpegs], device)
+            decoded.update((j, image) for j, image in zip(jpegs, batch, strict=True) if image is not None)
         bad: list[tuple[int, str]] = []
         for j, item in enumerate(items):
             if j in decoded:
@@ -203,6 +281,10 @@ class GpuDecode(_DeviceNormalized):
         if not keep:
             return [], None, bad
         images = resize_center_crop([decoded[j] for j in keep], self.size)
+        if owners is not None and device.type == "cuda":  # kept until the kernels reading them have run
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(device))
+            self._in_use = (owners, done)
         return keep, self.normalize(images), bad
 
 
@@ -252,11 +334,33 @@ def _collate_stacked(batch: list[tuple[int, torch.Tensor | None, str]]):
     )
 
 
-def _collate_list(batch: list[tuple[int, torch.Tensor | None, str]]):
-    """Like :func:`_collate_stacked`, with the images (of different sizes) left as a list."""
+def _collate_packed(batch: list[tuple[int, torch.Tensor | None, str]]):
+    """Like :func:`_collate_stacked` for items of different sizes (encoded JPEGs, decoded pixels):
+    they travel as one flat uint8 tensor plus ``(B, 4)`` int64 rows ``(start, d0, d1, d2)`` (``d1 =
+    d2 = 0`` for 1-D bytes), so a batch crosses from a worker in one shared-memory block instead of
+    one per image (which made the transfer, not the decoding, the bottleneck)."""
     ok = [(i, x) for i, x, _ in batch if x is not None]
     bad = [(i, why) for i, x, why in batch if x is None]
-    return torch.tensor([i for i, _ in ok], dtype=torch.long), [x for _, x in ok] or None, bad
+    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
+    if not ok:
+        return idx, None, bad
+    layout, start = [], 0
+    for _, x in ok:
+        dims = list(x.shape) + [0] * (3 - x.dim())
+        layout.append([start, *dims])
+        start += x.numel()
+    flat = torch.cat([x.reshape(-1) for _, x in ok])
+    return idx, (flat, torch.tensor(layout, dtype=torch.long)), bad
+
+
+def _unpack(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    """The items of :func:`_collate_packed`, as views into its flat tensor."""
+    flat, layout = packed
+    items = []
+    for start, d0, d1, d2 in layout.tolist():
+        shape = [d for d in (d0, d1, d2) if d]
+        items.append(flat[start : start + math.prod(shape)].view(shape))
+    return items
 
 
 def image_batches(
@@ -277,7 +381,7 @@ def image_batches(
     is bounded by the loader's prefetch (a few batches), whatever ``len(paths)``.
     """
     if params.decoder == "gpu":
-        reader, collate = GpuDecode.from_transform(transform), _collate_list
+        reader, collate = GpuDecode.from_transform(transform), _collate_packed
     elif params.decoder == "fast":
         reader, collate = FastDecode.from_transform(transform), _collate_stacked
     else:
@@ -325,14 +429,33 @@ def encode_images(
     """
     device = device or next(model.parameters()).device
     index, chunks, failed = [], [], []
+    pending: tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def collect() -> None:  # the previous batch's features, copied while the next batch decoded
+        idx, host, copied = pending
+        if copied is not None:
+            copied.synchronize()
+        chunks.append(host)
+        index.append(idx)
+
     with torch.inference_mode(), _autocast(device):
         for idx, images, bad in image_batches(paths, transform, params, device):
             failed.extend((paths[i], why) for i, why in bad)
             if images is None:
                 continue
-            feats = model.encode_image(images)
-            chunks.append(F.normalize(feats.float(), dim=-1).cpu())
-            index.append(idx)
+            feats = F.normalize(model.encode_image(images).float(), dim=-1)
+            if device.type == "cuda":  # no wait here: the GPU runs this batch while the CPU reads the next
+                host = torch.empty(feats.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(feats, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record()
+            else:
+                host, copied = feats, None
+            if pending is not None:
+                collect()
+            pending = (idx, host, copied)
+        if pending is not None:
+            collect()
     for path, why in failed:
         log.warning("skipped unreadable image %s (%s)", path, why)
     if failed:

@@ -159,9 +159,20 @@ def _odd_images(tmp_path) -> list[str]:
     return [str(p) for p in paths]
 
 
-def test_gpu_decoder_reads_every_format_and_reports_corrupt_files(tiny_clip, tmp_path):
-    """The ``gpu`` decoder's code path on the CPU (libjpeg-turbo stands in for nvJPEG): formats the
-    batched decode cannot take fall back without losing the order, and a corrupt file is reported."""
+def _codec_or_skip(codec: str, monkeypatch) -> None:
+    from s3a.embed import _nvimgcodec
+
+    if codec == "nvimgcodec" and _nvimgcodec() is None:
+        pytest.skip("nvImageCodec is not installed")
+    monkeypatch.setenv("S3A_GPU_JPEG", codec)
+
+
+@pytest.mark.parametrize("codec", ["torchvision", "nvimgcodec"])
+def test_gpu_decoder_reads_every_format_and_reports_corrupt_files(tiny_clip, tmp_path, codec, monkeypatch):
+    """The ``gpu`` decoder's code path on the CPU (the codecs' CPU decoders stand in for the GPU ones):
+    formats the batched decode cannot take fall back without losing the order, and a corrupt file is
+    reported."""
+    _codec_or_skip(codec, monkeypatch)
     paths = _odd_images(tmp_path)
     pil = encode_images(
         tiny_clip.model, tiny_clip.preprocess, paths, EmbedParams(batch_size=6, num_workers=0)
@@ -195,12 +206,22 @@ def test_resize_center_crop_matches_torchvision_geometry():
         assert (crop.float() - expected).abs().max() <= 1.0
 
 
+def test_gpu_decoder_rejects_unknown_codec(monkeypatch):
+    from s3a.embed import GpuDecode
+
+    monkeypatch.setenv("S3A_GPU_JPEG", "magic")
+    with pytest.raises(ValueError, match="S3A_GPU_JPEG"):
+        GpuDecode(64, (0.5,) * 3, (0.5,) * 3)
+
+
 @pytest.mark.gpu
 @pytest.mark.data
-def test_gpu_decoder_agrees_with_pil_on_real_photos_vit_b16(shared_data):
-    """nvJPEG path vs the exact PIL path, random-weight ViT-B-16 at 224 px (needs a GPU)."""
+@pytest.mark.parametrize("codec", ["torchvision", "nvimgcodec"])
+def test_gpu_decoder_agrees_with_pil_on_real_photos_vit_b16(shared_data, codec, monkeypatch):
+    """GPU JPEG decoding vs the exact PIL path, random-weight ViT-B-16 at 224 px (needs a GPU)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (nvJPEG)")
+    _codec_or_skip(codec, monkeypatch)
     from s3a.models import ModelSpec, load_clip
 
     clip = load_clip(ModelSpec("ViT-B-16", None), device="cuda")
@@ -212,5 +233,8 @@ def test_gpu_decoder_agrees_with_pil_on_real_photos_vit_b16(shared_data):
     )
     np.testing.assert_array_equal(pil.index, gpu.index)
     cosine = np.sum(pil.embeddings * gpu.embeddings, axis=1)
-    print(f"gpu vs pil on {len(photos)} photos: mean cosine {cosine.mean():.5f}, min {cosine.min():.5f}")
+    print(
+        f"gpu ({codec}) vs pil on {len(photos)} photos: "
+        f"mean cosine {cosine.mean():.5f}, min {cosine.min():.5f}"
+    )
     assert cosine.mean() >= 0.999, cosine.mean()
