@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = "\n".join(f"{label}: bird; feathers." for label in labels)
         else:
             text = good_answer(labels, fake.first_answer(prompt))
-        if fake.ramble and len(text.split()) > body.get("max_tokens", 0):
+        if fake.ramble and len(text.split()) > body.get("max_tokens", len(text.split())):
             text, finish = " ".join(text.split()[: body["max_tokens"]]), "length"
         self._send(
             200,
