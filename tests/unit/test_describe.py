@@ -806,3 +806,33 @@ def test_auth_errors_still_stop_with_wordnet_fallback(tmp_path, llm, vocabulary,
     params = params_for(tmp_path, llm, on_failure="wordnet", max_concurrency=1)
     with pytest.raises(DescribeError, match=r"rejected the key \(401\)"):
         describe_candidates(candidates, vocabulary, params, progress=False)
+
+
+def test_adapter_writes_sources_and_metadata(tmp_path, llm, vocabulary, candidates):
+    """The rule's script through runpy: the fallback and the server's model id reach the Parquet file."""
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from s3a.discover.describe import wordnet_fallback_clusters
+    from s3a.io import read_table, write_table
+
+    llm.garbage_labels, llm.served_model = {"beagle.n.01"}, "served-x"
+    write_table(candidates, tmp_path / "candidates.parquet")
+    write_table(vocabulary, tmp_path / "vocabulary.parquet")
+    params = params_for(tmp_path, llm, on_failure="wordnet", max_reasks=1)
+    smk = SimpleNamespace(
+        input=SimpleNamespace(
+            candidates=str(tmp_path / "candidates.parquet"), vocabulary=str(tmp_path / "vocabulary.parquet")
+        ),
+        output=[str(tmp_path / "descriptions.parquet")],
+        log=[str(tmp_path / "describe.log")],
+        params=SimpleNamespace(llm=dict(params.__dict__)),
+    )
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "describe_candidates.py"
+    runpy.run_path(str(script), run_name="adapter")["main"](smk)
+    out = read_table(tmp_path / "descriptions.parquet")
+    assert set(out.loc[out.cluster == 5, "source"]) == {"wordnet"}
+    assert set(out.loc[out.cluster == 0, "source"]) == {"llm"}
+    assert wordnet_fallback_clusters(out) == [5] and out.attrs["llm_models_reported"] == ["served-x"]
+    assert "clusters described by their WordNet definitions" in (tmp_path / "describe.log").read_text()
