@@ -2,12 +2,17 @@
 
 Each cluster ``c`` comes with its top candidate names (``candidates.parquet``: ``cluster``, ``rank``,
 ``vocab_index``, ``vote_fraction``). Every candidate is expanded to all synsets merged under its
-vocabulary name, rendered ``name.n.NN: definition`` (:func:`s3a.vocab.synset_label`), and one
-one-shot prompt per cluster (:func:`build_prompt`) asks an LLM for visual descriptive phrases of every
-synset. The prompt is sent ``repeats`` times (independent samples at ``temperature``); each answer
-must name exactly the requested synsets, each with at least one phrase (:func:`parse_answer`),
-otherwise it is re-asked. The pooled answers are post-processed (:func:`aggregate_phrases`) into
-rows ``(cluster, name, phrase, count)`` that the realign step (spec 5.5) embeds and scores.
+vocabulary name, rendered ``name.n.NN: definition``, and one one-shot prompt per cluster
+(:func:`build_prompt`) asks an LLM for visual descriptive phrases of every synset. Two prompt styles:
+``official`` (spec 5.4: WordNet's own sense names such as ``crane.n.04``,
+:func:`s3a.vocab.wordnet_sense_name`, and the official wording) and ``clean`` (senses numbered within
+the vocabulary entry, :func:`s3a.vocab.synset_label`). The prompt is sent ``repeats`` times
+(independent samples at ``temperature``, at most ``max_tokens`` each); an answer must name exactly the
+requested synsets, each with at least one phrase (:func:`parse_answer`), must not be cut at
+``max_tokens``, and in the official style must leave every candidate a discriminative phrase
+(:func:`validate_answer`); otherwise it is re-asked. The pooled answers are post-processed
+(:func:`aggregate_phrases`) into rows ``(cluster, name, phrase, count, source)`` that the realign step
+(spec 5.5) embeds and scores.
 
 Backends (``DescribeParams.backend``):
 
@@ -16,7 +21,12 @@ Backends (``DescribeParams.backend``):
   logged, cached or put in an error message. Answers are cached in SQLite (:class:`AnswerCache`) as
   soon as each valid one arrives, so an interrupted run loses nothing and a rerun pays only for the
   missing answers. Rate limits (429), server errors (5xx), time-outs and connection errors are retried
-  with exponential backoff and jitter; the client's own retries are off so the policy is ours.
+  with exponential backoff and jitter; the client's own retries are off so the policy is ours. After
+  the endpoint's first time-out the run sends one request at a time, and every time-out pauses all
+  requests for ``timeout_s`` plus the back-off (a single-slot server is still generating the abandoned
+  answer). When retries or re-asks are exhausted for a cluster, ``on_failure`` decides: ``fail`` stops
+  the step naming the cluster; ``wordnet`` describes it by its WordNet definitions (``source =
+  "wordnet"``), caches nothing for it, and goes on.
 * ``cache-only``: the same prompts answered from the cache alone; never touches the network.
 * ``wordnet``: offline and deterministic, no LLM: each synset's WordNet definition, split on ``;``,
   serves as its phrases. Used by the demo configuration and wherever no endpoint is available.
@@ -939,11 +949,15 @@ class _OpenAIRunner:
         results: dict[tuple[str, int], dict[str, list[str]]] = {}
         bar = tqdm(total=len(jobs), desc="describe: LLM answers", unit="answer", disable=not progress)
         error: BaseException | None = None
+        stopped = 0
         pool = ThreadPoolExecutor(max_workers=min(self.params.max_concurrency, len(jobs)))
         try:
             futures = [pool.submit(self._one, client, p, r) for p, r in jobs]
             for fut in as_completed(futures):
                 exc = fut.exception()
+                if isinstance(exc, _Stop):  # a worker that stopped because another one failed:
+                    stopped += 1  # keep going to the failure itself, which names its cause
+                    continue
                 if exc is not None:
                     error = exc
                     break
@@ -971,6 +985,11 @@ class _OpenAIRunner:
             )
         if error is not None:
             raise error
+        if stopped:
+            raise DescribeError(
+                f"the describe step was interrupted with {stopped} LLM answers outstanding; the answers "
+                f"received are kept in {self.cache.path}, and a rerun requests only the missing ones"
+            )
         return {k: v for k, v in results.items() if k[0] not in self.failed}, dict(self.failed)
 
     def _count(self, attr: str) -> None:
