@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,12 @@ if TYPE_CHECKING:  # importlib.resources.abc is 3.11+
     from importlib.resources.abc import Traversable
 
 __all__ = [
+    "DESCRIPTION_SETS",
     "TEMPLATES",
+    "TEMPLATE_STYLES",
     "build_vocabulary",
+    "clean_template",
+    "description_templates",
     "fill_templates",
     "head_lemma_name",
     "load_synsets",
@@ -45,6 +50,8 @@ __all__ = [
     "synset_label",
     "wnid_names",
     "wnid_to_index",
+    "wordnet_sense_name",
+    "wordnet_sense_names",
 ]
 
 _INFO_PACKAGE = "timm.data._info"
@@ -69,27 +76,60 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _slots(order: str) -> tuple[str, ...]:
-    return tuple(t.replace("{}", order) for t in TEMPLATES["imagenet7"])
+_DESCRIPTION_FILE = "description_templates.json"
+_SENSE_FILE = "wordnet_senses.json"
+#: Template styles of the LLM-phrase templates: ``official`` = the strings of the official runs verbatim
+#: (typos included), ``clean`` = the same strings with the typos fixed (:func:`clean_template`).
+TEMPLATE_STYLES = ("official", "clean")
 
 
-#: Templates of the LLM descriptions (spec 5.4): ``{0}`` = candidate name, ``{1}`` = descriptive phrase.
-#: The official ``templates_small.json`` is not public; these are built from ``imagenet7`` following the
-#: spec's description of each set [inferred]: phrase before name (ImageNet-100, Entity30), name before
-#: phrase (Living17, Nonliving26), both orders (ImageNet-1K, CIFAR-100), plus "a type of" (Entity13)
-#: and "which is" (Caltech-101).
-TEMPLATES.update(
-    {
-        "describe_phrase_name": _slots("{1} {0}"),
-        "describe_name_phrase": _slots("{0} {1}"),
-        "describe_both": _slots("{1} {0}") + _slots("{0} {1}"),
-        "describe_type_of": _slots("{1} {0}") + _slots("{0} {1}") + _slots("{0}, a type of {1}"),
-        "describe_which_is": _slots("{1} {0}")
-        + _slots("{0} {1}")
-        + _slots("{0}, a type of {1}")
-        + _slots("{0}, which is {1}"),
-    }
-)
+def _package_json(filename: str) -> dict:
+    return json.loads(resources.files("s3a").joinpath(filename).read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _official_description_sets() -> dict[str, tuple[str, ...]]:
+    sets = _package_json(_DESCRIPTION_FILE)["sets"]
+    return {str(name): tuple(str(t) for t in templates) for name, templates in sets.items()}
+
+
+def clean_template(template: str) -> str:
+    """One official description template with its typos fixed (the ``clean`` style).
+
+    ``a origami`` becomes ``an origami``, runs of spaces collapse, a period stranded before a
+    ``, which ...`` clause moves to the end, and every template ends with a period:
+
+    >>> clean_template("a  {1} in a video game., which has {0}")
+    'a {1} in a video game, which has {0}.'
+    """
+    text = " ".join(template.replace("a origami", "an origami").split())
+    text = text.replace("., ", ", ")
+    return text if text.endswith(".") else text + "."
+
+
+def description_templates(name: str, style: str = "official") -> tuple[str, ...]:
+    """The template set ``name`` that embeds an LLM phrase (spec 5.4 and section 16).
+
+    ``{0}`` is the candidate's vocabulary name, ``{1}`` the phrase. The sets and their names are the
+    official ones (``imagenet`` = ImageNet-100, ``sdogs`` = Stanford Dogs, ``make_*`` = BREEDS,
+    ``imagenet1k``, ``caltech101``, ``cifar100``); Oxford-IIIT Pet has no official set and uses
+    ``imagenet``. They ship as data in ``s3a/description_templates.json``.
+
+    Args:
+        name: one of :data:`DESCRIPTION_SETS`.
+        style: ``official`` (verbatim, typos included) or ``clean`` (:func:`clean_template`).
+    """
+    sets = _official_description_sets()
+    if name not in sets:
+        raise ValueError(f"unknown description template set {name!r}; choose one of {sorted(sets)}")
+    if style not in TEMPLATE_STYLES:
+        raise ValueError(f"template style must be one of {TEMPLATE_STYLES}, got {style!r}")
+    templates = sets[name]
+    return templates if style == "official" else tuple(clean_template(t) for t in templates)
+
+
+#: Names of the official description template sets, in the official order.
+DESCRIPTION_SETS: tuple[str, ...] = tuple(_official_description_sets())
 
 
 def _info_file(filename: str) -> Traversable:
@@ -253,11 +293,73 @@ def synset_label(name: str, index_within_name: int) -> str:
 
     Used to render candidates in LLM prompts (spec 5.4): ``synset_label("parrot", 1) == "parrot.n.02"``.
     NN is the 1-based position of the synset within the merged vocabulary entry (wnid order), **not**
-    WordNet's sense number: synsets of the same name outside the 21K list are not counted.
+    WordNet's sense number (synsets of the same name outside the 21K list are not counted): the
+    ``clean`` prompt style. The ``official`` style uses :func:`wordnet_sense_name`.
     """
     if index_within_name < 0:
         raise ValueError(f"index_within_name must be >= 0, got {index_within_name}")
     return f"{name}.n.{index_within_name + 1:02d}"
+
+
+@functools.lru_cache(maxsize=1)
+def _sense_names() -> dict[str, str]:
+    return dict(_package_json(_SENSE_FILE)["names"])
+
+
+def wordnet_sense_name(wnid: str) -> str:
+    """WordNet's own synset name of an ImageNet wnid, as nltk gives it (``n03126707`` -> ``crane.n.04``).
+
+    The sense number is WordNet 3.0's (the position of the synset among the noun senses of its first
+    lemma), unlike :func:`synset_label`, which numbers the synsets merged under one vocabulary name.
+    Read from ``s3a/wordnet_senses.json`` (every wnid of the 21K list and the 1K ids), which
+    :func:`wordnet_sense_names` generates from the WordNet 3.0 database files.
+
+    Raises:
+        KeyError: the wnid is not in the bundled table (not an ImageNet-21K/1K synset).
+    """
+    try:
+        return _sense_names()[wnid]
+    except KeyError:
+        raise KeyError(
+            f"wnid {wnid!r} has no WordNet sense name in s3a/wordnet_senses.json (only ImageNet-21K/1K "
+            "synsets are bundled); use llm.prompt_style 'clean' for other synsets"
+        ) from None
+
+
+def wordnet_sense_names(wordnet_dir: str | Path, wnids: Sequence[str]) -> dict[str, str]:
+    """nltk-style synset names of ``wnids`` from the WordNet 3.0 database files in ``wordnet_dir``.
+
+    Reads ``data.noun`` (first lemma of each synset) and ``index.noun`` (the sense order of each
+    lemma): the name is ``<first lemma, lower-case>.n.<1-based position of the synset among the
+    lemma's senses, two digits>``, which is how nltk names synsets. Used to (re)generate the bundled
+    ``s3a/wordnet_senses.json`` (e.g. from Debian's ``wordnet-base``, ``/usr/share/wordnet``).
+
+    Raises:
+        KeyError: a wnid is not a WordNet 3.0 noun synset.
+    """
+    root = Path(wordnet_dir)
+    senses: dict[str, list[str]] = {}
+    with open(root / "index.noun", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(" "):  # licence header
+                continue
+            fields = line.split()
+            n_pointers = int(fields[3])
+            senses[fields[0]] = fields[4 + n_pointers + 2 :]
+    wanted = {str(w)[1:]: str(w) for w in wnids}
+    first_lemma: dict[str, str] = {}
+    with open(root / "data.noun", encoding="utf-8") as handle:
+        for line in handle:
+            offset = line[:8]
+            if offset in wanted:
+                first_lemma[offset] = line.split(maxsplit=5)[4].lower()
+    out = {}
+    for offset, wnid in wanted.items():
+        if offset not in first_lemma:
+            raise KeyError(f"wnid {wnid!r} is not a noun synset of the WordNet files in {root}")
+        lemma = first_lemma[offset]
+        out[wnid] = f"{lemma}.n.{senses[lemma].index(offset) + 1:02d}"
+    return out
 
 
 def render_synset_definitions(name: str, definitions: Sequence[str]) -> list[str]:

@@ -2,8 +2,12 @@
 
 The endpoint is a small OpenAI-compatible server started on 127.0.0.1 by the ``llm`` fixture. Its
 behaviour per request is scripted: ``"good"`` (valid lines for the prompt's concepts), ``"malformed"``
-(wrong keys), an HTTP status (429, 500, 401, 400) or ``"hang"`` (answers only after the client has
-timed out). Every request it receives is recorded.
+(wrong keys), ``"shared"`` (valid keys, but every concept gets the same phrase), an HTTP status (429,
+500, 401, 400) or ``"hang"`` (answers only after the client has timed out). Server-wide modes model
+weak local servers: ``ramble`` (generates until the client gives up unless ``max_tokens`` is sent, then
+stops at the cap), ``slot_s`` (one generation at a time, each taking that long, abandoned requests
+included, like a single-slot llama.cpp server) and ``garbage_labels`` (always malformed for prompts
+with those concepts). Every request it receives is recorded.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ PHRASES = {
     "beagle.n.01": ["tricolour coat", "floppy ears"],
     "basset.n.01": ["long ears", "short legs", "floppy ears"],  # shared with beagle: dropped
     "harrier.n.01": ["harrier", "Basset"],  # nothing survives: harrier gets no row
+    "crane.n.04": ["steel boom", "hook on a cable"],  # WordNet's own sense numbers (official style)
+    "crane.n.05": ["long neck", "wading in a marsh"],
 }
 FIRST_ONLY = {"parrot.n.01": "sitting on a perch"}  # only in the first answer to a prompt
 
@@ -65,7 +71,7 @@ EXPECTED = [
     (5, "basset", "short legs", 3),
 ]
 
-_LABEL_LINE = re.compile(r"^'([^':\s]+): ", re.MULTILINE)
+_LABEL_LINE = re.compile(r"'([a-z0-9_.\-]+\.n\.\d\d): ")
 
 
 def prompt_labels(prompt: str) -> list[str]:
@@ -94,6 +100,11 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.seen_prompts: Counter[str] = Counter()
         self.hang_s = 1.5
+        self.ramble = False
+        self.slot_s: float | None = None
+        self.slot = threading.Lock()
+        self.garbage_labels: set[str] = set()
+        self.served_model: str | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
@@ -151,24 +162,32 @@ class _Handler(BaseHTTPRequestHandler):
             return
         prompt = body["messages"][-1]["content"]
         labels = prompt_labels(prompt)
-        if behaviour == "hang":
-            time.sleep(fake.hang_s)
-        if behaviour == "malformed":
+        if behaviour == "hang" or (fake.ramble and "max_tokens" not in body):
+            time.sleep(fake.hang_s)  # still "generating" when the client gives up
+        if fake.slot_s is not None:
+            with fake.slot:  # one generation at a time, abandoned ones included
+                time.sleep(fake.slot_s)
+        finish = "stop"
+        if behaviour == "malformed" or fake.garbage_labels & set(labels):
             text = "\n".join(f"{label.split('.')[0]}: some phrase; another." for label in labels)
+        elif behaviour == "shared":
+            text = "\n".join(f"{label}: bird; feathers." for label in labels)
         else:
             text = good_answer(labels, fake.first_answer(prompt))
+        if fake.ramble and len(text.split()) > body.get("max_tokens", len(text.split())):
+            text, finish = " ".join(text.split()[: body["max_tokens"]]), "length"
         self._send(
             200,
             {
                 "id": "chatcmpl-test",
                 "object": "chat.completion",
                 "created": 0,
-                "model": body.get("model", "test"),
+                "model": fake.served_model or body.get("model", "test"),
                 "choices": [
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -245,6 +264,7 @@ def params_for(tmp_path, fake: FakeLLM | None = None, **overrides) -> DescribePa
         max_reasks=3,
         api_key_env=KEY_ENV,
         cache_path=str(tmp_path / "resources" / "llm_cache.sqlite"),
+        prompt_style="clean",  # the fixture's synset ids are made up; the official style has its own tests
     )
     settings.update(overrides)
     return DescribeParams(**settings)
@@ -276,8 +296,8 @@ def test_build_prompt_one_shot_example_then_cluster_concepts():
         "st._augustine_grass", ["low  mat-forming\ngrass"]
     )
     assert [label for label, _ in concepts] == ["parrot.n.01", "parrot.n.02", "st._augustine_grass.n.01"]
-    prompt = build_prompt(concepts)
-    assert prompt == build_prompt(concepts)  # byte-stable (it is the cache key)
+    prompt = build_prompt(concepts, style="clean")
+    assert prompt == build_prompt(concepts, style="clean")  # byte-stable (it is the cache key)
     example, question = prompt.rsplit("Q: ", 1)
     assert example.startswith("Q: Given visual concepts:\n'african_grey.n.01: ")
     for label in ("african_grey.n.01", "parrot.n.01", "parrot.n.02", "cockatoo.n.01"):
@@ -290,9 +310,9 @@ def test_build_prompt_one_shot_example_then_cluster_concepts():
     assert question.endswith("A:")
     assert prompt_labels(prompt) == ["parrot.n.01", "parrot.n.02", "st._augustine_grass.n.01"]
     with pytest.raises(ValueError, match="at least one"):
-        build_prompt([])
+        build_prompt([], style="clean")
     with pytest.raises(ValueError, match="distinct"):
-        build_prompt([("a.n.01", "x"), ("a.n.01", "y")])
+        build_prompt([("a.n.01", "x"), ("a.n.01", "y")], style="clean")
 
 
 def test_parse_answer_tolerates_layout_noise():
@@ -372,7 +392,8 @@ def test_openai_backend_end_to_end_then_cache(tmp_path, llm, vocabulary, candida
     params = params_for(tmp_path, llm)
     with log_to(tmp_path / "logs" / "describe.log", level=logging.DEBUG):
         out = describe_candidates(candidates, vocabulary, params, progress=True)
-    assert list(out.columns) == ["cluster", "name", "phrase", "count"]
+    assert list(out.columns) == ["cluster", "name", "phrase", "count", "source"]
+    assert set(out["source"]) == {"llm"}
     assert out["cluster"].dtype == "int64" and out["count"].dtype == "int64"
     assert as_rows(out) == EXPECTED
     assert "harrier" not in set(out["name"])  # nothing discriminative left for it
@@ -565,7 +586,7 @@ def test_wordnet_backend_is_offline_and_deterministic(tmp_path, vocabulary, cand
 def test_empty_candidates_and_bad_inputs(tmp_path, vocabulary):
     params = params_for(tmp_path, None, backend="wordnet")
     empty = describe_candidates(make_candidates(vocabulary, {}), vocabulary, params, progress=False)
-    assert empty.empty and list(empty.columns) == ["cluster", "name", "phrase", "count"]
+    assert empty.empty and list(empty.columns) == ["cluster", "name", "phrase", "count", "source"]
     bad = pd.DataFrame({"cluster": [0], "rank": [0], "vocab_index": [99], "vote_fraction": [1.0]})
     with pytest.raises(ValueError, match="99"):
         describe_candidates(bad, vocabulary, params, progress=False)
@@ -581,6 +602,7 @@ def test_params_defaults_follow_the_spec():
     assert (p.backend, p.model, p.temperature, p.repeats) == ("openai", "gpt-3.5-turbo", 0.7, 3)
     assert (p.max_concurrency, p.timeout_s, p.max_retries, p.backoff_s, p.max_reasks) == (8, 60.0, 5, 1.0, 3)
     assert p.api_key_env == "OPENAI_API_KEY" and p.base_url is None
+    assert (p.prompt_style, p.max_tokens, p.on_failure) == ("official", 2048, "fail")
 
 
 @pytest.mark.parametrize(
@@ -601,6 +623,9 @@ def test_params_defaults_follow_the_spec():
         ("backoff_max_s", 0.5),  # below backoff_s = 1.0
         ("max_reasks", -1),
         ("cache_path", ""),
+        ("prompt_style", "fancy"),
+        ("max_tokens", 0),
+        ("on_failure", "retry"),
     ],
 )
 def test_params_validation_names_the_field(field, value):
@@ -612,3 +637,202 @@ def test_params_never_echo_a_key_put_in_api_key_env():
     with pytest.raises(ValueError, match="api_key_env") as info:
         DescribeParams(api_key_env=KEY)
     assert KEY not in str(info.value)
+
+
+# ----------------------------------------------------------------------- official prompt style (spec 5.4)
+
+
+@pytest.fixture(scope="module")
+def real_vocabulary() -> pd.DataFrame:
+    """Real vocabulary entries (real wnids, WordNet glosses) for the official prompt style."""
+    from s3a.vocab import build_vocabulary
+
+    vocab = build_vocabulary()
+    keep = vocab[vocab["name"].isin(["cockatoo", "crane", "macaw", "parrot"])].reset_index(drop=True)
+    return keep.assign(vocab_index=range(len(keep)))
+
+
+def test_official_prompt_uses_wordnet_sense_names(real_vocabulary):
+    from s3a.discover.describe import official_concepts
+
+    crane = real_vocabulary.set_index("name").loc["crane"]
+    concepts = official_concepts(list(crane.synset_ids), list(crane.definitions))
+    # WordNet numbers the machine 4 and the bird 5; the vocabulary entry lists the bird first
+    assert [label for label, _ in concepts] == ["crane.n.04", "crane.n.05"]
+    assert concepts[0][1].startswith("lifts and moves heavy objects")
+    prompt = build_prompt(concepts)  # official is the default style
+    assert prompt == build_prompt(concepts, style="official") != build_prompt(concepts, style="clean")
+    example, question = prompt.rsplit("Q: ", 1)
+    assert example.startswith(
+        "Q: Given visual concepts: 'african_grey.n.01: commonly domesticated grey parrot with "
+        "red-and-black tail and white face; native to equatorial Africa.', 'parrot.n.01: "
+    )
+    assert "'parrot.n.02: a copycat who does not understand the words or acts being imitated.'" in example
+    assert "\ncockatoo.n.01: white or light-colored; crested parrot; strong, curved beak;" in example
+    assert question.startswith("Given visual concepts: 'crane.n.04: lifts and moves heavy objects;")
+    assert "', 'crane.n.05: large long-necked wading bird" in question
+    assert (
+        prompt.count("Goal: to discriminate these visual concepts in a photo. List all possible visual") == 2
+    )
+    assert question.endswith("for each concept. No duplication.\nA:")
+    assert prompt_labels(prompt) == ["crane.n.04", "crane.n.05"]
+    with pytest.raises(KeyError, match="n00000001"):
+        official_concepts(["n00000001"], ["made up"])
+
+
+def test_official_style_end_to_end_with_model_id_in_metadata(tmp_path, llm, real_vocabulary):
+    from s3a.io import read_table, write_table
+
+    llm.served_model = "served-model-2026-01"
+    cands = make_candidates(real_vocabulary, {3: ["crane", "parrot", "macaw"]})
+    params = params_for(tmp_path, llm, prompt_style="official")
+    out = describe_candidates(cands, real_vocabulary, params, progress=False)
+    assert prompt_labels(llm.requests[0]["body"]["messages"][0]["content"]) == [
+        "crane.n.04",
+        "crane.n.05",
+        "parrot.n.01",
+        "parrot.n.02",
+        "macaw.n.01",
+    ]
+    assert as_rows(out)[:2] == [(3, "crane", "hook on a cable", 3), (3, "crane", "long neck", 3)]
+    assert set(out["source"]) == {"llm"}
+    assert out.attrs["llm_model"] == "test-model" and out.attrs["prompt_style"] == "official"
+    assert out.attrs["llm_models_reported"] == ["served-model-2026-01"]
+    write_table(out, tmp_path / "descriptions.parquet")
+    assert read_table(tmp_path / "descriptions.parquet").attrs["llm_models_reported"] == [
+        "served-model-2026-01"
+    ]
+    # from the cache the reported id is still known
+    again = describe_candidates(cands, real_vocabulary, params, progress=False)
+    assert len(llm.requests) == 3 and again.attrs["llm_models_reported"] == ["served-model-2026-01"]
+
+
+def test_official_requery_rule_reasks_until_every_candidate_keeps_a_phrase(
+    tmp_path, llm, real_vocabulary, caplog
+):
+    cands = make_candidates(real_vocabulary, {0: ["cockatoo", "macaw"]})
+    llm.script("shared", "shared")  # every concept gets the same phrases: nothing discriminative survives
+    with caplog.at_level(logging.INFO, logger="s3a"):
+        out = describe_candidates(
+            cands, real_vocabulary, params_for(tmp_path, llm, prompt_style="official"), progress=False
+        )
+    assert len(llm.requests) == 3 + 2
+    assert "official re-query rule" in caplog.text
+    assert set(out["name"]) == {"cockatoo", "macaw"}
+    # the clean style accepts such an answer (every concept has a phrase), and the candidates lose them
+    llm.script("shared", "shared", "shared")
+    clean = describe_candidates(
+        cands,
+        real_vocabulary,
+        params_for(tmp_path / "clean", llm, prompt_style="clean", repeats=3),
+        progress=False,
+    )
+    assert len(llm.requests) == 5 + 3 and clean.empty
+
+
+# ------------------------------------------------------------------- weak local servers (issue 15)
+
+
+def test_default_max_tokens_fits_the_longest_answer_measured_on_the_worked_example():
+    from s3a.discover.describe import DEFAULT_MAX_TOKENS, example_answer_tokens
+    from s3a.vocab import build_vocabulary
+
+    senses = sorted(build_vocabulary()["definitions"].map(len), reverse=True)
+    longest_answer = sum(senses[:3]) * max(example_answer_tokens())
+    assert sum(senses[:3]) == 18 and max(example_answer_tokens()) == 35
+    assert DescribeParams().max_tokens == DEFAULT_MAX_TOKENS >= 3 * longest_answer
+
+
+def test_rambling_server_answers_because_max_tokens_is_sent(tmp_path, llm, vocabulary, candidates):
+    llm.ramble, llm.hang_s = True, 3.0
+    params = params_for(tmp_path, llm, timeout_s=1.0, max_retries=1)
+    out = describe_candidates(candidates, vocabulary, params, progress=False)
+    assert as_rows(out) == EXPECTED
+    assert len(llm.requests) == 6
+    assert {r["body"]["max_tokens"] for r in llm.requests} == {params.max_tokens}
+
+
+def test_answer_cut_at_max_tokens_is_invalid_and_reasked(tmp_path, llm, vocabulary, caplog):
+    llm.ramble = True
+    cands = make_candidates(vocabulary, {7: ["parrot", "macaw"]})
+    params = params_for(tmp_path, llm, repeats=1, max_reasks=2, max_concurrency=1, max_tokens=8)
+    with pytest.raises(DescribeError, match=r"cluster 7.*max_tokens=8 \(finish_reason 'length'\)"):
+        describe_candidates(cands, vocabulary, params, progress=False)
+    assert len(llm.requests) == 3 and {r["body"]["max_tokens"] for r in llm.requests} == {8}
+    with AnswerCache(params.cache_path) as cache:
+        assert len(cache) == 0
+
+
+def test_single_slot_server_slower_than_timeout_falls_back_to_concurrency_one(
+    tmp_path, llm, vocabulary, candidates, caplog
+):
+    llm.slot_s = 0.3  # one answer at a time; 4 queued requests wait longer than the 1 s time-out
+    params = params_for(tmp_path, llm, timeout_s=1.0, max_concurrency=4, max_retries=3)
+    with caplog.at_level(logging.INFO, logger="s3a"):
+        out = describe_candidates(candidates, vocabulary, params, progress=False)
+    assert as_rows(out) == EXPECTED
+    # each of the first requests can time out once at most; after that they go one at a time
+    assert 6 <= len(llm.requests) <= 6 + 4
+    assert "concurrency lowered from 4 to 1" in caplog.text
+    assert "concurrency at the end 1" in caplog.text
+
+
+def test_garbage_for_one_cluster_falls_back_to_wordnet(tmp_path, llm, vocabulary, candidates, caplog):
+    from s3a.discover.describe import wordnet_fallback_clusters
+
+    llm.garbage_labels = {"beagle.n.01"}  # cluster 5 never gets a valid answer
+    params = params_for(tmp_path, llm, on_failure="wordnet", max_reasks=2)
+    with caplog.at_level(logging.INFO, logger="s3a"):
+        out = describe_candidates(candidates, vocabulary, params, progress=False)
+    rows = [(*r, s) for r, s in zip(as_rows(out), out["source"], strict=True)]
+    assert [r for r in rows if r[0] == 0] == [(*r, "llm") for r in EXPECTED if r[0] == 0]
+    assert [r for r in rows if r[0] == 5] == [
+        (5, "beagle", "small hound with a tricolour coat", 1, "wordnet"),
+        (5, "basset", "hound with short legs and long ears", 1, "wordnet"),
+        (5, "basset", "slow tracker", 1, "wordnet"),
+    ]
+    assert wordnet_fallback_clusters(out) == [5]
+    assert "1 of 2 clusters described by their WordNet definitions" in caplog.text
+    assert len(llm.requests) <= 3 + 3 * (1 + 2)
+    with AnswerCache(params.cache_path) as cache:
+        assert len(cache) == 3  # cluster 0's answers only: a rerun asks again for cluster 5
+    # with the reproduction setting the same server stops the run, naming the cluster
+    with pytest.raises(DescribeError, match=r"cluster 5 \(repeat \d\).*missing concept"):
+        describe_candidates(candidates, vocabulary, params_for(tmp_path, llm, max_reasks=2), progress=False)
+
+
+def test_auth_errors_still_stop_with_wordnet_fallback(tmp_path, llm, vocabulary, candidates):
+    llm.script(401)
+    params = params_for(tmp_path, llm, on_failure="wordnet", max_concurrency=1)
+    with pytest.raises(DescribeError, match=r"rejected the key \(401\)"):
+        describe_candidates(candidates, vocabulary, params, progress=False)
+
+
+def test_adapter_writes_sources_and_metadata(tmp_path, llm, vocabulary, candidates):
+    """The rule's script through runpy: the fallback and the server's model id reach the Parquet file."""
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from s3a.discover.describe import wordnet_fallback_clusters
+    from s3a.io import read_table, write_table
+
+    llm.garbage_labels, llm.served_model = {"beagle.n.01"}, "served-x"
+    write_table(candidates, tmp_path / "candidates.parquet")
+    write_table(vocabulary, tmp_path / "vocabulary.parquet")
+    params = params_for(tmp_path, llm, on_failure="wordnet", max_reasks=1)
+    smk = SimpleNamespace(
+        input=SimpleNamespace(
+            candidates=str(tmp_path / "candidates.parquet"), vocabulary=str(tmp_path / "vocabulary.parquet")
+        ),
+        output=[str(tmp_path / "descriptions.parquet")],
+        log=[str(tmp_path / "describe.log")],
+        params=SimpleNamespace(llm=dict(params.__dict__)),
+    )
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "describe_candidates.py"
+    runpy.run_path(str(script), run_name="adapter")["main"](smk)
+    out = read_table(tmp_path / "descriptions.parquet")
+    assert set(out.loc[out.cluster == 5, "source"]) == {"wordnet"}
+    assert set(out.loc[out.cluster == 0, "source"]) == {"llm"}
+    assert wordnet_fallback_clusters(out) == [5] and out.attrs["llm_models_reported"] == ["served-x"]
+    assert "clusters described by their WordNet definitions" in (tmp_path / "describe.log").read_text()

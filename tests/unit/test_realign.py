@@ -103,3 +103,19 @@ def test_params_validation():
         RealignParams(weighting="sideways")
     with pytest.raises(ValueError, match="top_k_phrases"):
         RealignParams(top_k_phrases=0)
+
+
+def test_params_pick_the_datasets_official_template_set():
+    from s3a.vocab import description_templates
+
+    assert RealignParams().templates == "imagenet" and RealignParams().template_style == "official"
+    dogs = RealignParams(templates="sdogs")
+    assert dogs.description_templates == description_templates("sdogs")
+    assert dogs.description_templates[11] == "a  {1} in a video game., which has {0}"
+    clean = RealignParams(templates="sdogs", template_style="clean").description_templates
+    assert clean[11] == "a {1} in a video game, which has {0}."
+    assert RealignParams(templates="caltech101").description_templates != dogs.description_templates
+    with pytest.raises(ValueError, match="templates"):
+        RealignParams(templates="describe_both")
+    with pytest.raises(ValueError, match="template_style"):
+        RealignParams(template_style="tidy")

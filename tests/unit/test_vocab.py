@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
 import pytest
 
 from s3a.vocab import (
@@ -129,22 +135,105 @@ def test_fill_templates_names_major_and_underscores_kept():
         fill_templates(["a"], "a photo of a {}.")
 
 
-def test_description_template_sets():
-    from s3a.vocab import TEMPLATES, fill_templates
+SPEC = Path(os.environ.get("S3A_SPEC", Path(__file__).resolve().parents[3] / "shared" / "S3A_SPEC.md"))
+# sha256 of json.dumps({set name: [template, ...]}) of S3A_SPEC.md section 16, for checkouts without the spec
+SECTION_16_SHA256 = "5b3b9f5a19987939fa09bac53d2eba226a5bed2b4a927c867f3b1a25c16e9b75"
+SECTION_16_SIZES = {
+    "imagenet": 7,
+    "sdogs": 21,
+    "make_nonliving26": 7,
+    "make_living17": 7,
+    "make_entity13": 21,
+    "make_entity30": 7,
+    "imagenet1k": 14,
+    "caltech101": 28,
+    "cifar100": 14,
+}
 
-    sizes = {name: len(TEMPLATES[name]) for name in TEMPLATES if name.startswith("describe_")}
-    assert sizes == {
-        "describe_phrase_name": 7,
-        "describe_name_phrase": 7,
-        "describe_both": 14,
-        "describe_type_of": 21,
-        "describe_which_is": 28,
-    }
+
+def section_16_sets(text: str) -> dict[str, list[str]]:
+    """The template sets of the spec's section 16 (``* `name` (n):`` then ``  - `template` `` lines)."""
+    section = text.split("## 16.", 1)[1].split("\n## ", 1)[0]
+    sets: dict[str, list[str]] = {}
+    current = None
+    for line in section.splitlines():
+        if match := re.match(r"^\* `([a-z0-9_]+)` \((\d+)\):$", line):
+            current = match.group(1)
+            sets[current] = []
+            assert int(match.group(2)) >= 1
+        elif (match := re.match(r"^  - `(.*)`$", line)) and current is not None:
+            sets[current].append(match.group(1))
+    return sets
+
+
+def test_description_templates_are_section_16_verbatim():
+    from s3a.vocab import DESCRIPTION_SETS, description_templates
+
+    ours = {name: list(description_templates(name)) for name in DESCRIPTION_SETS}
+    assert {name: len(t) for name, t in ours.items()} == SECTION_16_SIZES
+    if SPEC.is_file():
+        assert ours == section_16_sets(SPEC.read_text(encoding="utf-8"))
+    assert hashlib.sha256(json.dumps(ours).encode()).hexdigest() == SECTION_16_SHA256
+    # the official typos are kept in the official style
+    assert ours["sdogs"][11] == "a  {1} in a video game., which has {0}"
+    assert ours["sdogs"][18] == "a {1} in a video game, which is {0}"
+    assert ours["imagenet"][:3] == ["itap of a {1} {0}.", "a bad photo of the {1} {0}.", "a origami {1} {0}."]
+    assert ours["make_living17"][0] == "itap of a {0} {1}."
+    assert ours["caltech101"][-1] == "a photo of the small {0}, which is {1}."
+    # Stanford Dogs and Caltech-101 are not the same set (today's main had one rule for both)
+    assert ours["sdogs"] != ours["caltech101"][: len(ours["sdogs"])]
+
+
+def test_clean_description_templates_fix_the_typos_only():
+    from s3a.vocab import DESCRIPTION_SETS, clean_template, description_templates, fill_templates
+
+    clean = description_templates("sdogs", "clean")
+    assert clean[2] == "an origami {0} {1}."
+    assert clean[11] == "a {1} in a video game, which has {0}."
+    assert clean[18] == "a {1} in a video game, which is {0}."
+    for name in DESCRIPTION_SETS:
+        official, fixed = description_templates(name), description_templates(name, "clean")
+        assert len(fixed) == len(official)
+        assert all("a origami" not in t and "  " not in t and t.endswith(".") for t in fixed)
+        changed = [(o, f) for o, f in zip(official, fixed, strict=True) if o != f]
+        assert all(
+            "origami" in o
+            or o in {"a  {1} in a video game., which has {0}", "a {1} in a video game, which is {0}"}
+            for o, _ in changed
+        )
+    assert clean_template("art of the {1} {0}.") == "art of the {1} {0}."
     assert (
-        fill_templates([("crane", "long legs")], TEMPLATES["describe_phrase_name"])[0]
+        fill_templates([("crane", "long legs")], description_templates("imagenet"))[0]
         == "itap of a long legs crane."
     )
-    assert (
-        fill_templates([("crane", "long legs")], TEMPLATES["describe_name_phrase"])[0]
-        == "itap of a crane long legs."
-    )
+    with pytest.raises(ValueError, match="unknown description template set"):
+        description_templates("describe_both")
+    with pytest.raises(ValueError, match="style"):
+        description_templates("imagenet", "tidy")
+
+
+def test_wordnet_sense_names_are_wordnets_own():
+    from s3a.vocab import load_synsets, wordnet_sense_name
+
+    assert wordnet_sense_name("n03126707") == "crane.n.04"  # the machine
+    assert wordnet_sense_name("n02012849") == "crane.n.05"  # the bird
+    assert wordnet_sense_name("n01816887") == "parrot.n.01"
+    assert wordnet_sense_name("n10401331") == "parrot.n.02"
+    synsets = load_synsets()
+    names = [wordnet_sense_name(w) for w in synsets["wnid"]]
+    # every bundled synset has a name, its head is the vocabulary name, and no two synsets share one
+    assert [n.rsplit(".n.", 1)[0] for n in names] == list(synsets["name"])
+    assert len(set(names)) == len(names) == 21844
+    with pytest.raises(KeyError, match="n99999999"):
+        wordnet_sense_name("n99999999")
+
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+@pytest.mark.skipif(not (WORDNET_DIR / "index.noun").is_file(), reason="WordNet 3.0 files not installed")
+def test_bundled_sense_table_regenerates_from_wordnet():
+    from s3a.vocab import load_synsets, wordnet_sense_name, wordnet_sense_names
+
+    wnids = list(load_synsets()["wnid"])
+    assert wordnet_sense_names(WORDNET_DIR, wnids) == {w: wordnet_sense_name(w) for w in wnids}

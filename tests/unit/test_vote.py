@@ -98,3 +98,36 @@ def test_top_candidates_ranked_by_vote():
 def test_params_validation():
     with pytest.raises(ValueError, match="n_iter"):
         VoteParams(n_iter=0)
+
+
+def test_pad_candidates_gives_every_cluster_three_names_by_classifier_score():
+    from s3a.discover.vote import pad_candidates
+
+    eye = np.eye(4, dtype=np.float32)
+    classifier = np.concatenate([eye, -eye[:2]])  # names 4 and 5 point away from every image
+    # cluster 0: all images on name 0 (one vote); cluster 1: two names voted; cluster 2: three
+    features = unit(
+        np.array([[1, 0.3, 0.1, 0], [1, 0.3, 0.1, 0], [0, 1, 0, 0], [0, 0, 1, 0.5], [0, 0, 0, 1]])
+    )
+    partition = np.array([0, 0, 1, 1, 2])
+    candidates = pd.DataFrame(
+        {
+            "cluster": [0, 1, 1, 2, 2, 2],
+            "rank": [0, 0, 1, 0, 1, 2],
+            "vocab_index": [0, 1, 2, 3, 4, 5],
+            "vote_fraction": [1.0, 0.5, 0.5, 0.4, 0.3, 0.3],
+        }
+    )
+    padded = pad_candidates(candidates, features.astype(np.float32), classifier, partition, 3)
+    assert padded.groupby("cluster").size().tolist() == [3, 3, 3]
+    zero = padded[padded.cluster == 0]
+    # the mean feature of cluster 0 scores name 1 then name 2 highest after its own name 0
+    assert zero.vocab_index.tolist() == [0, 1, 2] and zero["rank"].tolist() == [0, 1, 2]
+    assert zero.vote_fraction.tolist() == [1.0, 0.0, 0.0]
+    one = padded[padded.cluster == 1]
+    assert one.vocab_index.tolist()[:2] == [1, 2] and one.vocab_index.iloc[2] == 3
+    pd.testing.assert_frame_equal(
+        padded[padded.cluster == 2].reset_index(drop=True), candidates.iloc[3:].reset_index(drop=True)
+    )
+    # nothing to pad: unchanged
+    pd.testing.assert_frame_equal(pad_candidates(padded, features, classifier, partition, 3), padded)

@@ -109,6 +109,22 @@ def test_invalid_config_is_rejected_before_any_job(tmp_path):
     assert "-3" in output and "batch_size" in output and "is less than the minimum" in output
 
 
+def test_dataset_llm_override_is_validated(tmp_path):
+    """A dataset's own `llm: {on_failure: ...}` entry (e.g. wordnet for a user's folder) passes the schema."""
+    work = copy_workflow(tmp_path)
+    config = (REPO / "config" / "config.yaml").read_text()
+    entry = "    description_templates: caltech101\n"
+    assert entry in config
+    (work / "config" / "own.yaml").write_text(
+        config.replace(entry, entry + "    llm: {on_failure: wordnet}\n")
+    )
+    result = run_snakemake(["-n", "--configfile", "config/own.yaml"], work, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    (work / "config" / "bad.yaml").write_text(config.replace(entry, entry + "    llm: {on_failure: retry}\n"))
+    result = run_snakemake(["-n", "--configfile", "config/bad.yaml"], work, timeout=300)
+    assert result.returncode != 0 and "retry" in result.stdout + result.stderr
+
+
 def test_missing_data_root_names_dataset_and_path(tmp_path):
     work = copy_workflow(tmp_path)
     result = run_snakemake(
@@ -167,6 +183,9 @@ def test_demo_runs_end_to_end(demo_run):
     structural = summary[summary.stage == "structural"]
     assert structural.split.tolist() == ["train"]
     assert structural.candidate_recall.between(0, 1).all()  # spec 7.4 diagnostics
+    assert (structural.llm_fallback_clusters == 0).all()  # the demo's offline backend never fails
+    descriptions = pd.read_parquet(work / "results/shapes/tiny/discover/descriptions.parquet")
+    assert set(descriptions.source) == {"wordnet"}
     assert (summary.loc[summary.label_set == "vocabulary", "missing_labels"] >= 0).all()
     labels = pd.read_parquet(work / "results/shapes/tiny/discover/structural_labels.parquet")
     k_search = pd.read_parquet(work / "results/shapes/tiny/discover/k_search.parquet")
@@ -217,6 +236,16 @@ def test_llm_settings_rerun_discovery_onwards_but_not_embeddings(demo_run):
         "all": 1,
         "total": 20,
     }
+
+
+@pytest.mark.slow
+def test_dataset_llm_override_reruns_only_that_datasets_descriptions(demo_run):
+    config = variant(demo_run, "own", "    k: 4\n", "    k: 4\n    llm: {on_failure: wordnet}\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    counts = job_counts(result.stdout)
+    assert counts["describe_candidates"] == 1 and counts["realign_labels"] == 1, counts
+    outputs = [line for line in result.stdout.splitlines() if line.strip().startswith("output:")]
+    assert outputs and not any("results/shapes/" in line for line in outputs)
 
 
 @pytest.mark.slow

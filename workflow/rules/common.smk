@@ -98,11 +98,15 @@ def stage_predictions(wildcards):
 
 
 def discovery_inputs(wildcards):
-    """The vote partition and candidates, for the candidate recall of the structural stage."""
+    """Vote partition, candidates and descriptions: candidate recall and LLM fallbacks of the structural stage."""
     if wildcards.stage != "structural":
         return []
     prefix = f"results/{wildcards.dataset}/{wildcards.model}/discover"
-    return [f"{prefix}/vote_partition.parquet", f"{prefix}/candidates.parquet"]
+    return [
+        f"{prefix}/vote_partition.parquet",
+        f"{prefix}/candidates.parquet",
+        f"{prefix}/descriptions.parquet",
+    ]
 
 
 def stage_params(wildcards):
@@ -133,6 +137,11 @@ def train_json(wildcards):
 
 def model_json(wildcards):
     return shlex.quote(json.dumps(model_spec(wildcards), sort_keys=True))
+
+
+def llm_settings(wildcards):
+    """LLM settings: the top-level `llm` block updated by the dataset's own `llm` entry (on_failure)."""
+    return {**config["llm"], **dataset_entry(wildcards).get("llm", {})}
 
 
 def realign_params(wildcards):

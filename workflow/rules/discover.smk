@@ -70,7 +70,7 @@ rule describe_candidates:
     log:
         "logs/describe_candidates/{dataset}/{model}.log",
     params:
-        llm=config["llm"],
+        llm=llm_settings,
     script:
         "../scripts/describe_candidates.py"
 

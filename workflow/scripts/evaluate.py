@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from s3a.discover.describe import wordnet_fallback_clusters
 from s3a.discover.realign import candidate_recall
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
@@ -19,10 +20,12 @@ def main(smk) -> None:
         scorer = load_soft_scorer(smk.params.soft_model)
         rows = stage_metrics(manifest, vocabulary, predictions, scorer, column=smk.params.stage["column"])
         if smk.input.discovery:  # structural stage: did the candidates hold each cluster's true name?
-            partition, candidates = (read_table(path) for path in smk.input.discovery)
+            partition, candidates, descriptions = (read_table(path) for path in smk.input.discovery)
             gt = gt_vocab_index(list(manifest.wnid), list(manifest.class_name), vocabulary)
             gt = pd.Series(gt, index=manifest.image_id).loc[partition.image_id].to_numpy()
             rows["candidate_recall"] = candidate_recall(partition.cluster.to_numpy(), candidates, gt)
+            # clusters the LLM could not describe (llm.on_failure: wordnet)
+            rows["llm_fallback_clusters"] = len(wordnet_fallback_clusters(descriptions))
         rows.insert(0, "dataset", smk.wildcards.dataset)
         rows.insert(1, "model", smk.wildcards.model)
         rows.insert(2, "stage", smk.wildcards.stage)

@@ -7,7 +7,7 @@ from s3a.embed import text_classifier
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
 from s3a.models import ModelSpec, load_clip
-from s3a.vocab import TEMPLATES, name_to_index
+from s3a.vocab import name_to_index
 
 
 def main(smk) -> None:
@@ -21,7 +21,7 @@ def main(smk) -> None:
         params = RealignParams(**smk.params.realign)
         clip = load_clip(ModelSpec(**smk.params.model))
         pairs = list(zip(descriptions.name, descriptions.phrase, strict=True))
-        phrases = text_classifier(clip.model, clip.tokenizer, pairs, TEMPLATES[params.templates])
+        phrases = text_classifier(clip.model, clip.tokenizer, pairs, params.description_templates)
         labels = realign_labels(
             image_ids,
             features,

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from s3a.discover.vote import VoteParams, cluster_vote, top_candidates
+from s3a.discover.vote import VoteParams, cluster_vote, pad_candidates, top_candidates
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
 
@@ -15,6 +15,7 @@ def main(smk) -> None:
         params = VoteParams(**smk.params.vote)
         result = cluster_vote(features, classifier, clusters, params)
         candidates = top_candidates(result.votes, params.n_candidates)
+        candidates = pad_candidates(candidates, features, classifier, result.partition, params.n_candidates)
         log.info("%d clusters, %d candidate names", result.votes.shape[0], candidates.vocab_index.nunique())
         write_table(candidates, smk.output.candidates)
         write_table(pd.DataFrame({"image_id": image_ids, "cluster": result.partition}), smk.output.partition)

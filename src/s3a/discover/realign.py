@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from s3a.discover.vote import hungarian_names, reassign
+from s3a.vocab import DESCRIPTION_SETS, TEMPLATE_STYLES, description_templates
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,30 @@ class RealignParams:
         weighting: ``per_key`` normalises the LLM phrase counts within each candidate;
             ``as_official`` additionally divides a candidate's weights by ``1 + the raw counts of the
             cluster's other candidates``, as the official code does (spec 5.5 step 2).
-        templates: template set of :data:`s3a.vocab.TEMPLATES` for the phrase prompts.
+        templates: official description template set (:data:`s3a.vocab.DESCRIPTION_SETS`) that embeds
+            each ``(name, phrase)`` pair; each dataset has its own (spec 5.4, section 16).
+        template_style: ``official`` (the strings verbatim, typos included) or ``clean`` (typos fixed).
     """
 
     top_k_phrases: int = 3
     weighting: str = "as_official"
-    templates: str = "describe_phrase_name"
+    templates: str = "imagenet"
+    template_style: str = "official"
 
     def __post_init__(self) -> None:
         if self.top_k_phrases < 1:
             raise ValueError(f"top_k_phrases must be >= 1, got {self.top_k_phrases}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.templates not in DESCRIPTION_SETS:
+            raise ValueError(f"templates must be one of {DESCRIPTION_SETS}, got {self.templates!r}")
+        if self.template_style not in TEMPLATE_STYLES:
+            raise ValueError(f"template_style must be one of {TEMPLATE_STYLES}, got {self.template_style!r}")
+
+    @property
+    def description_templates(self) -> tuple[str, ...]:
+        """The template strings of :attr:`templates` in :attr:`template_style`."""
+        return description_templates(self.templates, self.template_style)
 
 
 def phrase_weights(keys: np.ndarray, counts: np.ndarray, weighting: str) -> np.ndarray:
