@@ -228,6 +228,14 @@ def test_config_pins_a_kmeans_backend_that_matches_sklearn():
     assert config["discover"]["k_search"]["kmeans"]["n_init"] == 10  # the official search k-means
 
 
+def test_tolerance_variance_is_chunked_and_exact():
+    """The k-means tolerance's mean variance, computed in float64 blocks (no float64 copy of x)."""
+    x = (np.random.RandomState(2).randn(10001, 7) * 3 + 5).astype(np.float32)
+    ref = float(np.mean(np.var(x, axis=0, dtype=np.float64)))
+    for chunk in (1, 333, 4096, 20000):
+        assert cluster._mean_variance(x, chunk) == pytest.approx(ref, rel=1e-12)
+
+
 def test_assign_nearest_matches_brute_force():
     rng = np.random.RandomState(9)
     x, c = rng.randn(500, 6).astype(np.float32), rng.randn(17, 6).astype(np.float32)

@@ -162,12 +162,13 @@ def resolve_backend(params: KMeansParams) -> str:
     return "torch"
 
 
-def _mean_variance(x: np.ndarray, chunk: int) -> float:
+def _mean_variance(x: np.ndarray, chunk: int = 4096) -> float:
     """``mean(var(x, axis=0))`` in float64, ``chunk`` rows at a time (no float64 copy of ``x``)."""
     mean = x.mean(0, dtype=np.float64)
     total = np.zeros(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[0], chunk):
-        block = x[start : start + chunk].astype(np.float64) - mean
+        block = x[start : start + chunk].astype(np.float64)
+        block -= mean
         total += np.einsum("ij,ij->j", block, block)
     return float(total.mean() / x.shape[0])
 
@@ -382,7 +383,7 @@ def _lloyd(
 def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -> KMeansResult:
     dev = pick_device(params.device)
     rng = np.random.RandomState(params.seed)
-    tol = _mean_variance(x, params.chunk) * params.tol
+    tol = _mean_variance(x) * params.tol
     best: tuple | None = None
     with torch.inference_mode():
         xt = torch.from_numpy(x).to(dev)
