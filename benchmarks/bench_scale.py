@@ -28,14 +28,14 @@ where that file cannot be written) and, between the two sizes, the growth expone
     python benchmarks/bench_scale.py                                   # N = 10k and 40k, 2-core CPU, ~1-2 min
     python benchmarks/bench_scale.py --sizes 100000 400000 --k 1000 --real-top1 --device cuda   # a GPU node
     python benchmarks/bench_scale.py --silhouette-sample 0             # the official O(N^2) silhouette
+    python benchmarks/bench_scale.py --silhouette-error 40000          # sampled vs exact silhouette
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
-import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -43,12 +43,14 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
+from bench_kmeans import device_name  # the sibling script (benchmarks/ is on sys.path when run)
 
 from s3a.discover.cluster import KMeansParams, kmeans
-from s3a.discover.kestimate import KSearchParams, estimate_k
+from s3a.discover.kestimate import KSearchParams, estimate_k, silhouette_score
 from s3a.discover.realign import RealignParams, realign_labels
 from s3a.discover.vote import VoteParams, cluster_vote, top_candidates
 from s3a.embed import zero_shot
+from s3a.models import pick_device
 
 V_NAMES = 20_071  # the vocabulary of spec 2.1
 
@@ -70,6 +72,21 @@ def _reset_peak() -> bool:
     except OSError:
         return False
     return True
+
+
+def _return_freed_memory() -> None:
+    """Make glibc hand every block of 64 KB or more back to the OS when freed (a fixed mmap threshold).
+
+    Otherwise glibc raises its threshold after the first large free and keeps later blocks in the heap,
+    where a step can reuse what an earlier step freed without its resident set growing: the added
+    peak would read too low. No-op where glibc's ``mallopt`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 65536)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def measure(fn: Callable[[], object], dev: torch.device) -> tuple[object, float, float]:
@@ -128,7 +145,8 @@ def images(
 def descriptions(candidates: pd.DataFrame, classifier: np.ndarray, phrases: int, seed: int):
     """Descriptions table and ``(P, D)`` phrase embeddings: ``phrases`` per candidate, near its name."""
     rng = np.random.RandomState(seed)
-    table = candidates.loc[candidates.index.repeat(phrases), ["cluster", "vocab_index"]].reset_index(drop=True)
+    repeated = candidates.index.repeat(phrases)
+    table = candidates.loc[repeated, ["cluster", "vocab_index"]].reset_index(drop=True)
     table["phrase"] = [f"phrase {i}" for i in range(len(table))]
     table["count"] = rng.randint(1, 4, len(table))
     d = classifier.shape[1]
@@ -136,21 +154,9 @@ def descriptions(candidates: pd.DataFrame, classifier: np.ndarray, phrases: int,
     return table, emb.astype(np.float32)
 
 
-def device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu ({model}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
-
-
 def run_size(n: int, args: argparse.Namespace, classifier: np.ndarray, names: np.ndarray) -> dict:
     """Time and added peak memory of every step on ``n`` images: ``step -> (seconds, MB, note)``."""
-    dev = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(args.device)
     x, _, top1 = images(n, classifier, names, args.noise, args.top1_accuracy, args.seed)
     rows: dict[str, tuple[float, float, str]] = {}
     sample = None if args.silhouette_sample == 0 else args.silhouette_sample
@@ -194,6 +200,25 @@ def run_size(n: int, args: argparse.Namespace, classifier: np.ndarray, names: np
     return rows
 
 
+def silhouette_error(n: int, d: int, k: int, samples: list[int], repeats: int, seed: int) -> None:
+    """Print how far the sampled silhouette is from the exact one on ``n`` clustered points."""
+    rng = np.random.RandomState(seed)
+    centres = unit(rng.randn(k, d))
+    y = rng.randint(0, k, n)
+    x = unit(centres[y] + 0.9 * rng.randn(n, d) / np.sqrt(d)).astype(np.float32)
+    labels = kmeans(x, k, KMeansParams(n_init=1, max_iter=50)).labels
+    t0 = time.perf_counter()
+    exact = silhouette_score(x, labels)
+    print(f"exact silhouette of {n} points (D={d}, K={k}): {exact:.4f} in {time.perf_counter() - t0:.1f} s")
+    for m in samples:
+        errors = []
+        for r in range(repeats):
+            idx = np.random.RandomState(seed + 1 + r).permutation(n)[:m]
+            errors.append(abs(silhouette_score(x[idx], labels[idx]) - exact))
+        mean, worst = np.mean(errors), np.max(errors)
+        print(f"sample of {m}: |error| mean {mean:.1e}, max {worst:.1e} ({repeats} samples)")
+
+
 def exponent(a: float, b: float, n1: int, n2: int) -> str:
     if not (a > 0 and b > 0) or math.isnan(a) or math.isnan(b):
         return "n/a"
@@ -219,15 +244,26 @@ def main() -> None:
     ap.add_argument("--real-top1", action="store_true", help="also time the zero_shot top-1 over V names")
     ap.add_argument("--device", default=None, help="torch device (default: cuda when present)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--silhouette-error",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: the error of 10k and 20k silhouette samples against the exact score on N points",
+    )
     args = ap.parse_args()
+    if args.silhouette_error:
+        silhouette_error(args.silhouette_error, 64, args.k, [10000, 20000], 5, args.seed)
+        return
     n1, n2 = sorted(args.sizes)
     if n1 == n2 or n1 < args.k:
         ap.error("--sizes needs two different N, each at least --k")
 
+    _return_freed_memory()
     classifier, names = vocabulary(args.d, args.k, args.seed)
     first = run_size(n1, args, classifier, names)
     second = run_size(n2, args, classifier, names)
-    dev = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(args.device)
     print(f"device: {device_name(dev)}; torch {torch.__version__}")
     print(f"D={args.d}, K={args.k}, V={V_NAMES}, k-means {args.n_init} x {args.iters} iterations (tol 0)")
     print(f"memory: peak {'GPU memory' if dev.type == 'cuda' else 'resident set'} added by the step")

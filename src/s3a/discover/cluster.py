@@ -180,7 +180,7 @@ def _as_points(x: np.ndarray, what: str = "x") -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    if not all(np.isfinite(x[s : s + 65536]).all() for s in range(0, len(x), 65536)):  # no (N, D) mask
         raise ValueError(f"{what} contains NaN or infinite values")
     return x
 
@@ -193,6 +193,15 @@ def _check_k(k: int, n: int) -> int:
     if k > n:
         raise ValueError(f"k={k} clusters requested but only N={n} points: k must be <= N")
     return int(k)
+
+
+def _row_sq_norms(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``(N,)`` squared norms of the rows of ``x``, ``chunk`` rows at a time (no ``(N, D)`` temporary)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        block = x[start : start + chunk]
+        out[start : start + chunk] = (block * block).sum(1)
+    return out
 
 
 def _nearest(
@@ -247,7 +256,7 @@ def assign_nearest(
     dev = pick_device(device)
     with torch.inference_mode():
         xt = torch.from_numpy(x).to(dev)
-        labels, _ = _nearest(xt, (xt * xt).sum(1), torch.from_numpy(c).to(dev), chunk)
+        labels, _ = _nearest(xt, _row_sq_norms(xt, chunk), torch.from_numpy(c).to(dev), chunk)
     return labels.cpu().numpy()
 
 
@@ -387,7 +396,7 @@ def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -
     best: tuple | None = None
     with torch.inference_mode():
         xt = torch.from_numpy(x).to(dev)
-        x_sq = (xt * xt).sum(1)
+        x_sq = _row_sq_norms(xt, params.chunk)
         for run in tqdm(range(params.n_init), desc=f"k-means k={k}", disable=not progress):
             init = _kmeans_pp(xt, x_sq, k, rng)
             labels, centroids, inertia, n_iter = _lloyd(xt, x_sq, init, params.max_iter, tol, params.chunk)
