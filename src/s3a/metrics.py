@@ -8,8 +8,11 @@ and ``oov_fraction`` as a fraction.
 
 Labels. A prediction is an index into the vocabulary (``vocab_index``, 0..V-1). The ground truth comes
 in two forms: ``gt_vocab`` is the vocabulary index of the image's class name (``-1`` when the name is
-not in the vocabulary, the RZSC-OOV case, see :func:`gt_vocab_index`), and ``gt_class`` is the
-dataset's own class index, used by the clustering accuracy.
+not in the vocabulary, the RZSC-OOV case, see :func:`gt_vocab_index`), and ``gt_class`` is the class
+the clustering accuracy matches against. :func:`stage_metrics` makes ``gt_class`` the *named* class
+(:func:`named_classes`): classes that share a vocabulary name are one class, as in the official
+evaluation, so ImageNet-1K has 997 classes (``crane``, ``cardigan`` and ``maillot`` each name two
+wnids) and both accuracies score a name, never a wnid the name cannot tell apart.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "gt_vocab_index",
     "label_diagnostics",
     "load_soft_scorer",
+    "named_classes",
     "stage_metrics",
     "top1_accuracy",
 ]
@@ -156,6 +160,32 @@ def gt_vocab_index(
     from_name = name_lookup[name_codes]
 
     return np.where(from_wnid >= 0, from_wnid, from_name)
+
+
+def named_classes(gt_vocab: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """Ground-truth class of each image by *name*: classes sharing a vocabulary name are merged.
+
+    The image's vocabulary index when its name is in the vocabulary, otherwise its class name
+    (lower-cased, spaces as underscores, :func:`s3a.vocab.normalize_name`), densely re-indexed. On
+    ImageNet-1K the two ``crane`` wnids (bird, machine), the two ``cardigan`` wnids (corgi, sweater)
+    and the two ``maillot`` wnids become one class each: 997 classes. A dataset whose classes all have
+    distinct names keeps its classes.
+
+    Args:
+        gt_vocab: (N,) int, from :func:`gt_vocab_index` (``-1`` out of vocabulary).
+        class_names: (N,) class-name strings.
+
+    Returns:
+        (N,) int64 labels in ``0..K'-1`` (``K'`` distinct names), ordered by first appearance.
+    """
+    gt = _labels(gt_vocab, "gt_vocab")
+    if len(class_names) != gt.size:
+        raise ValueError(f"class_names must hold one name per image ({gt.size}), got {len(class_names)}")
+    name_codes, uniques = pd.factorize(pd.Series(list(class_names), dtype=object))
+    norm_codes, _ = pd.factorize(pd.Series([normalize_name(str(u)) for u in uniques], dtype=object))
+    oov_code = np.append(norm_codes, -1)[name_codes]  # per image: its normalised name's code
+    key = np.where(gt >= 0, gt, -2 - oov_code)  # in-vocabulary: the vocab index; else a negative code
+    return pd.factorize(key)[0].astype(np.int64)
 
 
 def default_offline_model() -> str | None:
@@ -364,13 +394,18 @@ def stage_metrics(
     by_id = manifest.set_index("image_id")
     gt_all = gt_vocab_index(list(manifest.wnid), list(manifest.class_name), vocabulary)
     gt_vocab = pd.Series(gt_all, index=manifest.image_id)
-    # class_index is 0..K-1 (the manifest's contract), so position = class index
-    class_names = list(manifest.drop_duplicates("class_index").sort_values("class_index").class_name)
+    # the clustering accuracy's classes are the named classes (997 on ImageNet-1K)
+    named = pd.Series(named_classes(gt_all, list(manifest.class_name)), index=manifest.image_id)
+    # classes that share a name share one label in the class_names row too (its prediction, an
+    # argmax over the class names, cannot tell them apart either)
+    classes = manifest.drop_duplicates("class_index")
+    name_of_class = pd.Series(named.loc[classes.image_id].to_numpy(), index=classes.class_index.to_numpy())
+    label_names = list(pd.Series(manifest.class_name.to_numpy()).groupby(named.to_numpy()).first())
     names = vocabulary.sort_values("vocab_index").name.tolist()
     rows = []
     for split, pred in predictions.items():
         ids = pred.image_id.to_numpy()
-        gt_class = by_id.class_index.loc[ids].to_numpy()
+        gt_class = named.loc[ids].to_numpy()
         gt_names = list(by_id.class_name.loc[ids])
         gt = gt_vocab.loc[ids].to_numpy()
         metrics = evaluate_predictions(pred[column].to_numpy(), gt, gt_class, names, gt_names, scorer)
@@ -385,7 +420,7 @@ def stage_metrics(
             }
         )
         if "pred_class_index" in pred:
-            own = pred.pred_class_index.to_numpy()
-            metrics = evaluate_predictions(own, gt_class, gt_class, class_names, gt_names, scorer)
+            own = name_of_class.loc[pred.pred_class_index.to_numpy()].to_numpy()
+            metrics = evaluate_predictions(own, gt_class, gt_class, label_names, gt_names, scorer)
             rows.append({"split": split, "label_set": "class_names", **metrics})
     return pd.DataFrame(rows)

@@ -173,16 +173,67 @@ def test_params_validated(field, value):
 def test_auto_backend(monkeypatch):
     """faiss-gpu, else torch on CUDA, else faiss-cpu, else torch on the CPU."""
     monkeypatch.setattr(cluster, "_faiss_gpus", lambda: 1)
-    assert resolve_backend(KMeansParams()) == "faiss"
+    assert resolve_backend(KMeansParams(backend="auto")) == "faiss"
+    assert resolve_backend(KMeansParams()) == "torch"  # the default never depends on the machine
     monkeypatch.setattr(cluster, "_faiss_gpus", lambda: 0)
-    assert resolve_backend(KMeansParams(device="cuda")) == "torch"
+    assert resolve_backend(KMeansParams(backend="auto", device="cuda")) == "torch"
     monkeypatch.setattr(cluster, "_faiss", lambda: object())
-    assert resolve_backend(KMeansParams(device="cpu")) == "faiss"
+    assert resolve_backend(KMeansParams(backend="auto", device="cpu")) == "faiss"
     monkeypatch.setattr(cluster, "_faiss", lambda: None)
-    assert resolve_backend(KMeansParams(device="cpu")) == "torch"
+    assert resolve_backend(KMeansParams(backend="auto", device="cpu")) == "torch"
     assert resolve_backend(KMeansParams(backend="sklearn")) == "sklearn"
     with pytest.raises(ValueError, match="faiss is not installed"):
         kmeans(np.zeros((4, 2), np.float32), 2, KMeansParams(backend="faiss"))
+
+
+@pytest.mark.parametrize("k", [5, 30, 100])
+def test_torch_kmeanspp_draws_the_centres_sklearn_draws(k):
+    """Same seed, same data: the torch backend's k-means++ picks scikit-learn's centres."""
+    import torch
+    from sklearn.cluster import kmeans_plusplus
+
+    x = np.random.RandomState(k).randn(3000, 16).astype(np.float32)
+    ref, _ = kmeans_plusplus(x, k, random_state=np.random.RandomState(0))
+    xt = torch.from_numpy(x)
+    ours = cluster._kmeans_pp(xt, (xt * xt).sum(1), k, np.random.RandomState(0)).numpy()
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize(("k", "n_init"), [(8, 3), (30, 3), (17, 1)])
+def test_torch_backend_reproduces_sklearn_partition(k, n_init):
+    """The reproduction backend: torch gives scikit-learn's KMeans partition for the same seed."""
+    x = np.random.RandomState(1).randn(3000, 16).astype(np.float32)
+    ours = kmeans(x, k, KMeansParams(backend="torch", n_init=n_init, max_iter=300, device="cpu"))
+    ref = kmeans(x, k, KMeansParams(backend="sklearn", n_init=n_init, max_iter=300))
+    np.testing.assert_array_equal(ours.labels, ref.labels)
+    assert ours.inertia == pytest.approx(ref.inertia, rel=1e-5)
+
+
+def test_config_pins_a_kmeans_backend_that_matches_sklearn():
+    """config.yaml (and the library and schema defaults) use torch or sklearn, never auto/faiss."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    schema = json.loads((root / "config" / "config.schema.json").read_text())
+    discover = schema["properties"]["discover"]["properties"]
+    assert KMeansParams().backend == "torch"
+    assert discover["kmeans"]["properties"]["backend"]["default"] == "torch"
+    assert discover["k_search"]["properties"]["kmeans"]["properties"]["backend"]["default"] == "torch"
+    assert config["discover"]["kmeans"]["backend"] in ("torch", "sklearn")
+    assert config["discover"]["k_search"]["kmeans"]["backend"] in ("torch", "sklearn")
+    assert config["discover"]["k_search"]["kmeans"]["n_init"] == 10  # the official search k-means
+
+
+def test_tolerance_variance_is_chunked_and_exact():
+    """The k-means tolerance's mean variance, computed in float64 blocks (no float64 copy of x)."""
+    x = (np.random.RandomState(2).randn(10001, 7) * 3 + 5).astype(np.float32)
+    ref = float(np.mean(np.var(x, axis=0, dtype=np.float64)))
+    for chunk in (1, 333, 4096, 20000):
+        assert cluster._mean_variance(x, chunk) == pytest.approx(ref, rel=1e-12)
 
 
 def test_assign_nearest_matches_brute_force():

@@ -107,6 +107,45 @@ def test_imagenet1k_on_sample_tree(imagenet_tree):
 
 
 @pytest.mark.data
+def test_imagenet1k_has_997_named_classes(imagenet_tree):
+    """crane, cardigan and maillot each name two wnids: the official evaluation (top-1 and cluster
+    accuracy) has 997 named classes, and config.yaml's k for imagenet1k is 997."""
+    import yaml
+
+    from s3a.metrics import gt_vocab_index, named_classes, stage_metrics
+    from s3a.vocab import build_vocabulary
+
+    m = build_manifest("imagenet1k", {"root": str(imagenet_tree)})
+    vocabulary = build_vocabulary()
+    gt = gt_vocab_index(list(m["wnid"]), list(m["class_name"]), vocabulary)
+    named = named_classes(gt, list(m["class_name"]))
+    train = (m["split"] == "train").to_numpy()
+    assert m.loc[train, "class_index"].nunique() == 1000 and len(np.unique(named[train])) == 997
+    names = vocabulary.set_index("vocab_index")["name"]
+    wnid = m["wnid"].to_numpy()
+    merged = {}
+    for label in np.unique(named[train]):
+        wnids = sorted(set(wnid[train & (named == label)]))
+        if len(wnids) > 1:
+            merged[names[int(np.unique(gt[named == label])[0])]] = wnids
+    assert merged == {
+        "crane": ["n02012849", "n03126707"],  # the bird and the machine
+        "cardigan": ["n02113186", "n02963159"],  # the corgi and the sweater
+        "maillot": ["n03710637", "n03710721"],  # the tights and the swimsuit
+    }
+    # a perfect namer scores 100 on both accuracies (with 1000 wnid classes it could reach 99.7 only)
+    first = pd.Series(m["class_index"].to_numpy()).groupby(named).transform("min").to_numpy()
+    pred = pd.DataFrame(
+        {"image_id": m["image_id"][train], "pred_vocab_index": gt[train], "pred_class_index": first[train]}
+    )
+    rows = stage_metrics(m, vocabulary, {"train": pred}).set_index("label_set")
+    assert rows.loc["vocabulary", "top1"] == 100.0 and rows.loc["vocabulary", "cluster_acc"] == 100.0
+    assert rows.loc["class_names", "top1"] == 100.0 and rows.loc["class_names", "cluster_acc"] == 100.0
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+    assert config["datasets"]["imagenet1k"]["k"] == 997
+
+
+@pytest.mark.data
 def test_imagenet100_draw_and_manifest(imagenet_tree):
     idx = np.random.RandomState(0).choice(range(1000), 100, replace=False)
     assert list(idx[:10]) == [993, 859, 298, 553, 672, 971, 27, 231, 306, 706]

@@ -231,6 +231,51 @@ def test_ksearch_params_validated(field, value):
 def test_ksearch_params_from_mapping():
     p = KSearchParams(kmeans={"n_init": 2, "backend": "sklearn"})
     assert p.kmeans == KMeansParams(n_init=2, backend="sklearn")
-    assert KSearchParams().kmeans == KMeansParams(n_init=1, max_iter=300, seed=0)
+    # the official search k-means: KMeans(n_clusters=K, random_state=0) with n_init=10, max_iter=300,
+    # on the torch backend (scikit-learn's k-means++ on every machine)
+    assert KSearchParams().kmeans == KMeansParams(n_init=10, max_iter=300, tol=1e-4, seed=0, backend="torch")
     with pytest.raises(ValueError, match="hi"):
         KSearchParams(lo=100, hi=50)
+
+
+# ---------------------------------------------------------------------------------------------------
+# scale: the silhouette sample does not grow with N
+
+
+def test_silhouette_makes_no_float64_copy_of_the_points():
+    """Host memory of a score is one float32 centred copy of the points (plus torch's blocks)."""
+    import tracemalloc
+
+    x, y = blobs(20000, 64, 10, seed=6)
+    tracemalloc.start()
+    try:
+        silhouette_score(x, y, chunk=512, device="cpu")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * x.nbytes  # a float64 copy alone would be 2 * x.nbytes
+
+
+@pytest.mark.slow
+def test_k_search_on_200k_points_keeps_the_silhouette_sample_bounded(monkeypatch):
+    """Default silhouette settings (the K interval and the k-means restarts cut for time): 100k
+    points are clustered, as the official code does, but every silhouette scores a fixed sample of
+    ``silhouette_sample`` points, and the planted K is still found."""
+    from s3a.discover import kestimate
+
+    defaults = KSearchParams()
+    assert isinstance(defaults.silhouette_sample, int) and defaults.silhouette_sample <= 20000
+    scored = []
+    real = kestimate.silhouette_score
+
+    def spy(x, labels, **kwargs):
+        scored.append((len(x), kwargs.get("sample_size")))
+        return real(x, labels, **kwargs)
+
+    monkeypatch.setattr(kestimate, "silhouette_score", spy)
+    x, _ = blobs(200_000, 16, 6, seed=7, spread=0.3)
+    params = KSearchParams(lo=3, hi=9, kmeans=KMeansParams(n_init=1, max_iter=100))
+    k, table = estimate_k(x, params, progress=False)
+    assert k == 6
+    assert scored and len(scored) == table["k"].nunique()
+    assert all(n == defaults.silhouette_sample and s is None for n, s in scored)

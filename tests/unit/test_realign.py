@@ -10,6 +10,7 @@ from s3a.discover.realign import (
     score_matrix,
 )
 from s3a.discover.vote import cluster_vote, top_candidates
+from s3a.embed import zero_shot
 from s3a.metrics import label_diagnostics
 
 
@@ -51,7 +52,8 @@ def test_phrase_weights_by_hand():
 @pytest.mark.parametrize("weighting", ["as_official", "per_key"])
 def test_descriptions_fix_clusters_the_vote_got_wrong(weighting):
     features, classifier, gt, descriptions, phrases = confused_world()
-    vote = cluster_vote(features, classifier, gt.copy(), device="cpu")
+    top1, _ = zero_shot(features, classifier, device="cpu")
+    vote = cluster_vote(features, classifier, gt.copy(), top1=top1, device="cpu")
     candidates = top_candidates(vote.votes, 3)
     # the clusters of vote.partition are numbered by their voted name; map the planted descriptions
     cluster_of_class = pd.Series(vote.partition).groupby(gt).agg(lambda c: c.mode()[0])

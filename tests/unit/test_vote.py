@@ -1,14 +1,20 @@
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from s3a.discover import vote as vote_mod
 from s3a.discover.cluster import KMeansParams, kmeans
 from s3a.discover.vote import (
     VoteParams,
     cluster_vote,
     hungarian_names,
     reassign,
+    top1_rows,
     top_candidates,
     vote_matrix,
 )
@@ -67,7 +73,7 @@ def test_structural_labels_beat_per_image_zero_shot():
     top1, _ = zero_shot(features, classifier, device="cpu")
     zero_shot_acc = np.mean(top1 == gt)
     partition = kmeans(features, 8, KMeansParams(n_init=3, backend="torch", device="cpu")).labels
-    result = cluster_vote(features, classifier, partition, VoteParams(n_iter=3), device="cpu")
+    result = cluster_vote(features, classifier, partition, VoteParams(n_iter=3), top1=top1, device="cpu")
     structural_acc = np.mean(result.labels == gt)
     assert 0.3 < zero_shot_acc < 0.8  # the planted noise is real
     assert structural_acc > zero_shot_acc + 0.2
@@ -79,7 +85,8 @@ def test_perfect_partition_and_votes_give_ground_truth():
     features, classifier, gt = planted()
     classifier = classifier.copy()
     classifier[8:16] = unit(np.random.default_rng(5).normal(size=(8, classifier.shape[1])))  # no confusers
-    result = cluster_vote(features, classifier, gt.copy(), device="cpu")
+    top1, _ = zero_shot(features, classifier, device="cpu")
+    result = cluster_vote(features, classifier, gt.copy(), top1=top1, device="cpu")
     np.testing.assert_array_equal(result.labels, gt)
 
 
@@ -131,3 +138,79 @@ def test_pad_candidates_gives_every_cluster_three_names_by_classifier_score():
     )
     # nothing to pad: unchanged
     pd.testing.assert_frame_equal(pad_candidates(padded, features, classifier, partition, 3), padded)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the vote reads the zero_shot top-1 instead of recomputing it
+
+
+def spy_zero_shot(monkeypatch):
+    """Record every classifier scoring the vote module does; None = the whole vocabulary."""
+    calls = []
+    real = vote_mod.zero_shot
+
+    def spy(features, classifier, candidates=None, **kwargs):
+        calls.append(None if candidates is None else len(candidates))
+        return real(features, classifier, candidates=candidates, **kwargs)
+
+    monkeypatch.setattr(vote_mod, "zero_shot", spy)
+    return calls
+
+
+def test_vote_uses_the_given_top1_and_never_scores_the_whole_vocabulary(monkeypatch):
+    features, classifier, gt = planted()
+    calls = spy_zero_shot(monkeypatch)
+    given = 40 + gt  # names no image is near: only the given top-1 can make a cluster vote for them
+    result = cluster_vote(features, classifier, gt.copy(), VoteParams(n_iter=1), top1=given, device="cpu")
+    table = top_candidates(result.votes, 1)
+    assert table.vocab_index.tolist() == [40 + c for c in range(8)]
+    assert set(result.labels.tolist()) <= set(range(40, 48))  # re-assigned among the selected names only
+    assert calls == [8]  # one restricted scoring; no (N, V) top-1 pass
+    with pytest.raises(ValueError, match="one name per image"):
+        cluster_vote(features, classifier, gt, top1=given[:5])
+    with pytest.raises(ValueError, match="outside"):
+        cluster_vote(features, classifier, gt, top1=given + 100)
+
+
+def test_top1_rows_maps_vocab_index_to_classifier_rows():
+    zs = pd.DataFrame({"image_id": [7, 3, 5], "pred_vocab_index": [12, 10, 11]})
+    rows = top1_rows(np.array([3, 5, 7]), zs, np.array([11, 10, 12]))
+    assert rows.tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match="no top-1"):
+        top1_rows(np.array([3, 4]), zs, np.array([10, 11, 12]))
+    with pytest.raises(ValueError, match="not in the classifier"):
+        top1_rows(np.array([3]), zs, np.array([11, 12]))
+
+
+def test_vote_candidates_adapter_reads_the_zero_shot_top1(tmp_path, monkeypatch):
+    from s3a.io import write_embeddings, write_table
+
+    features, classifier, gt = planted()
+    ids = np.arange(len(gt)) + 1000
+    write_embeddings(ids, features, tmp_path / "embed.parquet")
+    vocab_ids = np.arange(len(classifier))
+    write_embeddings(vocab_ids, classifier, tmp_path / "cls.parquet", id_column="vocab_index")
+    write_table(pd.DataFrame({"image_id": ids, "cluster": gt}), tmp_path / "clusters.parquet")
+    # the zero_shot table, rows shuffled; its top-1 names are planted so that only it can produce them
+    order = np.random.default_rng(0).permutation(len(ids))
+    zs = pd.DataFrame({"image_id": ids[order], "pred_vocab_index": 50 + gt[order], "score": 0.0})
+    write_table(zs, tmp_path / "zeroshot.parquet")
+    calls = spy_zero_shot(monkeypatch)
+    smk = SimpleNamespace(
+        input=SimpleNamespace(
+            embeddings=str(tmp_path / "embed.parquet"),
+            classifier=str(tmp_path / "cls.parquet"),
+            clusters=str(tmp_path / "clusters.parquet"),
+            zeroshot=str(tmp_path / "zeroshot.parquet"),
+        ),
+        output=SimpleNamespace(
+            candidates=str(tmp_path / "candidates.parquet"), partition=str(tmp_path / "partition.parquet")
+        ),
+        params=SimpleNamespace(vote={"n_iter": 1, "n_candidates": 2}),
+        log=[str(tmp_path / "log.txt")],
+    )
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "vote_candidates.py"
+    runpy.run_path(str(script), run_name="adapter")["main"](smk)
+    cand = pd.read_parquet(tmp_path / "candidates.parquet")
+    assert cand[cand["rank"] == 0].sort_values("cluster").vocab_index.tolist() == [50 + c for c in range(8)]
+    assert None not in calls  # the whole-vocabulary top-1 was read, not recomputed

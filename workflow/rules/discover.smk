@@ -47,6 +47,7 @@ rule vote_candidates:
         embeddings="results/{dataset}/{model}/embed/train.parquet",
         classifier="results/vocabulary/{model}/classifier.parquet",
         clusters="results/{dataset}/{model}/discover/clusters.parquet",
+        zeroshot="results/{dataset}/{model}/zeroshot/train.parquet",
     output:
         candidates="results/{dataset}/{model}/discover/candidates.parquet",
         partition="results/{dataset}/{model}/discover/vote_partition.parquet",

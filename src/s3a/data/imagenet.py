@@ -149,6 +149,11 @@ def build_imagenet1k(root: str) -> pd.DataFrame:
         <root>/train/<wnid>/*.JPEG   -> split "train"
         <root>/val/<wnid>/*.JPEG     -> split "test"
 
+    The manifest keeps the 1000 wnid classes, but three names each cover two wnids (``crane``: bird
+    and machine; ``cardigan``: corgi and sweater; ``maillot``: tights and swimsuit), so there are 997
+    named classes: the metrics score names (:func:`s3a.metrics.named_classes`) and discovery uses
+    ``k: 997``, as the official evaluation does.
+
     Args:
         root: the ImageNet root folder.
     """

@@ -2,11 +2,25 @@
 
 The official code runs ``sklearn.cluster.KMeans(n_clusters=K, random_state=0, n_init=17,
 max_iter=1000)`` on the unit-norm train features (Euclidean). :func:`kmeans` does the same job with
-three interchangeable backends, chosen by :class:`KMeansParams.backend`:
+three backends, chosen by :class:`KMeansParams.backend`. Which initialisation each gives:
+
+=========== ============================================================ ======================
+backend     initialisation                                               same as the official
+=========== ============================================================ ======================
+``torch``   scikit-learn's greedy k-means++, same random draws per seed   yes (the default)
+``sklearn`` scikit-learn's greedy k-means++ (it *is* the official call)   yes (CPU only, slow)
+``faiss``   faiss's k-means++ (faiss >= 1.13) or random sampling (older)  no
+``auto``    whichever of the above the machine offers (below)             depends on the machine
+=========== ============================================================ ======================
+
+``torch`` is the default because it is the official algorithm on every machine, CPU or GPU: on the
+same data and seed it picks the same k-means++ centres as scikit-learn (up to float rounding at a
+draw boundary) and runs the same Lloyd iterations and stopping rule, so its partitions match
+``sklearn``'s (tested). ``auto`` trades that for speed and must not be used for reproduction.
 
 ``torch``
     Lloyd iterations written here, on ``cuda`` when present, else on the CPU. Greedy k-means++
-    initialisation (as scikit-learn's, ``2 + int(log k)`` local trials), seeded by ``seed``; the
+    initialisation (scikit-learn's, ``2 + int(log k)`` local trials, the same draws), seeded by ``seed``; the
     nearest-centroid step is one chunked matmul (:func:`assign_nearest`, ``chunk`` rows at a time, so
     memory is ``O(chunk * k)`` beyond the data); the update is an ``index_add_`` of the points into
     float64 sums; empty clusters are re-seeded from the points farthest from their centroid (in a fixed,
@@ -23,7 +37,7 @@ three interchangeable backends, chosen by :class:`KMeansParams.backend`:
     random_state=seed)``.
 ``auto``
     faiss on GPU if faiss sees one, else torch on CUDA if available, else faiss-cpu if importable,
-    else torch on the CPU.
+    else torch on the CPU: the algorithm then depends on the machine and the installed packages.
 
 Convergence of ``torch`` and ``sklearn`` follows scikit-learn: stop when the labels did not change, or
 when the summed squared centroid shift of one iteration is at most ``tol * mean(var(x, axis=0))``.
@@ -62,7 +76,8 @@ class KMeansParams:
             squared shift of all centroids in one iteration is ``<= tol * mean(var(x, axis=0))``
             (``torch``, ``sklearn``); faiss: relative change of the objective (``early_stop_threshold``).
         seed: seeds the k-means++ draws (``torch``), ``faiss.Kmeans(seed=)`` and ``random_state``.
-        backend: ``"auto"``, ``"torch"``, ``"faiss"`` or ``"sklearn"`` (see the module docstring).
+        backend: ``"torch"`` (default: scikit-learn's k-means++ and Lloyd on any device),
+            ``"sklearn"``, ``"faiss"`` or ``"auto"`` (see the module docstring's table).
         device: torch device for the ``torch`` backend; ``None`` picks ``cuda`` when present.
         chunk: rows per distance block of the ``torch`` backend (memory ``chunk * k`` floats).
     """
@@ -71,7 +86,7 @@ class KMeansParams:
     max_iter: int = 1000
     tol: float = 1e-4
     seed: int = 0
-    backend: str = "auto"
+    backend: str = "torch"
     device: str | None = None
     chunk: int = 16384
 
@@ -147,6 +162,17 @@ def resolve_backend(params: KMeansParams) -> str:
     return "torch"
 
 
+def _mean_variance(x: np.ndarray, chunk: int = 4096) -> float:
+    """``mean(var(x, axis=0))`` in float64, ``chunk`` rows at a time (no float64 copy of ``x``)."""
+    mean = x.mean(0, dtype=np.float64)
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        block = x[start : start + chunk].astype(np.float64)
+        block -= mean
+        total += np.einsum("ij,ij->j", block, block)
+    return float(total.mean() / x.shape[0])
+
+
 def _as_points(x: np.ndarray, what: str = "x") -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
@@ -154,7 +180,7 @@ def _as_points(x: np.ndarray, what: str = "x") -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    if not all(np.isfinite(x[s : s + 65536]).all() for s in range(0, len(x), 65536)):  # no (N, D) mask
         raise ValueError(f"{what} contains NaN or infinite values")
     return x
 
@@ -167,6 +193,15 @@ def _check_k(k: int, n: int) -> int:
     if k > n:
         raise ValueError(f"k={k} clusters requested but only N={n} points: k must be <= N")
     return int(k)
+
+
+def _row_sq_norms(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``(N,)`` squared norms of the rows of ``x``, ``chunk`` rows at a time (no ``(N, D)`` temporary)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        block = x[start : start + chunk]
+        out[start : start + chunk] = (block * block).sum(1)
+    return out
 
 
 def _nearest(
@@ -221,7 +256,7 @@ def assign_nearest(
     dev = pick_device(device)
     with torch.inference_mode():
         xt = torch.from_numpy(x).to(dev)
-        labels, _ = _nearest(xt, (xt * xt).sum(1), torch.from_numpy(c).to(dev), chunk)
+        labels, _ = _nearest(xt, _row_sq_norms(xt, chunk), torch.from_numpy(c).to(dev), chunk)
     return labels.cpu().numpy()
 
 
@@ -239,18 +274,22 @@ def _kmeans_pp(x: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.Rando
     """Greedy k-means++ (scikit-learn's variant): ``(k, D)`` initial centroids drawn from ``x``.
 
     The random numbers come from ``rng`` (NumPy, on the host) so that a seed gives the same draws on
-    every device; candidate indices are found on the device by a search in the float64 cumulative
-    potential.
+    every device, and they are drawn as scikit-learn's ``_kmeans_plusplus`` draws them (the first
+    centre by ``rng.choice(n, p=uniform)``, then ``rng.uniform(size=trials)`` per centre), so with the
+    ``RandomState`` of the same seed the same centres are chosen unless float rounding puts a draw
+    on the other side of a boundary; candidate indices are found on the device by a search in the
+    float64 cumulative potential.
     """
     n = x.shape[0]
     trials = 2 + int(np.log(k))
     centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=x.device)
-    first = int(rng.randint(n))
+    weights = np.ones(n, dtype=np.float32)  # scikit-learn's unit sample weights, in the data's dtype
+    first = int(rng.choice(n, p=weights / weights.sum()))
     centers[0] = x[first]
     closest = _sq_dist_to(x, x_sq, x[first : first + 1])[0].double()
     potential = closest.sum()
     for c in range(1, k):
-        r = torch.from_numpy(rng.random_sample(trials)).to(x.device) * potential
+        r = torch.from_numpy(rng.uniform(size=trials)).to(x.device) * potential
         cand = torch.searchsorted(torch.cumsum(closest, 0), r).clamp_(max=n - 1)
         d = torch.minimum(closest.unsqueeze(0), _sq_dist_to(x, x_sq, x[cand]).double())
         pots = d.sum(1)
@@ -353,11 +392,11 @@ def _lloyd(
 def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -> KMeansResult:
     dev = pick_device(params.device)
     rng = np.random.RandomState(params.seed)
-    tol = float(np.mean(np.var(x, axis=0, dtype=np.float64))) * params.tol
+    tol = _mean_variance(x) * params.tol
     best: tuple | None = None
     with torch.inference_mode():
         xt = torch.from_numpy(x).to(dev)
-        x_sq = (xt * xt).sum(1)
+        x_sq = _row_sq_norms(xt, params.chunk)
         for run in tqdm(range(params.n_init), desc=f"k-means k={k}", disable=not progress):
             init = _kmeans_pp(xt, x_sq, k, rng)
             labels, centroids, inertia, n_iter = _lloyd(xt, x_sq, init, params.max_iter, tol, params.chunk)

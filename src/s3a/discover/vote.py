@@ -116,20 +116,29 @@ def cluster_vote(
     classifier: np.ndarray,
     partition: np.ndarray,
     params: VoteParams = VoteParams(),
-    top1: np.ndarray | None = None,
+    *,
+    top1: np.ndarray,
     device: str | None = None,
 ) -> VoteResult:
     """``params.n_iter`` iterations of vote -> Hungarian names -> restricted re-assignment.
+
+    The full-vocabulary top-1 is an input, not recomputed here: the pipeline has it from
+    ``zero_shot`` (``pred_vocab_index``, see :func:`top1_rows`), the self-training loop from its
+    own teacher pass. Each iteration then scores the images against the ``C`` selected names only:
+    ``O(N C D)`` time and ``O(chunk C)`` memory, never an ``N x V`` matrix.
 
     Args:
         features: ``(N, D)`` unit-norm image features.
         classifier: ``(V, D)`` unit-norm vocabulary classifier.
         partition: ``(N,)`` initial partition (k-means, or the offline one during self-training).
-        top1: ``(N,)`` per-image top-1 names when already computed.
+        top1: ``(N,)`` each image's top-1 name over the whole vocabulary, as a row of ``classifier``.
     """
     n_names = len(classifier)
-    if top1 is None:
-        top1, _ = zero_shot(features, classifier, device=device)
+    top1 = np.asarray(top1, dtype=np.int64)
+    if top1.shape != (len(features),):
+        raise ValueError(f"top1 must hold one name per image, shape ({len(features)},), got {top1.shape}")
+    if len(top1) and (top1.min() < 0 or top1.max() >= n_names):
+        raise ValueError(f"top1 holds names outside the classifier's rows 0..{n_names - 1}")
     current = np.asarray(partition, dtype=np.int64)
     for it in range(params.n_iter):
         votes = vote_matrix(current, top1, n_names)
@@ -138,6 +147,44 @@ def cluster_vote(
         current, labels = reassign(features, classifier, selected, device)
         log.info("vote iteration %d: %d clusters -> %d names kept", it + 1, votes.shape[0], current.max() + 1)
     return VoteResult(partition=entering, votes=votes, labels=labels, final_partition=current)
+
+
+def top1_rows(
+    image_ids: np.ndarray, zeroshot: pd.DataFrame, vocab_ids: np.ndarray, source: str = "zero_shot table"
+) -> np.ndarray:
+    """The ``zero_shot`` top-1 of ``image_ids`` as classifier rows, for :func:`cluster_vote`.
+
+    Args:
+        image_ids: ``(N,)`` the images, in the order of the features.
+        zeroshot: the ``zero_shot`` table (``image_id``, ``pred_vocab_index``) of their split.
+        vocab_ids: ``(V,)`` the ``vocab_index`` of each classifier row.
+        source: names the table in error messages.
+
+    Returns:
+        ``(N,)`` int64 row of ``vocab_ids`` holding each image's predicted ``vocab_index``.
+
+    Raises:
+        ValueError: an image without a prediction, or a prediction outside the classifier (the table
+            comes from another run or vocabulary: rerun ``zero_shot``).
+    """
+    pred = zeroshot.set_index("image_id")["pred_vocab_index"]
+    missing = ~np.isin(image_ids, pred.index.to_numpy())
+    if missing.any():
+        raise ValueError(
+            f"{source}: {int(missing.sum())} of {len(image_ids)} images have no top-1 (first image_id "
+            f"{image_ids[missing][0]}); rerun zero_shot for this split"
+        )
+    vocab = pred.loc[image_ids].to_numpy().astype(np.int64)
+    order = np.argsort(vocab_ids, kind="stable")
+    pos = np.searchsorted(vocab_ids, vocab, sorter=order).clip(max=len(vocab_ids) - 1)
+    rows = order[pos]
+    bad = vocab_ids[rows] != vocab
+    if bad.any():
+        raise ValueError(
+            f"{source}: predicted vocab_index {vocab[bad][0]} is not in the classifier; "
+            "the table comes from another vocabulary, rerun zero_shot"
+        )
+    return rows
 
 
 def top_candidates(votes: sp.spmatrix, n_candidates: int = 3) -> pd.DataFrame:
