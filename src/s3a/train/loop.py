@@ -36,12 +36,12 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import LOGIT_SCALE, collate_images, image_dataset
+from s3a.embed import collate_images, image_dataset, vocabulary_logits, zero_shot
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
 from s3a.train import distributed
-from s3a.train.augment import TwoViews, strong_view, weak_view
+from s3a.train.augment import TwoViews, training_views
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,24 @@ def _fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world:
     return digest.hexdigest()
 
 
-def _encode(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    return LOGIT_SCALE * F.normalize(model(images), dim=-1) @ classifier.T
+def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
+
+    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
+    (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
+    """
+    return vocabulary_logits(model(images), classifier)
+
+
+def vocabulary_top1(
+    features: np.ndarray, classifier: np.ndarray, device: torch.device | None = None
+) -> np.ndarray:
+    """``(N,)`` index of each image's best name over the whole vocabulary (the online vote's top-1).
+
+    Chunked through :func:`s3a.embed.zero_shot`: extra memory about 1.3 GB whatever N is (never the
+    ``N x V`` matrix, 103 GB at N = 1.28M, V = 20,071).
+    """
+    return zero_shot(features, classifier, device=device)[0]
 
 
 @torch.no_grad()
@@ -302,8 +318,8 @@ def train_step(
         group["lr"] = lr * group["lr_scale"]
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         with torch.no_grad():
-            teacher_logits = _encode(teacher, weak, classifier)
-        student_logits = _encode(model, strong, classifier)
+            teacher_logits = head_logits(teacher, weak, classifier)
+        student_logits = head_logits(model, strong, classifier)
     loss, parts = s3a_loss(teacher_logits, student_logits, structural, params)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -388,7 +404,6 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     clip = load_clip(spec, device=env.device)
     student = clip.model.visual.float()
     teacher = copy.deepcopy(student).requires_grad_(False)
-    size = int(np.atleast_1d(student.image_size)[0])
     classifier = torch.from_numpy(np.array(classifier_np)).to(env.device)
     optimizer = torch.optim.AdamW(param_groups(student, params), lr=params.lr, eps=1e-8)
     steps = min(len(rows) // params.batch_size, params.max_steps_per_epoch)
@@ -407,7 +422,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         log.info("resuming from %s after epoch %d", paths.state, start_epoch)
     model = DistributedDataParallel(student) if env.distributed else student
 
-    data = TwoViews(image_paths, weak_view(size), strong_view(size))
+    data = TwoViews(image_paths, *training_views(clip.preprocess_cfg))
     per_rank = params.batch_size // env.world_size
     for epoch in range(start_epoch, params.epochs):
         base_seed = _seed_everything(params.seed, epoch, env.rank)
@@ -415,7 +430,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         teacher_top1 = math.nan
         if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
             features = extract_features(teacher, image_paths, clip.preprocess, params, env)
-            top1 = (LOGIT_SCALE * features @ classifier_np.T).argmax(1)
+            top1 = vocabulary_top1(features, classifier_np, env.device)
             teacher_top1 = 100 * top1_accuracy(top1, gt)
             if epoch >= params.warmup_epochs:
                 start = offline_partition if params.online_start == "offline_partition" else partition
