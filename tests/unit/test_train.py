@@ -304,7 +304,9 @@ def test_head_logits_are_fp32_under_bf16_autocast(tiny_clip):
 
     visual = tiny_clip.model.visual
     images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    classifier = torch.nn.functional.normalize(torch.randn(500, 32, generator=torch.Generator().manual_seed(1)))
+    classifier = torch.nn.functional.normalize(
+        torch.randn(500, 32, generator=torch.Generator().manual_seed(1))
+    )
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         features = visual(images)
         logits = head_logits(visual, images, classifier)
@@ -408,3 +410,38 @@ def test_online_vote_uses_the_chunked_top1(world, monkeypatch):
     n_train = len(pd.read_parquet(root / "structural_labels.parquet"))
     assert (n_train, 40) in calls
     assert history.teacher_top1_train.notna().all()
+
+
+@pytest.mark.parametrize("decoder", ["pil", "fast"])
+def test_teacher_features_use_the_configured_decoder(tiny_clip, world, monkeypatch, decoder):
+    """extract_features reads images with params.decoder, exactly as encode_images does."""
+    import s3a.train.loop as loop
+    from s3a.embed import EmbedParams, encode_images
+    from s3a.train.distributed import DistEnv
+
+    root, _ = world
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    paths = list(manifest.path[:12])
+    used = []
+    real = loop.image_dataset
+
+    def spy(paths_, transform, decoder_="pil"):
+        used.append(decoder_)
+        return real(paths_, transform, decoder_)
+
+    monkeypatch.setattr(loop, "image_dataset", spy)
+    params = TrainParams(decoder=decoder, num_workers=0, extract_batch_size=5)
+    features = loop.extract_features(tiny_clip.model.visual, paths, tiny_clip.preprocess, params, DistEnv())
+    assert used == [decoder]
+    offline = encode_images(
+        tiny_clip.model,
+        tiny_clip.preprocess,
+        paths,
+        EmbedParams(batch_size=5, num_workers=0, decoder=decoder),
+    )
+    np.testing.assert_allclose(features, offline.embeddings, atol=1e-5)
+
+
+def test_unknown_decoder_fails_early():
+    with pytest.raises(ValueError, match="decoder"):
+        TrainParams(decoder="nvjpeg-maybe")

@@ -233,3 +233,32 @@ def test_report_has_the_comparison_and_the_figures(demo_run):
     assert table.count("<td>shapes</td>") == 1 and table.count("<td>shapes2</td>") == 1
     for column in ("paper_s3a_acc", "structural_train_acc", "student_test_acc", "teacher_test_clu"):
         assert f"<th>{column}</th>" in table
+
+
+def test_reproduction_config_decodes_every_embedding_with_pil(tmp_path):
+    """config.yaml: the offline features use pil, and the same setting reaches the training's teacher
+    features (one setting, passed through to `python -m s3a.train`)."""
+    import yaml
+
+    assert yaml.safe_load((REPO / "config" / "config.yaml").read_text())["embed"]["decoder"] == "pil"
+    work = copy_workflow(tmp_path)
+    target = "results/stanford_dogs/vit_b16/train/history.parquet"
+    for decoder in ("pil", "fast"):
+        result = run_snakemake(
+            [target, "-n", "-p", "--configfile", "config/config.yaml",
+             "--config", f"embed={{'decoder': '{decoder}'}}"],
+            work,
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr + result.stdout
+        commands = [line for line in result.stdout.splitlines() if "-m s3a.train" in line]
+        assert len(commands) == 1 and f'"decoder": "{decoder}"' in commands[0]
+
+
+@pytest.mark.slow
+def test_decoder_setting_reruns_embeddings_training_and_predictions(demo_run):
+    """embed.decoder feeds embed_images, self_train (teacher features) and predict alike."""
+    config = variant(demo_run, "pil", "  decoder: fast\n", "  decoder: pil\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    counts = job_counts(result.stdout)
+    assert counts["embed_images"] == 4 and counts["self_train"] == 2 and counts["predict"] == 4

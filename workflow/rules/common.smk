@@ -123,8 +123,13 @@ def cluster_inputs(wildcards):
 
 
 def train_settings(wildcards):
-    """Training hyperparameters: the `train` defaults updated by the dataset's own `train` entry."""
-    return {**config["train"], **dataset_entry(wildcards).get("train", {})}
+    """Training hyperparameters: the `train` defaults updated by the dataset's own `train` entry, and
+    the image decoder of `embed` (teacher features are read like the offline embeddings)."""
+    return {
+        **config["train"],
+        **dataset_entry(wildcards).get("train", {}),
+        "decoder": config["embed"]["decoder"],
+    }
 
 
 def train_json(wildcards):

@@ -36,7 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import collate_images, image_dataset, vocabulary_logits, zero_shot
+from s3a.embed import DECODERS, collate_images, image_dataset, vocabulary_logits, zero_shot
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
@@ -70,6 +70,9 @@ class TrainParams:
         num_workers: data-loading workers per process.
         extract_batch_size: images per forward pass when extracting teacher features.
         seed: seeds the sampler, augmentations and initial state.
+        decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
+            :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
+            online features come from the same decoder.
     """
 
     epochs: int = 30
@@ -92,6 +95,7 @@ class TrainParams:
     num_workers: int = 4
     extract_batch_size: int = 256
     seed: int = 0
+    decoder: str = "pil"
 
     def __post_init__(self) -> None:
         positive = (
@@ -122,6 +126,8 @@ class TrainParams:
         for name in ("layer_decay", "ema_decay_init", "ema_decay", "conf_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"train.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.online_start not in ONLINE_STARTS:
             raise ValueError(f"train.online_start must be one of {ONLINE_STARTS}, got {self.online_start!r}")
 
@@ -274,10 +280,11 @@ def extract_features(
 ) -> np.ndarray:
     """Unit-norm features ``(N, D)`` of ``paths`` computed by all processes together.
 
-    Reads images like :func:`s3a.embed.encode_images` (the exact PIL path); the training images all
-    decoded when they were embedded, so a failure here is an error, not a skip.
+    Reads images like :func:`s3a.embed.encode_images`, with the decoder ``params.decoder`` (the
+    workflow's ``embed.decoder``); the training images all decoded when they were embedded, so a
+    failure here is an error, not a skip.
     """
-    data, prepare = image_dataset(paths, transform)
+    data, prepare = image_dataset(paths, transform, params.decoder)
     sampler = DistributedSampler(data, env.world_size, env.rank, shuffle=False) if env.distributed else None
     loader = DataLoader(
         data,
