@@ -445,3 +445,44 @@ def test_teacher_features_use_the_configured_decoder(tiny_clip, world, monkeypat
 def test_unknown_decoder_fails_early():
     with pytest.raises(ValueError, match="decoder"):
         TrainParams(decoder="nvjpeg-maybe")
+
+
+def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world, tiny_clip):
+    """history carries the per-epoch test metrics; test_epochs.parquet the predictions behind them;
+    the last evaluated epoch is exactly what the saved student predicts."""
+    from s3a.embed import EmbedParams, encode_images, zero_shot
+    from s3a.io import read_embeddings
+    from s3a.metrics import cluster_accuracy, gt_vocab_index, top1_accuracy
+
+    root, spec = world
+    params = TrainParams(epochs=3, eval_every=2, lr=1e-3, min_lr=1e-4, **FAST)
+    paths = paths_for(root, "evaluated")
+    history = train(paths, params, spec, device="cpu")
+    assert history.student_test_top1.isna().tolist() == [True, False, False]  # epochs 1 and 2 (last)
+    assert history.teacher_test_cluster_acc.isna().tolist() == [True, False, False]
+    epochs = pd.read_parquet(Path(paths.out_dir) / "test_epochs.parquet")
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    test = manifest[manifest.split == "test"].set_index("image_id")
+    assert sorted(epochs.epoch.unique()) == [1, 2]
+    assert (epochs.groupby("epoch").size() == len(test)).all()
+    vocabulary = pd.read_parquet(root / "vocabulary.parquet")
+    for epoch, group in epochs.groupby("epoch"):
+        rows = test.loc[group.image_id]
+        gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
+        row = history[history.epoch == epoch].iloc[0]
+        for role in ("student", "teacher"):
+            pred = group[f"{role}_vocab_index"].to_numpy()
+            assert row[f"{role}_test_top1"] == pytest.approx(100 * top1_accuracy(pred, gt))
+            assert row[f"{role}_test_cluster_acc"] == pytest.approx(
+                100 * cluster_accuracy(pred, rows.class_index.to_numpy())
+            )
+    # the last epoch's student predictions = the saved student's predictions (the predict rule's path)
+    clip = load_clip(spec, device="cpu")
+    clip.model.visual.load_state_dict(torch.load(Path(paths.out_dir) / "student.pt"))
+    last = epochs[epochs.epoch == 2]
+    result = encode_images(
+        clip.model, clip.preprocess, list(test.loc[last.image_id].path), EmbedParams(num_workers=0)
+    )
+    _, classifier = read_embeddings(root / "classifier.parquet", id_column="vocab_index")
+    pred, _ = zero_shot(result.embeddings, classifier)
+    assert np.array_equal(pred, last.student_vocab_index.to_numpy())

@@ -9,6 +9,11 @@ student logits ``s = 100 W f(x_strong)``::
 From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
 every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
 
+Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
+test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
+and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
+which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
+
 State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
 killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
 from (seed, epoch, rank), ends with the same result as an uninterrupted run.
@@ -38,7 +43,7 @@ from tqdm.auto import tqdm
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import DECODERS, collate_images, image_dataset, vocabulary_logits, zero_shot
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
-from s3a.metrics import gt_vocab_index, top1_accuracy
+from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
@@ -46,6 +51,9 @@ from s3a.train.augment import TwoViews, training_views
 log = logging.getLogger(__name__)
 
 ONLINE_STARTS = ("offline_partition", "previous_epoch")
+#: per evaluated epoch, the test predictions of student and teacher: image_id, epoch,
+#: student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch)
+TEST_EPOCHS = "test_epochs.parquet"
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ class TrainParams:
             ``previous_epoch``.
         vote_iters: vote iterations of the online vote.
         max_steps_per_epoch: cap of optimizer steps per epoch (official: 1000).
-        eval_every: epochs between teacher evaluations on the train split (history metrics).
+        eval_every: epochs between evaluations of the student and teacher on the test split (and of
+            the teacher on the train split); the last epoch is always evaluated.
         num_workers: data-loading workers per process.
         extract_batch_size: images per forward pass when extracting teacher features.
         seed: seeds the sampler, augmentations and initial state.
@@ -276,13 +285,19 @@ def vocabulary_top1(
 
 @torch.no_grad()
 def extract_features(
-    model: torch.nn.Module, paths: list[str], transform, params: TrainParams, env: distributed.DistEnv
+    model: torch.nn.Module,
+    paths: list[str],
+    transform,
+    params: TrainParams,
+    env: distributed.DistEnv,
+    skip_unreadable: bool = False,
 ) -> np.ndarray:
     """Unit-norm features ``(N, D)`` of ``paths`` computed by all processes together.
 
     Reads images like :func:`s3a.embed.encode_images`, with the decoder ``params.decoder`` (the
-    workflow's ``embed.decoder``); the training images all decoded when they were embedded, so a
-    failure here is an error, not a skip.
+    workflow's ``embed.decoder``). The training images all decoded when they were embedded, so a
+    failure is an error; with ``skip_unreadable`` (the test split, where ``embed_images`` skipped
+    corrupt images too) an unreadable image is logged and its row is all zeros.
     """
     data, prepare = image_dataset(paths, transform, params.decoder)
     sampler = DistributedSampler(data, env.world_size, env.rank, shuffle=False) if env.distributed else None
@@ -298,11 +313,62 @@ def extract_features(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
     with autocast:
         for idx, images, bad in tqdm(loader, desc="teacher features", disable=not env.is_main, mininterval=5):
-            if bad:
+            if bad and not skip_unreadable:
                 raise OSError(f"training images became unreadable: {[(paths[i], why) for i, why in bad][:3]}")
+            for i, why in bad:
+                log.warning("skipped unreadable image %s (%s)", paths[i], why)
+            if images is None:
+                continue
             rows.append(F.normalize(model(prepare(images.to(env.device))).float(), dim=-1))
             index.append(idx)
+    if not rows:  # this process read nothing (every image of its shard unreadable)
+        dim = int(getattr(model, "output_dim", 0))
+        return distributed.gather_rows(torch.zeros(0, dtype=torch.long), torch.zeros(0, dim), len(paths), env)
     return distributed.gather_rows(torch.cat(index), torch.cat(rows), len(paths), env)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """The labelled split the student and teacher are evaluated on during training (``test``).
+
+    Attributes:
+        image_id, paths: ``(M,)`` images of the split.
+        gt_vocab: ``(M,)`` vocabulary index of each image's class name (``-1`` out of vocabulary).
+        gt_class: ``(M,)`` the dataset's class index (for the cluster accuracy).
+        gt_names: ``(M,)`` class-name strings.
+        names: ``(V,)`` vocabulary names by ``vocab_index``.
+    """
+
+    image_id: np.ndarray
+    paths: list[str]
+    gt_vocab: np.ndarray
+    gt_class: np.ndarray
+    gt_names: list[str]
+    names: list[str]
+
+
+def evaluate_on_split(
+    model: torch.nn.Module,
+    split: EvalSplit,
+    transform,
+    classifier: np.ndarray,
+    params: TrainParams,
+    env: distributed.DistEnv,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Predict every image of ``split`` over the whole vocabulary and score it (spec 7.1-7.2).
+
+    Cost: one forward pass over the split and the chunked top-1 (memory bounded whatever its size).
+
+    Returns:
+        ``(image_id, pred_vocab_index, metrics)`` for the images that decoded; metrics are
+        ``top1`` and ``cluster_acc`` in percent (:func:`s3a.metrics.evaluate_predictions`).
+    """
+    features = extract_features(model, split.paths, transform, params, env, skip_unreadable=True)
+    ok = np.linalg.norm(features, axis=1) > 0.5
+    pred = vocabulary_top1(features[ok], classifier, env.device)
+    gt_names = [name for name, keep in zip(split.gt_names, ok, strict=True) if keep]
+    metrics = evaluate_predictions(pred, split.gt_vocab[ok], split.gt_class[ok], split.names, gt_names)
+    return split.image_id[ok], pred, {"top1": metrics["top1"], "cluster_acc": metrics["cluster_acc"]}
 
 
 def train_step(
@@ -378,11 +444,21 @@ def _load_inputs(paths: TrainPaths):
     vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
     gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
     _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
-    return rows, gt, classifier
+    test = manifest[manifest.split == "test"]
+    split = EvalSplit(
+        image_id=test.image_id.to_numpy(),
+        paths=list(test.path),
+        gt_vocab=gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary),
+        gt_class=test.class_index.to_numpy(np.int64),
+        gt_names=list(test.class_name),
+        names=vocabulary.sort_values("vocab_index").name.tolist(),
+    )
+    return rows, gt, classifier, split
 
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:
-    """Self-train, save student/teacher weights and ``history.parquet`` under ``paths.out_dir``.
+    """Self-train, save student/teacher weights, ``history.parquet`` and ``test_epochs.parquet``
+    (per-epoch test predictions) under ``paths.out_dir``.
 
     Returns:
         the history, one row per epoch.
@@ -400,7 +476,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         raise ValueError(
             f"train.batch_size {params.batch_size} must divide by the {env.world_size} processes"
         )
-    rows, gt, classifier_np = _load_inputs(paths)
+    rows, gt, classifier_np, test_split = _load_inputs(paths)
     image_paths = list(rows.path)
     offline_labels = rows.vocab_index.to_numpy()
     offline_partition = rows.cluster.to_numpy()
@@ -419,12 +495,14 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     fingerprint = _fingerprint(paths, params, spec, env.world_size)
     state = _load_state(paths.state, fingerprint)
     history: list[dict] = []
+    test_predictions: list[pd.DataFrame] = []  # per evaluated epoch: image_id, epoch, student/teacher
     labels, partition, start_epoch, step = offline_labels.copy(), offline_partition.copy(), 0, 0
     if state is not None:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         history, labels, partition = state["history"], state["labels"], state["partition"]
+        test_predictions = state["test_predictions"]
         start_epoch, step = state["epoch"], state["step"]
         log.info("resuming from %s after epoch %d", paths.state, start_epoch)
     model = DistributedDataParallel(student) if env.distributed else student
@@ -470,6 +548,19 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
             "structural_top1": float(100 * top1_accuracy(labels, gt)),
             "teacher_top1_train": teacher_top1,
         }
+        evaluated = (epoch + 1) % params.eval_every == 0 or epoch == params.epochs - 1
+        predicted: dict[str, np.ndarray] = {}
+        for role, module in (("student", student), ("teacher", teacher)):
+            metrics = {"top1": math.nan, "cluster_acc": math.nan}
+            if evaluated and len(test_split.paths):
+                ids, pred, metrics = evaluate_on_split(
+                    module, test_split, clip.preprocess, classifier_np, params, env
+                )
+                predicted["image_id"], predicted[f"{role}_vocab_index"] = ids, pred
+            row[f"{role}_test_top1"] = float(metrics["top1"])
+            row[f"{role}_test_cluster_acc"] = float(metrics["cluster_acc"])
+        if predicted:
+            test_predictions.append(pd.DataFrame({"epoch": epoch, **predicted}))
         history.append(row)
         if env.is_main:
             log.info(
@@ -486,6 +577,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                 history,
                 labels,
                 partition,
+                test_predictions,
             )
         distributed.barrier()
 
@@ -495,13 +587,22 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         for name, module in (("student", student), ("teacher", teacher)):
             with atomic_path(out / f"{name}.pt") as tmp:
                 torch.save(module.state_dict(), tmp)
+        write_table(_test_epochs(test_predictions), out / TEST_EPOCHS)
         write_table(frame, out / "history.parquet")
     distributed.barrier()
     return frame
 
 
+def _test_epochs(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The per-epoch test predictions as one table (``TEST_EPOCHS``)."""
+    columns = ["image_id", "epoch", "student_vocab_index", "teacher_vocab_index"]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def _save_state(
-    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition
+    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition, test_predictions
 ) -> None:
     state = {
         "fingerprint": fingerprint,
@@ -513,6 +614,7 @@ def _save_state(
         "history": history,
         "labels": np.asarray(labels),
         "partition": np.asarray(partition),
+        "test_predictions": test_predictions,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
