@@ -21,12 +21,11 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
-from s3a.train.augment import TwoViews, strong_view, weak_view
+from s3a.train.augment import TwoViews, training_views
 from s3a.train.loop import TrainParams, param_groups, train_step
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
@@ -64,7 +63,7 @@ def main() -> None:
     clip = load_clip(ModelSpec(args.arch, None), device=device)
     student = clip.model.visual.float()
     teacher = copy.deepcopy(student).requires_grad_(False)
-    size = int(np.atleast_1d(student.image_size)[0])
+    size = clip.preprocess_cfg["size"]
     params = TrainParams(batch_size=args.batch_size)
     optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-6)
     dim = student.output_dim
@@ -76,7 +75,7 @@ def main() -> None:
         raise SystemExit(f"no JPEG files in {args.image_dir}")
     paths = [files[i % len(files)] for i in range(args.images)]
     loader = DataLoader(
-        TwoViews(paths, weak_view(size), strong_view(size)),
+        TwoViews(paths, *training_views(clip.preprocess_cfg)),
         args.batch_size,
         shuffle=True,
         num_workers=args.workers,

@@ -2,7 +2,9 @@
 
 Shapes: image and text embeddings are ``(N, D)`` float32 with unit-norm rows; a text classifier is
 ``(C, D)``; logits are ``scale * image @ classifier.T`` with the fixed scale 100 of spec 2.2.
-On CUDA the encoders run under bf16 autocast; everything runs in ``torch.inference_mode()``.
+On CUDA the image encoder runs under bf16 autocast; the text encoder (classifier, phrase vectors)
+and every logit over the names (:func:`vocabulary_logits`) run in fp32 with autocast off, because
+rounding there decides labels. Everything runs in ``torch.inference_mode()``.
 """
 
 from __future__ import annotations
@@ -409,6 +411,24 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def _fp32(device: torch.device):
+    """Autocast off on ``device`` (inside an outer autocast region too)."""
+    return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", enabled=False)
+
+
+def vocabulary_logits(
+    features: torch.Tensor, classifier: torch.Tensor, scale: float = LOGIT_SCALE
+) -> torch.Tensor:
+    """``scale * normalize(features) @ classifier.T`` in fp32, autocast off: ``(B, C)`` float32.
+
+    The one head of every logit over the names that decides a label or a confidence (training
+    teacher and student, zero-shot, the vote, evaluation). ``features`` ``(B, D)`` may come from an
+    encoder run in bf16; ``classifier`` ``(C, D)`` holds unit-norm rows. Gradients flow to ``features``.
+    """
+    with _fp32(features.device):
+        return scale * F.normalize(features.float(), dim=-1) @ classifier.float().T
+
+
 def encode_images(
     model: torch.nn.Module,
     transform: Callable,
@@ -510,7 +530,9 @@ def encode_texts(
 ) -> np.ndarray:
     """Encode ``texts`` (length ``T``) into a ``(T, D)`` unit-norm float32 array.
 
-    Prompts are encoded in order of length, so each batch runs on its own longest prompt.
+    Prompts are encoded in order of length, so each batch runs on its own longest prompt. The text
+    tower runs in fp32 (autocast off) on every device: the classifier and the phrase vectors decide
+    labels, and the 20K-name classifier is computed once.
     """
     device = device or next(model.parameters()).device
     if not texts:  # an empty (0, D) array of the model's embedding width
@@ -520,7 +542,7 @@ def encode_texts(
     tokens = tokenizer(list(texts))
     order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
     out = torch.empty(0)
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), _fp32(device):
         starts = range(0, len(texts), batch_size)
         for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
             idx = order[s : s + batch_size]
@@ -561,7 +583,10 @@ def zero_shot(
     chunk: int = 8192,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax of ``softmax(scale * z @ W.T)`` for every image, computed in chunks.
+    """Argmax of ``softmax(scale * z @ W.T)`` for every image, computed in chunks (fp32).
+
+    Memory is bounded whatever ``N`` is: two ``(chunk, C)`` float32 blocks (about 1.3 GB at the
+    default chunk and C = 20,071), never the ``N x C`` matrix (103 GB at ImageNet-1K's 1.28M images).
 
     Args:
         image_embeddings: ``(N, D)`` unit-norm.
@@ -580,7 +605,7 @@ def zero_shot(
     with torch.inference_mode():
         for s in range(0, len(image_embeddings), chunk):
             z = torch.from_numpy(np.ascontiguousarray(image_embeddings[s : s + chunk], np.float32)).to(dev)
-            p = torch.softmax(scale * z @ w.T, dim=-1)
+            p = torch.softmax(vocabulary_logits(z, w, scale), dim=-1)
             best, arg = p.max(dim=-1)
             preds.append(arg.cpu())
             probs.append(best.cpu())

@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = [
+    "BEST_SELECTION",
     "SoftScorer",
+    "best_epoch_row",
     "cluster_accuracy",
     "default_offline_model",
+    "epoch_metrics",
     "evaluate_predictions",
     "gt_vocab_index",
     "label_diagnostics",
@@ -424,3 +427,53 @@ def stage_metrics(
             metrics = evaluate_predictions(own, gt_class, gt_class, label_names, gt_names, scorer)
             rows.append({"split": split, "label_set": "class_names", **metrics})
     return pd.DataFrame(rows)
+
+
+#: how the ``student_best`` row was chosen, written beside it in the summary and the report
+BEST_SELECTION = "best epoch, selected on the test split (as the official code; optimistic)"
+
+
+def epoch_metrics(
+    manifest: pd.DataFrame,
+    vocabulary: pd.DataFrame,
+    test_epochs: pd.DataFrame,
+    scorer: SoftScorer | None = None,
+    column: str = "student_vocab_index",
+) -> pd.DataFrame:
+    """Metric rows of the test predictions of every evaluated training epoch.
+
+    Args:
+        test_epochs: ``image_id``, ``epoch`` and ``column`` (a vocabulary index), as written by the
+            training (``test_epochs.parquet``).
+
+    Returns:
+        One :func:`stage_metrics` vocabulary row (split ``test``) per epoch, with an ``epoch`` column,
+        sorted by epoch. Cost: one evaluation per epoch (N_test images each).
+    """
+    rows = []
+    for epoch, group in test_epochs.groupby("epoch", sort=True):
+        metrics = stage_metrics(manifest, vocabulary, {"test": group}, scorer, column)
+        metrics.insert(0, "epoch", int(epoch))
+        rows.append(metrics[metrics.label_set == "vocabulary"])
+    if not rows:
+        raise ValueError("no evaluated epoch in the test predictions: was the test split empty?")
+    return pd.concat(rows, ignore_index=True)
+
+
+def best_epoch_row(per_epoch: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The row of :func:`epoch_metrics` with the highest ``metric`` (the earliest epoch on ties).
+
+    This is how the official code keeps its "best" model: the maximum over epochs of the student's
+    test accuracy (the soft score for out-of-vocabulary sets), i.e. selected on the test split. When
+    ``metric`` is NaN in every row (no soft scorer), the cluster accuracy decides instead.
+
+    Returns:
+        a one-row frame with ``selected_by`` (the metric that decided) and ``selection``.
+    """
+    if metric not in per_epoch or per_epoch[metric].isna().all():
+        log.warning("no %s in any epoch: selecting the best epoch by cluster_acc", metric)
+        metric = "cluster_acc"
+    best = per_epoch.loc[[per_epoch[metric].idxmax()]].reset_index(drop=True)
+    best["selected_by"] = metric
+    best["selection"] = BEST_SELECTION
+    return best

@@ -8,6 +8,11 @@ A model entry names an open_clip architecture and where its weights come from:
   ``pretrained=<file>`` path open_clip uses for tags;
 * ``local-dir:/path`` or ``hf-hub:org/repo`` in ``arch``, handled by open_clip itself.
 
+The model built always matches its weights (:func:`build_config`): when open_clip's pretrained table
+says a tag was trained with QuickGELU (the OpenAI weights), the model is built with QuickGELU (open_clip
+itself only warns and builds GELU), and the preprocessing (input size, mean, std, interpolation) is the
+tag's. A combination that cannot be made to match is a :class:`ModelError`, not a warning.
+
 The project registers one extra architecture, ``s3a-tiny`` (a 2-layer ViT with a 32-d embedding),
 so the tests and the demo run on a CPU with randomly initialised weights saved by
 :func:`save_random_checkpoint`.
@@ -46,11 +51,16 @@ class ModelSpec:
         arch: open_clip architecture name (``ViT-B-16``), or a ``local-dir:``/``hf-hub:`` identifier.
         pretrained: open_clip pretrained tag, a local checkpoint path, or ``None`` for random weights.
         cache_dir: where open_clip stores downloaded weights (``None``: its default cache).
+        quick_gelu: activation the weights were trained with: ``None`` = what open_clip's pretrained
+            table says for a tag (the architecture's default for a file or random weights);
+            ``True``/``False`` state it, e.g. for a local file of OpenAI weights (``True``). A value
+            that contradicts the tag's is an error.
     """
 
     arch: str
     pretrained: str | None = None
     cache_dir: str | None = None
+    quick_gelu: bool | None = None
 
     @property
     def is_local_file(self) -> bool:
@@ -66,6 +76,31 @@ class LoadedClip:
     preprocess: Any
     tokenizer: Any
     device: torch.device
+
+    @property
+    def preprocess_cfg(self) -> dict[str, Any]:
+        """The model's preprocessing: ``size`` (int), ``mean``, ``std``, ``interpolation``.
+
+        Every transform built for this model (evaluation and the training views) takes these values.
+        """
+        return preprocess_config(self.model)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How a model entry must be built so the architecture matches its weights.
+
+    Attributes:
+        quick_gelu: build with QuickGELU (``x * sigmoid(1.702 x)``) instead of GELU.
+        mean, std, interpolation, resize_mode: the weights' preprocessing from open_clip's
+            pretrained table, or ``None`` where it says nothing (open_clip's defaults apply).
+    """
+
+    quick_gelu: bool
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str | None = None
+    resize_mode: str | None = None
 
 
 def register_model_configs() -> None:
@@ -113,20 +148,123 @@ def _check_spec(spec: ModelSpec) -> None:
             )
 
 
-def load_clip(spec: ModelSpec, device: str | torch.device | None = None) -> LoadedClip:
-    """Create the model, load its weights, and return it in eval mode on ``device``.
+def build_config(spec: ModelSpec) -> BuildConfig:
+    """The activation and preprocessing ``spec``'s weights need, from open_clip's pretrained table.
+
+    No download: ``open_clip.get_pretrained_cfg(arch, tag)`` is a table lookup.
 
     Raises:
-        ModelError: unknown architecture or tag, missing checkpoint file, or a failed download.
+        ModelError: ``spec.quick_gelu`` contradicts the tag, or the architecture is a ``-quickgelu``
+            one while the weights were trained with GELU (open_clip can force QuickGELU, not GELU).
     """
     import open_clip
 
     register_model_configs()
     _check_spec(spec)
+    if spec.arch.startswith(("local-dir:", "hf-hub:")):  # the folder's own config decides
+        return BuildConfig(quick_gelu=bool(spec.quick_gelu))
+    arch_quick = bool((open_clip.get_model_config(spec.arch) or {}).get("quick_gelu", False))
+    tag: dict[str, Any] = {}
+    if spec.pretrained and not spec.is_local_file:
+        tag = dict(open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) or {})
+    if tag:
+        quick = bool(tag.get("quick_gelu", False))
+        if spec.quick_gelu is not None and bool(spec.quick_gelu) != quick:
+            raise ModelError(
+                f"model {spec.arch} with pretrained={spec.pretrained!r}: quick_gelu is set to "
+                f"{spec.quick_gelu}, but these weights were trained with "
+                f"{'QuickGELU' if quick else 'GELU'}; remove quick_gelu from the model entry"
+            )
+    else:
+        quick = arch_quick if spec.quick_gelu is None else bool(spec.quick_gelu)
+    if arch_quick and not quick:
+        plain = spec.arch.removesuffix("-quickgelu")
+        raise ModelError(
+            f"model {spec.arch} always uses QuickGELU, but pretrained={spec.pretrained!r} needs GELU; "
+            f"use the architecture {plain!r} instead"
+        )
+    mean, std = tag.get("mean"), tag.get("std")
+    return BuildConfig(
+        quick_gelu=quick,
+        mean=tuple(mean) if mean is not None else None,
+        std=tuple(std) if std is not None else None,
+        interpolation=tag.get("interpolation"),
+        resize_mode=tag.get("resize_mode"),
+    )
+
+
+def uses_quick_gelu(model: torch.nn.Module) -> bool:
+    """Whether the model's transformer blocks use QuickGELU (as the OpenAI weights need)."""
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in model.modules())
+
+
+def preprocess_config(model: torch.nn.Module) -> dict[str, Any]:
+    """``size`` (int), ``mean``, ``std``, ``interpolation`` of an open_clip model's preprocessing."""
+    visual = getattr(model, "visual", model)
+    cfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
+    if "mean" not in cfg or "std" not in cfg:
+        raise ModelError(f"{type(model).__name__} carries no open_clip preprocessing configuration")
+    size = cfg.get("size", getattr(visual, "image_size", None))
+    return {
+        "size": int(size if isinstance(size, int) else min(size)),
+        "mean": tuple(float(v) for v in cfg["mean"]),
+        "std": tuple(float(v) for v in cfg["std"]),
+        "interpolation": str(cfg.get("interpolation") or "bicubic"),
+    }
+
+
+def _verify(model: torch.nn.Module, spec: ModelSpec, build: BuildConfig) -> None:
+    """The built model has the activation and the normalisation the weights need."""
+    if spec.arch.startswith(("local-dir:", "hf-hub:")):
+        return
+    if uses_quick_gelu(model) != build.quick_gelu:
+        raise ModelError(
+            f"model {spec.arch} (pretrained={spec.pretrained!r}) was built with "
+            f"{'QuickGELU' if uses_quick_gelu(model) else 'GELU'}, but its weights need "
+            f"{'QuickGELU' if build.quick_gelu else 'GELU'}"
+        )
+    cfg = preprocess_config(model)
+    for key in ("mean", "std"):
+        want = getattr(build, key)
+        if want is not None and not all(abs(a - b) < 1e-9 for a, b in zip(cfg[key], want, strict=True)):
+            raise ModelError(
+                f"model {spec.arch} (pretrained={spec.pretrained!r}): normalisation {key} {cfg[key]} "
+                f"differs from the weights' {want}"
+            )
+
+
+def load_clip(
+    spec: ModelSpec, device: str | torch.device | None = None, load_weights: bool = True
+) -> LoadedClip:
+    """Create the model that matches ``spec``'s weights (:func:`build_config`), load them, and return
+    it in eval mode on ``device``.
+
+    Args:
+        load_weights: ``False`` builds the same architecture and preprocessing without reading or
+            downloading any weights (random initialisation; ``device="meta"`` builds no tensors), to
+            inspect what a model entry would run.
+
+    Raises:
+        ModelError: unknown architecture or tag, a tag/activation mismatch that cannot be resolved,
+            missing checkpoint file, or a failed download.
+    """
+    import open_clip
+
+    build = build_config(spec)
     dev = pick_device(device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.arch, pretrained=spec.pretrained or None, cache_dir=spec.cache_dir, device=dev
+            spec.arch,
+            pretrained=(spec.pretrained or None) if load_weights else None,
+            cache_dir=spec.cache_dir,
+            device=dev,
+            force_quick_gelu=build.quick_gelu,
+            image_mean=build.mean,
+            image_std=build.std,
+            image_interpolation=build.interpolation,
+            image_resize_mode=build.resize_mode,
         )
     except (OSError, RuntimeError) as exc:
         raise ModelError(
@@ -134,9 +272,16 @@ def load_clip(spec: ModelSpec, device: str | torch.device | None = None) -> Load
             "If the weights must be downloaded, run once on a machine with internet access "
             "(they are cached) or point `pretrained` at a local checkpoint file."
         ) from exc
+    _verify(model, spec, build)
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.arch)
-    log.info("loaded %s (pretrained=%s) on %s", spec.arch, spec.pretrained, dev)
+    log.info(
+        "loaded %s (pretrained=%s, %s) on %s",
+        spec.arch,
+        spec.pretrained,
+        "QuickGELU" if build.quick_gelu else "GELU",
+        dev,
+    )
     return LoadedClip(model=model, preprocess=preprocess, tokenizer=tokenizer, device=dev)
 
 

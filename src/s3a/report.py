@@ -16,8 +16,17 @@ from s3a.io import atomic_path, read_table
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
 METRIC_COLUMNS = ["n", "top1", "cluster_acc", "soft_acc"]
 
-#: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on test
-COMPARED = (("zeroshot", "train"), ("structural", "train"), ("student", "test"), ("teacher", "test"))
+#: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on
+#: test; ``student``/``teacher`` are the last epoch, ``student_best`` the best epoch selected on test
+COMPARED = (
+    ("zeroshot", "train"),
+    ("structural", "train"),
+    ("student", "test"),
+    ("student_best", "test"),
+    ("teacher", "test"),
+)
+#: the ``selection`` of the trained models' rows that are not the best epoch
+LAST_EPOCH = "last epoch"
 
 #: Published numbers (S3A_SPEC.md section 8), ViT-B/16, by the dataset keys of config/config.yaml:
 #: S3A Acc / Clu (8.1; OOV sets: both soft scores) and the CLIP zero-shot baseline on the train split (8.2).
@@ -48,12 +57,18 @@ def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     duplicated = summary.duplicated(KEY_COLUMNS, keep=False)
     if duplicated.any():
         raise ValueError(f"duplicate metric rows:\n{summary.loc[duplicated, KEY_COLUMNS]}")
+    # which epoch a trained model's row is: the last one, or the best one selected on test
+    selection = summary["selection"] if "selection" in summary else pd.Series(pd.NA, index=summary.index)
+    trained = summary.stage.isin(["student", "teacher"])
+    summary["selection"] = selection.where(selection.notna(), trained.map({True: LAST_EPOCH, False: ""}))
     return summary.sort_values(KEY_COLUMNS, ignore_index=True)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """A Markdown table of the summary (accuracies in percent, one decimal)."""
-    shown = summary[[c for c in KEY_COLUMNS + METRIC_COLUMNS if c in summary.columns]].copy()
+    """A Markdown table of the summary (accuracies in percent, one decimal), with the ``selection``
+    of each trained model's row (last epoch, or best epoch selected on the test split)."""
+    columns = KEY_COLUMNS + METRIC_COLUMNS + ["selection"]
+    shown = summary[[c for c in columns if c in summary.columns]].copy()
     for column in ("top1", "cluster_acc", "soft_acc"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
@@ -64,7 +79,9 @@ def comparison_table(summary: pd.DataFrame, oov: dict[str, bool] | None = None) 
     """One row per (dataset, model): our accuracies per stage next to the published numbers.
 
     The accuracy column is the exact top-1 over the vocabulary, or the soft score for the
-    out-of-vocabulary datasets (``oov[dataset]`` true), as in the paper's table.
+    out-of-vocabulary datasets (``oov[dataset]`` true), as in the paper's table. ``student_test`` is
+    the last epoch, ``student_best_test`` the best epoch selected on the test split (as the official
+    code reports; an optimistic number).
     """
     oov = oov or {}
     rows = []
@@ -95,8 +112,9 @@ def plot_training(history: pd.DataFrame, path: str | Path) -> None:
         left.plot(history.epoch, history[column], marker="o", label=column)
     left.set(xlabel="epoch", ylabel="loss", title="losses")
     left.legend()
-    for column in ("structural_top1", "teacher_top1_train"):
-        right.plot(history.epoch, history[column], marker="o", label=f"{column} (%)")
+    for column in ("structural_top1", "teacher_top1_train", "student_test_top1", "teacher_test_top1"):
+        if column in history:
+            right.plot(history.epoch, history[column], marker="o", label=f"{column} (%)")
     right.plot(history.epoch, 100 * history.confident_fraction, marker="o", label="confident (%)")
     right.set(xlabel="epoch", ylabel="%", title="labels and teacher")
     right.legend()

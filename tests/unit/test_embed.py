@@ -238,3 +238,34 @@ def test_gpu_decoder_agrees_with_pil_on_real_photos_vit_b16(shared_data, codec, 
         f"mean cosine {cosine.mean():.5f}, min {cosine.min():.5f}"
     )
     assert cosine.mean() >= 0.999, cosine.mean()
+
+
+def test_text_vectors_are_fp32_inside_an_autocast_region(tiny_clip):
+    """The classifier and phrase vectors are built in fp32 even when the caller runs under autocast."""
+    texts = ["a photo of a dog.", "a photo of a small red car parked on a street."]
+    reference = encode_texts(tiny_clip.model, tiny_clip.tokenizer, texts, progress=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = encode_texts(tiny_clip.model, tiny_clip.tokenizer, texts, progress=False)
+    np.testing.assert_allclose(inside, reference, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_text_and_zero_shot_on_cuda_equal_fp32_cpu(tiny_checkpoint):
+    """On CUDA the image encoder may use bf16, but text vectors and name logits stay fp32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from s3a.embed import vocabulary_logits
+    from s3a.models import TINY_ARCH, ModelSpec, load_clip
+
+    texts = [f"a photo of a {name}." for name in ("dog", "cat", "tram", "maillot", "crane")]
+    cpu = load_clip(ModelSpec(TINY_ARCH, str(tiny_checkpoint)), device="cpu")
+    gpu = load_clip(ModelSpec(TINY_ARCH, str(tiny_checkpoint)), device="cuda")
+    reference = encode_texts(cpu.model, cpu.tokenizer, texts, progress=False)
+    on_cuda = encode_texts(gpu.model, gpu.tokenizer, texts, progress=False)
+    np.testing.assert_allclose(on_cuda, reference, atol=1e-5)
+    features = torch.nn.functional.normalize(torch.randn(64, 32), dim=-1)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = vocabulary_logits(features.cuda(), torch.from_numpy(reference).cuda())
+    assert logits.dtype == torch.float32
+    expected = 100 * features @ torch.from_numpy(reference).T
+    torch.testing.assert_close(logits.cpu(), expected, atol=1e-4, rtol=0)

@@ -273,3 +273,28 @@ def test_stage_metrics_rows_by_split_and_label_set():
     assert own.top1 == pytest.approx(200 / 3)  # image 1 predicted pony, truly dog
     test = rows.loc[("test", "vocabulary")]
     assert test.top1 == pytest.approx(50.0) and test.cluster_acc == pytest.approx(50.0)
+
+
+def test_epoch_metrics_and_best_epoch_by_hand():
+    from s3a.metrics import best_epoch_row, epoch_metrics
+
+    vocabulary = pd.DataFrame({"vocab_index": [0, 1, 2], "name": ["cat", "dog", "tram"],
+                               "synset_ids": [["n1"], ["n2"], ["n3"]]})  # fmt: skip
+    manifest = pd.DataFrame({"image_id": [10, 11, 12, 13], "class_index": [0, 0, 1, 1],
+                             "class_name": ["cat", "cat", "dog", "dog"],
+                             "wnid": ["n1", "n1", "n2", "n2"]})  # fmt: skip
+    epochs = pd.DataFrame({
+        "image_id": [10, 11, 12, 13] * 3,
+        "epoch": [0] * 4 + [1] * 4 + [2] * 4,
+        "student_vocab_index": [0, 1, 1, 1] + [0, 0, 1, 2] + [0, 0, 1, 1],
+    })  # fmt: skip
+    per_epoch = epoch_metrics(manifest, vocabulary, epochs)
+    assert per_epoch.epoch.tolist() == [0, 1, 2]
+    assert per_epoch.top1.tolist() == pytest.approx([75.0, 75.0, 100.0])
+    assert per_epoch.cluster_acc.tolist() == pytest.approx([75.0, 75.0, 100.0])
+    best = best_epoch_row(per_epoch, "top1")
+    assert best.epoch.tolist() == [2] and best.selected_by.tolist() == ["top1"]
+    # ties go to the earliest epoch
+    assert best_epoch_row(per_epoch.iloc[:2], "top1").epoch.tolist() == [0]
+    with pytest.raises(ValueError, match="no evaluated epoch"):
+        epoch_metrics(manifest, vocabulary, epochs.iloc[:0])

@@ -2,7 +2,15 @@ import open_clip
 import pytest
 import torch
 
-from s3a.models import TINY_ARCH, ModelError, ModelSpec, load_clip, save_random_checkpoint
+from s3a.models import (
+    TINY_ARCH,
+    ModelError,
+    ModelSpec,
+    build_config,
+    load_clip,
+    save_random_checkpoint,
+    uses_quick_gelu,
+)
 
 
 def test_checkpoint_loads_through_pretrained_path(tiny_checkpoint, tiny_clip):
@@ -60,3 +68,62 @@ def test_download_failure_is_one_clear_error(monkeypatch):
     with pytest.raises(ModelError, match="network is unreachable.*internet") as err:
         load_clip(ModelSpec("ViT-B-16", "openai"), device="cpu")
     assert "ViT-B-16" in str(err.value)
+
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.mark.parametrize("arch", ["ViT-B-16", "ViT-L-14"])
+def test_openai_weights_get_quick_gelu_and_their_preprocessing(arch):
+    """open_clip alone builds GELU for these and only warns; the weights were trained with QuickGELU."""
+    tag = open_clip.get_pretrained_cfg(arch, "openai")
+    assert tag["quick_gelu"] is True  # the registry entry the check relies on (no download)
+    clip = load_clip(ModelSpec(arch, "openai"), device="meta", load_weights=False)
+    assert uses_quick_gelu(clip.model)
+    assert not any(isinstance(m, torch.nn.GELU) for m in clip.model.modules())
+    cfg = clip.preprocess_cfg
+    assert cfg["mean"] == pytest.approx(tag["mean"]) and cfg["std"] == pytest.approx(tag["std"])
+    assert cfg["size"] == 224 and cfg["interpolation"] == "bicubic"
+
+
+def test_laion_weights_keep_gelu():
+    spec = ModelSpec("ViT-B-16", "laion2b_s34b_b88k")
+    assert not open_clip.get_pretrained_cfg(spec.arch, spec.pretrained).get("quick_gelu", False)
+    clip = load_clip(spec, device="meta", load_weights=False)
+    assert not uses_quick_gelu(clip.model)
+    assert any(isinstance(m, torch.nn.GELU) for m in clip.model.modules())
+
+
+def test_a_model_key_a_user_adds_follows_its_tag():
+    """Any architecture with an OpenAI tag, not only the two of config.yaml."""
+    assert build_config(ModelSpec("ViT-B-32", "openai")).quick_gelu
+    assert build_config(ModelSpec("RN50", "openai")).quick_gelu
+    assert not build_config(ModelSpec("ViT-B-32", "laion2b_s34b_b79k")).quick_gelu
+    # a local file says nothing: the architecture's default unless the entry states it
+    assert not build_config(ModelSpec(TINY_ARCH, None)).quick_gelu
+    assert build_config(ModelSpec(TINY_ARCH, None, quick_gelu=True)).quick_gelu
+
+
+def test_tag_preprocessing_differs_from_openai_and_is_used():
+    """A tag with its own normalisation (not the OpenAI constants) reaches the built model."""
+    spec = ModelSpec("ViT-L-14", "laion2b_s32b_b82k")
+    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
+    assert tuple(cfg["mean"]) != OPENAI_MEAN
+    built = load_clip(spec, device="meta", load_weights=False)
+    assert built.preprocess_cfg["mean"] == pytest.approx(cfg["mean"])
+    assert built.preprocess_cfg["std"] == pytest.approx(cfg["std"])
+    assert not uses_quick_gelu(built.model)
+
+
+def test_unresolvable_activation_mismatch_is_an_error():
+    with pytest.raises(ModelError, match="quick_gelu is set to False.*QuickGELU"):
+        build_config(ModelSpec("ViT-B-16", "openai", quick_gelu=False))
+    with pytest.raises(ModelError, match="use the architecture 'ViT-B-16'"):
+        build_config(ModelSpec("ViT-B-16-quickgelu", None, quick_gelu=False))
+
+
+def test_tiny_model_preprocessing_config(tiny_clip):
+    cfg = tiny_clip.preprocess_cfg
+    assert cfg["size"] == 64
+    assert cfg["mean"] == pytest.approx(OPENAI_MEAN) and cfg["std"] == pytest.approx(OPENAI_STD)

@@ -104,3 +104,71 @@ def test_comparison_table_sets_ours_beside_the_paper(tmp_path):
     plot_cluster_sizes(clusters, clusters, tmp_path / "c.png")
     for name in ("t.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_epoch_is_marked_beside_the_last_one(tmp_path):
+    """The summary and the comparison carry both the last epoch and the best one selected on test."""
+    from s3a.report import comparison_table
+
+    def row(stage, top1, **extra):
+        return pd.DataFrame([{"dataset": "stanford_dogs", "model": "vit_b16", "stage": stage,
+                              "label_set": "vocabulary", "split": "test", "n": 10, "top1": top1,
+                              "cluster_acc": top1 + 1, "soft_acc": math.nan, **extra}])  # fmt: skip
+
+    best = row("student_best", 55.0, epoch=7, selected_by="top1", selection="best epoch, selected on test")
+    summary = summarize([row("student", 50.0), row("teacher", 49.0), row("zeroshot", 30.0), best])
+    selection = dict(zip(summary.stage, summary.selection, strict=True))
+    assert selection == {
+        "student": "last epoch",
+        "teacher": "last epoch",
+        "zeroshot": "",
+        "student_best": "best epoch, selected on test",
+    }
+    text = summary_markdown(summary)
+    assert "selection" in text and "best epoch, selected on test" in text and "last epoch" in text
+    table = comparison_table(summary).set_index("dataset")
+    assert table.loc["stanford_dogs", "student_test_acc"] == 50.0
+    assert table.loc["stanford_dogs", "student_best_test_acc"] == 55.0
+    assert table.loc["stanford_dogs", "student_best_test_clu"] == 56.0
+
+
+def test_evaluate_best_adapter_selects_on_test(tmp_path):
+    """Rule evaluate_best: per-epoch test predictions -> the row of the best epoch, marked as such."""
+    from s3a.metrics import BEST_SELECTION
+
+    vocabulary = pd.DataFrame(
+        {"vocab_index": [0, 1, 2], "name": ["cat", "dog", "tram"], "synset_ids": [["n1"], ["n2"], ["n3"]]}
+    )
+    manifest = pd.DataFrame(
+        {"image_id": [0, 1, 2, 3], "path": ["a", "b", "c", "d"], "split": "test",
+         "class_index": [0, 0, 1, 1], "class_name": ["cat", "cat", "dog", "dog"],
+         "wnid": ["n1", "n1", "n2", "n2"]}
+    )  # fmt: skip
+    epochs = pd.DataFrame(
+        {"image_id": [0, 1, 2, 3] * 3, "epoch": [1] * 4 + [3] * 4 + [5] * 4,
+         "student_vocab_index": [0, 2, 2, 2] + [0, 0, 1, 1] + [0, 0, 1, 2],
+         "teacher_vocab_index": 0}
+    )  # fmt: skip
+    for name, frame in (("m", manifest), ("v", vocabulary), ("e", epochs)):
+        write_table(frame, tmp_path / f"{name}.parquet")
+    smk = SimpleNamespace(
+        input=SimpleNamespace(
+            manifest=str(tmp_path / "m.parquet"),
+            vocabulary=str(tmp_path / "v.parquet"),
+            epochs=str(tmp_path / "e.parquet"),
+        ),
+        output=[str(tmp_path / "best.parquet")],
+        params=SimpleNamespace(soft_model=None, oov=False),
+        wildcards=SimpleNamespace(dataset="pets", model="tiny"),
+        log=[str(tmp_path / "log.txt")],
+    )
+    runpy.run_path(str(SCRIPTS / "evaluate_best.py"), run_name="adapter")["main"](smk)
+    best = pd.read_parquet(tmp_path / "best.parquet")
+    assert len(best) == 1
+    row = best.iloc[0]
+    assert (row.stage, row.split, row.epoch, row.selected_by) == ("student_best", "test", 3, "top1")
+    assert row.top1 == 100.0 and row.selection == BEST_SELECTION
+    # an OOV set without a soft scorer: the cluster accuracy decides (epoch 3 again, the earliest tie)
+    smk.params = SimpleNamespace(soft_model=None, oov=True)
+    runpy.run_path(str(SCRIPTS / "evaluate_best.py"), run_name="adapter")["main"](smk)
+    assert pd.read_parquet(tmp_path / "best.parquet").iloc[0].selected_by == "cluster_acc"

@@ -250,14 +250,239 @@ def test_strong_view_survives_every_randaugment_level():
     """The top RandAugment level posterizes to 0 bits; current Pillow rejects that unless handled."""
     from PIL import Image
 
-    from s3a.train.augment import _posterize_keeping_zero_bits, strong_view, weak_view
+    from s3a.train.augment import _posterize_keeping_zero_bits, training_views
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), dtype=np.uint8))
     assert np.asarray(_posterize_keeping_zero_bits(img, 0)).max() == 0
     assert np.array_equal(np.asarray(_posterize_keeping_zero_bits(img, 8)), np.asarray(img))
-    strong, weak = strong_view(64), weak_view(64)
+    weak, strong = training_views({"size": 64, "mean": (0.5,) * 3, "std": (0.5,) * 3})
     from timm.data.auto_augment import AugmentOp
 
     top = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
     assert np.asarray(top(img)).max() == 0  # 0 bits kept: black, no error
     assert strong(img).shape == (3, 64, 64) and weak(img).shape == (3, 64, 64)
+
+
+def test_training_views_take_the_model_preprocessing():
+    """Size, mean and std come from the model's config (a non-OpenAI normalisation here)."""
+    from PIL import Image
+
+    from s3a.train.augment import training_views
+
+    img = Image.new("RGB", (90, 70), (255, 255, 255))
+    cfg = {"size": 48, "mean": (0.5, 0.25, 0.0), "std": (0.5, 0.25, 1.0), "interpolation": "bilinear"}
+    weak, strong = training_views(cfg)
+    for view in (weak, strong):
+        out = view(img)
+        assert out.shape == (3, 48, 48)
+    expected = torch.tensor([1.0, 3.0, 1.0])  # (1 - mean) / std of a white image
+    torch.testing.assert_close(weak(img).mean(dim=(1, 2)), expected)
+
+
+def test_training_uses_the_model_preprocessing(world, monkeypatch):
+    """The training loop builds its views from the loaded model's preprocessing config."""
+    import s3a.train.loop as loop
+
+    seen = []
+    real = loop.training_views
+
+    def spy(cfg):
+        seen.append(dict(cfg))
+        return real(cfg)
+
+    monkeypatch.setattr(loop, "training_views", spy)
+    root, spec = world
+    params = TrainParams(epochs=1, **{**FAST, "warmup_epochs": 5})
+    train(paths_for(root, "views"), params, spec, device="cpu")
+    clip = load_clip(spec, device="cpu")
+    assert seen == [clip.preprocess_cfg]
+
+
+def test_head_logits_are_fp32_under_bf16_autocast(tiny_clip):
+    """The encoder may run in bf16; the logits over the names equal the fp32 head on its features."""
+    from s3a.train.loop import head_logits
+
+    visual = tiny_clip.model.visual
+    images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    classifier = torch.nn.functional.normalize(
+        torch.randn(500, 32, generator=torch.Generator().manual_seed(1))
+    )
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features = visual(images)
+        logits = head_logits(visual, images, classifier)
+    assert features.dtype == torch.bfloat16  # the encoder really ran in bf16
+    assert logits.dtype == torch.float32
+    reference = 100 * torch.nn.functional.normalize(features.float(), dim=-1) @ classifier.T
+    torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
+    # and without autocast the head is the plain fp32 computation
+    with torch.no_grad():
+        plain = head_logits(visual, images, classifier)
+        expected = 100 * torch.nn.functional.normalize(visual(images), dim=-1) @ classifier.T
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=0)
+
+
+def test_train_step_head_is_fp32_under_autocast(tiny_clip, monkeypatch):
+    """train_step computes teacher and student logits with the fp32 head (CUDA autocast faked on CPU)."""
+    import copy
+
+    import s3a.train.loop as loop
+
+    seen = []
+    real = loop.s3a_loss
+
+    def spy(teacher_logits, student_logits, structural, params):
+        seen.append((teacher_logits.dtype, student_logits.dtype))
+        return real(teacher_logits, student_logits, structural, params)
+
+    monkeypatch.setattr(loop, "s3a_loss", spy)
+    cpu_autocast = torch.autocast
+
+    def on_cpu(device_type, dtype=None, enabled=True, **kw):  # the step's cuda autocast, on the CPU
+        if device_type == "cuda":
+            return cpu_autocast("cpu", dtype=torch.bfloat16, enabled=True)
+        return cpu_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(loop.torch, "autocast", on_cpu)
+    student = copy.deepcopy(tiny_clip.model.visual).float()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    params = TrainParams()
+    optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
+    classifier = torch.nn.functional.normalize(torch.randn(50, 32))
+    batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+    from s3a.train.loop import train_step
+
+    train_step(student, teacher, optimizer, batch, classifier, params, 0, 1e-5, torch.device("cpu"))
+    assert seen == [(torch.float32, torch.float32)]
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+import numpy as np, torch
+from s3a.train.loop import vocabulary_top1
+
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+n, v, d = 100_000, 20_071, 32
+rng = np.random.default_rng(0)
+features = rng.standard_normal((n, d), dtype=np.float32)
+features /= np.linalg.norm(features, axis=1, keepdims=True)
+classifier = rng.standard_normal((v, d), dtype=np.float32)
+classifier /= np.linalg.norm(classifier, axis=1, keepdims=True)
+vocabulary_top1(features[:10], classifier, torch.device("cpu"))  # load kernels before measuring
+before = rss_kb()
+top1 = vocabulary_top1(features, classifier, torch.device("cpu"))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+dense = (features[:2000] @ classifier.T).argmax(1)
+print(json.dumps({"delta_mb": (peak - before) / 1024, "n": len(top1),
+                  "agree": float(np.mean(top1[:2000] == dense))}))
+"""
+
+
+def test_online_top1_memory_is_bounded_whatever_n():
+    """N = 100k images x 20,071 names: a dense logits matrix would add 8 GB; the chunked top-1 < 3 GB."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["n"] == 100_000 and probe["agree"] == 1.0
+    assert probe["delta_mb"] < 3 * 1024, probe
+
+
+def test_online_vote_uses_the_chunked_top1(world, monkeypatch):
+    """The training loop's top-1 goes through the chunked zero-shot, never a dense N x V product."""
+    import s3a.train.loop as loop
+
+    calls = []
+    real = loop.zero_shot
+
+    def spy(features, classifier, *args, **kwargs):
+        calls.append((len(features), len(classifier)))
+        return real(features, classifier, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "zero_shot", spy)
+    root, spec = world
+    params = TrainParams(epochs=2, **{**FAST, "warmup_epochs": 1})
+    history = train(paths_for(root, "chunked"), params, spec, device="cpu")
+    n_train = len(pd.read_parquet(root / "structural_labels.parquet"))
+    assert (n_train, 40) in calls
+    assert history.teacher_top1_train.notna().all()
+
+
+@pytest.mark.parametrize("decoder", ["pil", "fast", "gpu"])
+def test_teacher_features_use_the_configured_decoder(tiny_clip, world, monkeypatch, decoder):
+    """extract_features reads images with params.decoder, exactly as encode_images does."""
+    import s3a.train.loop as loop
+    from s3a.embed import EmbedParams, encode_images
+    from s3a.train.distributed import DistEnv
+
+    root, _ = world
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    paths = list(manifest.path[:12])
+    used = []
+    real = loop.image_batches
+
+    def spy(paths_, transform, read, *args, **kwargs):
+        used.append(read.decoder)
+        return real(paths_, transform, read, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "image_batches", spy)
+    params = TrainParams(decoder=decoder, num_workers=0, extract_batch_size=5)
+    features = loop.extract_features(tiny_clip.model.visual, paths, tiny_clip.preprocess, params, DistEnv())
+    assert used == [decoder]
+    offline = encode_images(
+        tiny_clip.model,
+        tiny_clip.preprocess,
+        paths,
+        EmbedParams(batch_size=5, num_workers=0, decoder=decoder),
+    )
+    np.testing.assert_allclose(features, offline.embeddings, atol=1e-5)
+
+
+def test_unknown_decoder_fails_early():
+    with pytest.raises(ValueError, match="decoder"):
+        TrainParams(decoder="nvjpeg-maybe")
+
+
+def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world, tiny_clip):
+    """history carries the per-epoch test metrics; test_epochs.parquet the predictions behind them;
+    the last evaluated epoch is exactly what the saved student predicts."""
+    from s3a.embed import EmbedParams, encode_images, zero_shot
+    from s3a.io import read_embeddings
+    from s3a.metrics import cluster_accuracy, gt_vocab_index, top1_accuracy
+
+    root, spec = world
+    params = TrainParams(epochs=3, eval_every=2, lr=1e-3, min_lr=1e-4, **FAST)
+    paths = paths_for(root, "evaluated")
+    history = train(paths, params, spec, device="cpu")
+    assert history.student_test_top1.isna().tolist() == [True, False, False]  # epochs 1 and 2 (last)
+    assert history.teacher_test_cluster_acc.isna().tolist() == [True, False, False]
+    epochs = pd.read_parquet(Path(paths.out_dir) / "test_epochs.parquet")
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    test = manifest[manifest.split == "test"].set_index("image_id")
+    assert sorted(epochs.epoch.unique()) == [1, 2]
+    assert (epochs.groupby("epoch").size() == len(test)).all()
+    vocabulary = pd.read_parquet(root / "vocabulary.parquet")
+    for epoch, group in epochs.groupby("epoch"):
+        rows = test.loc[group.image_id]
+        gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
+        row = history[history.epoch == epoch].iloc[0]
+        for role in ("student", "teacher"):
+            pred = group[f"{role}_vocab_index"].to_numpy()
+            assert row[f"{role}_test_top1"] == pytest.approx(100 * top1_accuracy(pred, gt))
+            assert row[f"{role}_test_cluster_acc"] == pytest.approx(
+                100 * cluster_accuracy(pred, rows.class_index.to_numpy())
+            )
+    # the last epoch's student predictions = the saved student's predictions (the predict rule's path)
+    clip = load_clip(spec, device="cpu")
+    clip.model.visual.load_state_dict(torch.load(Path(paths.out_dir) / "student.pt"))
+    last = epochs[epochs.epoch == 2]
+    result = encode_images(
+        clip.model, clip.preprocess, list(test.loc[last.image_id].path), EmbedParams(num_workers=0)
+    )
+    _, classifier = read_embeddings(root / "classifier.parquet", id_column="vocab_index")
+    pred, _ = zero_shot(result.embeddings, classifier)
+    assert np.array_equal(pred, last.student_vocab_index.to_numpy())

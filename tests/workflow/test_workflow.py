@@ -61,10 +61,11 @@ def test_dry_run_all_ten_benchmarks_without_data(tmp_path):
         "self_train": 10,
         "predict": 20,
         "evaluate": 40,  # zero-shot, structural labels, student, teacher
+        "evaluate_best": 10,  # the student's best epoch on test
         "plot_run": 10,
         "summarize": 1,
         "all": 1,
-        "total": 174,
+        "total": 184,
     }
 
 
@@ -174,11 +175,16 @@ def test_demo_runs_end_to_end(demo_run):
     summary = pd.read_parquet(work / "results/summary.parquet")
     assert set(summary.dataset) == {"shapes", "shapes2"}
     summary = summary[summary.dataset == "shapes"]
-    # zero-shot: train/test x vocabulary/class names; structural labels: train; student, teacher: train/test
-    assert len(summary) == 9
-    assert sorted(summary.stage.unique()) == ["structural", "student", "teacher", "zeroshot"]
+    # zero-shot: train/test x vocabulary/class names; structural labels: train; student, teacher: train/test;
+    # the student's best epoch on test
+    assert len(summary) == 10
+    assert sorted(summary.stage.unique()) == ["structural", "student", "student_best", "teacher", "zeroshot"]
     history = pd.read_parquet(work / "results/shapes/tiny/train/history.parquet")
     assert history.epoch.tolist() == [0, 1] and (history.samples == 160).all()
+    assert history.student_test_top1.notna().all()  # eval_every 1
+    best = summary[summary.stage == "student_best"].iloc[0]
+    assert best.top1 == history.student_test_top1.max() and "selected on the test split" in best.selection
+    assert set(summary.loc[summary.stage.isin(["student", "teacher"]), "selection"]) == {"last epoch"}
     assert set(summary.label_set) == {"vocabulary", "class_names"}
     structural = summary[summary.stage == "structural"]
     assert structural.split.tolist() == ["train"]
@@ -212,10 +218,11 @@ def test_training_setting_of_one_dataset_reruns_only_its_training(demo_run):
         "self_train": 1,
         "predict": 2,
         "evaluate": 2,  # student and teacher of shapes2
+        "evaluate_best": 1,
         "plot_run": 1,
         "summarize": 1,
         "all": 1,
-        "total": 8,
+        "total": 9,
     }
     outputs = [line for line in result.stdout.splitlines() if line.strip().startswith("output:")]
     assert outputs and not any("results/shapes/" in line for line in outputs)
@@ -231,10 +238,11 @@ def test_llm_settings_rerun_discovery_onwards_but_not_embeddings(demo_run):
         "self_train": 2,
         "predict": 4,
         "evaluate": 6,  # structural, student, teacher per dataset; zero-shot untouched
+        "evaluate_best": 2,
         "plot_run": 2,
         "summarize": 1,
         "all": 1,
-        "total": 20,
+        "total": 22,
     }
 
 
@@ -260,5 +268,40 @@ def test_report_has_the_comparison_and_the_figures(demo_run):
         assert text in html, text
     table = (demo_run / "results" / "report" / "comparison.html").read_text()
     assert table.count("<td>shapes</td>") == 1 and table.count("<td>shapes2</td>") == 1
-    for column in ("paper_s3a_acc", "structural_train_acc", "student_test_acc", "teacher_test_clu"):
+    for column in (
+        "paper_s3a_acc",
+        "structural_train_acc",
+        "student_test_acc",
+        "student_best_test_acc",
+        "teacher_test_clu",
+    ):
         assert f"<th>{column}</th>" in table
+
+
+def test_reproduction_config_decodes_every_embedding_with_pil(tmp_path):
+    """config.yaml: the offline features use pil, and the same setting reaches the training's teacher
+    features (one setting, passed through to `python -m s3a.train`)."""
+    import yaml
+
+    assert yaml.safe_load((REPO / "config" / "config.yaml").read_text())["embed"]["decoder"] == "pil"
+    work = copy_workflow(tmp_path)
+    target = "results/stanford_dogs/vit_b16/train/history.parquet"
+    for decoder in ("pil", "fast"):
+        result = run_snakemake(
+            [target, "-n", "-p", "--configfile", "config/config.yaml",
+             "--config", f"embed={{'decoder': '{decoder}'}}"],
+            work,
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr + result.stdout
+        commands = [line for line in result.stdout.splitlines() if "-m s3a.train" in line]
+        assert len(commands) == 1 and f'"decoder": "{decoder}"' in commands[0]
+
+
+@pytest.mark.slow
+def test_decoder_setting_reruns_embeddings_training_and_predictions(demo_run):
+    """embed.decoder feeds embed_images, self_train (teacher features) and predict alike."""
+    config = variant(demo_run, "pil", "  decoder: fast\n", "  decoder: pil\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    counts = job_counts(result.stdout)
+    assert counts["embed_images"] == 4 and counts["self_train"] == 2 and counts["predict"] == 4

@@ -127,8 +127,13 @@ def cluster_inputs(wildcards):
 
 
 def train_settings(wildcards):
-    """Training hyperparameters: the `train` defaults updated by the dataset's own `train` entry."""
-    return {**config["train"], **dataset_entry(wildcards).get("train", {})}
+    """Training hyperparameters: the `train` defaults updated by the dataset's own `train` entry, and
+    the image decoder of `embed` (teacher features are read like the offline embeddings)."""
+    return {
+        **config["train"],
+        **dataset_entry(wildcards).get("train", {}),
+        "decoder": config["embed"]["decoder"],
+    }
 
 
 def train_json(wildcards):
@@ -158,7 +163,14 @@ def report_targets():
     )
 
 
+def dataset_oov(wildcards):
+    """Whether the dataset is an out-of-vocabulary benchmark (its headline is the soft score)."""
+    return bool(dataset_entry(wildcards).get("oov", False))
+
+
 def evaluation_targets():
+    """Every stage's metric rows, and the student's best epoch on test when there is a test split."""
+    stages = list(STAGES) + (["student_best"] if "test" in SPLITS else [])
     return expand(
-        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=DATASETS, model=MODELS, stage=STAGES
+        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=DATASETS, model=MODELS, stage=stages
     )

@@ -20,6 +20,24 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule evaluate_best:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        vocabulary="results/vocabulary/vocabulary.parquet",
+        epochs="results/{dataset}/{model}/train/test_epochs.parquet",
+    output:
+        "results/{dataset}/{model}/eval/student_best.parquet",
+    log:
+        "logs/evaluate_best/{dataset}/{model}.log",
+    resources:
+        mem_mb=evaluate_mem_mb,
+    params:
+        soft_model=config["evaluate"]["soft_model"],
+        oov=dataset_oov,
+    script:
+        "../scripts/evaluate_best.py"
+
+
 rule summarize:
     input:
         evaluation_targets(),

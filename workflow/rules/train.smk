@@ -12,6 +12,7 @@ rule self_train:
         student="results/{dataset}/{model}/train/student.pt",
         teacher="results/{dataset}/{model}/train/teacher.pt",
         history="results/{dataset}/{model}/train/history.parquet",
+        test_epochs="results/{dataset}/{model}/train/test_epochs.parquet",
     log:
         "logs/self_train/{dataset}/{model}.log",
     benchmark:

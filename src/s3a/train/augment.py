@@ -1,8 +1,9 @@
 """Views and datasets of self-training (spec 6.2).
 
 The teacher sees a weak view (resize, random crop), the student a strong one (random resized crop
-with scale 0.3-1, horizontal flip, RandAugment m9 with std 0.5 and increasing severity), both with
-CLIP's normalisation.
+with scale 0.3-1, horizontal flip, RandAugment m9 with std 0.5 and increasing severity). Input size,
+normalisation and interpolation come from the model's preprocessing configuration
+(:attr:`s3a.models.LoadedClip.preprocess_cfg`), so training sees what evaluation sees.
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-
-def weak_view(size: int) -> Callable:
-    """Resize the shorter side to ``size`` (bicubic), random ``size`` crop, normalise."""
+def weak_view(
+    size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
+) -> Callable:
+    """Resize the shorter side to ``size``, random ``size`` crop, normalise with ``mean``/``std``."""
     return T.Compose(
         [
-            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.Resize(size, interpolation=T.InterpolationMode(interpolation)),
             T.RandomCrop(size),
             T.ToTensor(),
-            T.Normalize(CLIP_MEAN, CLIP_STD),
+            T.Normalize(tuple(mean), tuple(std)),
         ]
     )
 
@@ -51,8 +51,11 @@ def _patch_timm_posterize() -> None:
         auto_augment.NAME_TO_OP[name] = _posterize_keeping_zero_bits
 
 
-def strong_view(size: int) -> Callable:
-    """timm's training transform with RandAugment ``rand-m9-mstd0.5-inc1`` and no colour jitter."""
+def strong_view(
+    size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
+) -> Callable:
+    """timm's training transform with RandAugment ``rand-m9-mstd0.5-inc1`` and no colour jitter,
+    normalised with ``mean``/``std``."""
     from timm.data import create_transform
 
     _patch_timm_posterize()
@@ -61,12 +64,24 @@ def strong_view(size: int) -> Callable:
         is_training=True,
         scale=(0.3, 1.0),
         auto_augment="rand-m9-mstd0.5-inc1",
-        interpolation="bicubic",
+        interpolation=interpolation,
         color_jitter=0.0,
         re_prob=0.0,
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
+        mean=tuple(mean),
+        std=tuple(std),
     )
+
+
+def training_views(preprocess_cfg: dict) -> tuple[Callable, Callable]:
+    """``(weak, strong)`` views for a model's preprocessing config (``size``, ``mean``, ``std``,
+    ``interpolation``; see :func:`s3a.models.preprocess_config`)."""
+    args = (
+        int(preprocess_cfg["size"]),
+        preprocess_cfg["mean"],
+        preprocess_cfg["std"],
+        preprocess_cfg.get("interpolation", "bicubic"),
+    )
+    return weak_view(*args), strong_view(*args)
 
 
 class TwoViews(Dataset):

@@ -9,6 +9,11 @@ student logits ``s = 100 W f(x_strong)``::
 From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
 every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
 
+Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
+test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
+and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
+which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
+
 State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
 killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
 from (seed, epoch, rank), ends with the same result as an uninterrupted run.
@@ -36,16 +41,19 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import LOGIT_SCALE, EmbedParams, image_batches
+from s3a.embed import DECODERS, EmbedParams, image_batches, vocabulary_logits, zero_shot
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
-from s3a.metrics import gt_vocab_index, top1_accuracy
+from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
 from s3a.train import distributed
-from s3a.train.augment import TwoViews, strong_view, weak_view
+from s3a.train.augment import TwoViews, training_views
 
 log = logging.getLogger(__name__)
 
 ONLINE_STARTS = ("offline_partition", "previous_epoch")
+#: per evaluated epoch, the test predictions of student and teacher: image_id, epoch,
+#: student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch)
+TEST_EPOCHS = "test_epochs.parquet"
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,14 @@ class TrainParams:
             ``previous_epoch``.
         vote_iters: vote iterations of the online vote.
         max_steps_per_epoch: cap of optimizer steps per epoch (official: 1000).
-        eval_every: epochs between teacher evaluations on the train split (history metrics).
+        eval_every: epochs between evaluations of the student and teacher on the test split (and of
+            the teacher on the train split); the last epoch is always evaluated.
         num_workers: data-loading workers per process.
         extract_batch_size: images per forward pass when extracting teacher features.
         seed: seeds the sampler, augmentations and initial state.
+        decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
+            :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
+            online features come from the same decoder.
     """
 
     epochs: int = 30
@@ -92,6 +104,7 @@ class TrainParams:
     num_workers: int = 4
     extract_batch_size: int = 256
     seed: int = 0
+    decoder: str = "pil"
 
     def __post_init__(self) -> None:
         positive = (
@@ -122,6 +135,8 @@ class TrainParams:
         for name in ("layer_decay", "ema_decay_init", "ema_decay", "conf_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"train.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.online_start not in ONLINE_STARTS:
             raise ValueError(f"train.online_start must be one of {ONLINE_STARTS}, got {self.online_start!r}")
 
@@ -248,25 +263,48 @@ def _fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world:
     return digest.hexdigest()
 
 
-def _encode(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    return LOGIT_SCALE * F.normalize(model(images), dim=-1) @ classifier.T
+def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
+
+    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
+    (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
+    """
+    return vocabulary_logits(model(images), classifier)
+
+
+def vocabulary_top1(
+    features: np.ndarray, classifier: np.ndarray, device: torch.device | None = None
+) -> np.ndarray:
+    """``(N,)`` index of each image's best name over the whole vocabulary (the online vote's top-1).
+
+    Chunked through :func:`s3a.embed.zero_shot`: extra memory about 1.3 GB whatever N is (never the
+    ``N x V`` matrix, 103 GB at N = 1.28M, V = 20,071).
+    """
+    return zero_shot(features, classifier, device=device)[0]
 
 
 @torch.no_grad()
 def extract_features(
-    model: torch.nn.Module, paths: list[str], transform, params: TrainParams, env: distributed.DistEnv
+    model: torch.nn.Module,
+    paths: list[str],
+    transform,
+    params: TrainParams,
+    env: distributed.DistEnv,
+    skip_unreadable: bool = False,
 ) -> np.ndarray:
     """Unit-norm features ``(N, D)`` of ``paths`` computed by all processes together.
 
-    Reads images like :func:`s3a.embed.encode_images` (the exact PIL path); the training images all
-    decoded when they were embedded, so a failure here is an error, not a skip.
+    Reads images like :func:`s3a.embed.encode_images`, with the decoder ``params.decoder`` (the
+    workflow's ``embed.decoder``). The training images all decoded when they were embedded, so a
+    failure is an error; with ``skip_unreadable`` (the test split, where ``embed_images`` skipped
+    corrupt images too) an unreadable image is logged and its row is all zeros.
     """
     sampler = (
         DistributedSampler(range(len(paths)), env.world_size, env.rank, shuffle=False)
         if env.distributed
         else None
     )
-    read = EmbedParams(params.extract_batch_size, params.num_workers)
+    read = EmbedParams(params.extract_batch_size, params.num_workers, decoder=params.decoder)
     model.eval()
     index, rows = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
@@ -275,11 +313,62 @@ def extract_features(
     )
     with autocast:
         for idx, images, bad in batches:
-            if bad:
+            if bad and not skip_unreadable:
                 raise OSError(f"training images became unreadable: {[(paths[i], why) for i, why in bad][:3]}")
+            for i, why in bad:
+                log.warning("skipped unreadable image %s (%s)", paths[i], why)
+            if images is None:
+                continue
             rows.append(F.normalize(model(images).float(), dim=-1))
             index.append(idx)
+    if not rows:  # this process read nothing (every image of its shard unreadable)
+        dim = int(getattr(model, "output_dim", 0))
+        return distributed.gather_rows(torch.zeros(0, dtype=torch.long), torch.zeros(0, dim), len(paths), env)
     return distributed.gather_rows(torch.cat(index), torch.cat(rows), len(paths), env)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """The labelled split the student and teacher are evaluated on during training (``test``).
+
+    Attributes:
+        image_id, paths: ``(M,)`` images of the split.
+        gt_vocab: ``(M,)`` vocabulary index of each image's class name (``-1`` out of vocabulary).
+        gt_class: ``(M,)`` the dataset's class index (for the cluster accuracy).
+        gt_names: ``(M,)`` class-name strings.
+        names: ``(V,)`` vocabulary names by ``vocab_index``.
+    """
+
+    image_id: np.ndarray
+    paths: list[str]
+    gt_vocab: np.ndarray
+    gt_class: np.ndarray
+    gt_names: list[str]
+    names: list[str]
+
+
+def evaluate_on_split(
+    model: torch.nn.Module,
+    split: EvalSplit,
+    transform,
+    classifier: np.ndarray,
+    params: TrainParams,
+    env: distributed.DistEnv,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Predict every image of ``split`` over the whole vocabulary and score it (spec 7.1-7.2).
+
+    Cost: one forward pass over the split and the chunked top-1 (memory bounded whatever its size).
+
+    Returns:
+        ``(image_id, pred_vocab_index, metrics)`` for the images that decoded; metrics are
+        ``top1`` and ``cluster_acc`` in percent (:func:`s3a.metrics.evaluate_predictions`).
+    """
+    features = extract_features(model, split.paths, transform, params, env, skip_unreadable=True)
+    ok = np.linalg.norm(features, axis=1) > 0.5
+    pred = vocabulary_top1(features[ok], classifier, env.device)
+    gt_names = [name for name, keep in zip(split.gt_names, ok, strict=True) if keep]
+    metrics = evaluate_predictions(pred, split.gt_vocab[ok], split.gt_class[ok], split.names, gt_names)
+    return split.image_id[ok], pred, {"top1": metrics["top1"], "cluster_acc": metrics["cluster_acc"]}
 
 
 def train_step(
@@ -302,8 +391,8 @@ def train_step(
         group["lr"] = lr * group["lr_scale"]
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         with torch.no_grad():
-            teacher_logits = _encode(teacher, weak, classifier)
-        student_logits = _encode(model, strong, classifier)
+            teacher_logits = head_logits(teacher, weak, classifier)
+        student_logits = head_logits(model, strong, classifier)
     loss, parts = s3a_loss(teacher_logits, student_logits, structural, params)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -355,11 +444,21 @@ def _load_inputs(paths: TrainPaths):
     vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
     gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
     _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
-    return rows, gt, classifier
+    test = manifest[manifest.split == "test"]
+    split = EvalSplit(
+        image_id=test.image_id.to_numpy(),
+        paths=list(test.path),
+        gt_vocab=gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary),
+        gt_class=test.class_index.to_numpy(np.int64),
+        gt_names=list(test.class_name),
+        names=vocabulary.sort_values("vocab_index").name.tolist(),
+    )
+    return rows, gt, classifier, split
 
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:
-    """Self-train, save student/teacher weights and ``history.parquet`` under ``paths.out_dir``.
+    """Self-train, save student/teacher weights, ``history.parquet`` and ``test_epochs.parquet``
+    (per-epoch test predictions) under ``paths.out_dir``.
 
     Returns:
         the history, one row per epoch.
@@ -377,7 +476,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         raise ValueError(
             f"train.batch_size {params.batch_size} must divide by the {env.world_size} processes"
         )
-    rows, gt, classifier_np = _load_inputs(paths)
+    rows, gt, classifier_np, test_split = _load_inputs(paths)
     image_paths = list(rows.path)
     offline_labels = rows.vocab_index.to_numpy()
     offline_partition = rows.cluster.to_numpy()
@@ -388,7 +487,6 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     clip = load_clip(spec, device=env.device)
     student = clip.model.visual.float()
     teacher = copy.deepcopy(student).requires_grad_(False)
-    size = int(np.atleast_1d(student.image_size)[0])
     classifier = torch.from_numpy(np.array(classifier_np)).to(env.device)
     optimizer = torch.optim.AdamW(param_groups(student, params), lr=params.lr, eps=1e-8)
     steps = min(len(rows) // params.batch_size, params.max_steps_per_epoch)
@@ -397,17 +495,19 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     fingerprint = _fingerprint(paths, params, spec, env.world_size)
     state = _load_state(paths.state, fingerprint)
     history: list[dict] = []
+    test_predictions: list[pd.DataFrame] = []  # per evaluated epoch: image_id, epoch, student/teacher
     labels, partition, start_epoch, step = offline_labels.copy(), offline_partition.copy(), 0, 0
     if state is not None:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         history, labels, partition = state["history"], state["labels"], state["partition"]
+        test_predictions = state["test_predictions"]
         start_epoch, step = state["epoch"], state["step"]
         log.info("resuming from %s after epoch %d", paths.state, start_epoch)
     model = DistributedDataParallel(student) if env.distributed else student
 
-    data = TwoViews(image_paths, weak_view(size), strong_view(size))
+    data = TwoViews(image_paths, *training_views(clip.preprocess_cfg))
     per_rank = params.batch_size // env.world_size
     for epoch in range(start_epoch, params.epochs):
         base_seed = _seed_everything(params.seed, epoch, env.rank)
@@ -415,7 +515,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         teacher_top1 = math.nan
         if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
             features = extract_features(teacher, image_paths, clip.preprocess, params, env)
-            top1 = (LOGIT_SCALE * features @ classifier_np.T).argmax(1)
+            top1 = vocabulary_top1(features, classifier_np, env.device)
             teacher_top1 = 100 * top1_accuracy(top1, gt)
             if epoch >= params.warmup_epochs:
                 start = offline_partition if params.online_start == "offline_partition" else partition
@@ -448,6 +548,19 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
             "structural_top1": float(100 * top1_accuracy(labels, gt)),
             "teacher_top1_train": teacher_top1,
         }
+        evaluated = (epoch + 1) % params.eval_every == 0 or epoch == params.epochs - 1
+        predicted: dict[str, np.ndarray] = {}
+        for role, module in (("student", student), ("teacher", teacher)):
+            metrics = {"top1": math.nan, "cluster_acc": math.nan}
+            if evaluated and len(test_split.paths):
+                ids, pred, metrics = evaluate_on_split(
+                    module, test_split, clip.preprocess, classifier_np, params, env
+                )
+                predicted["image_id"], predicted[f"{role}_vocab_index"] = ids, pred
+            row[f"{role}_test_top1"] = float(metrics["top1"])
+            row[f"{role}_test_cluster_acc"] = float(metrics["cluster_acc"])
+        if predicted:
+            test_predictions.append(pd.DataFrame({"epoch": epoch, **predicted}))
         history.append(row)
         if env.is_main:
             log.info(
@@ -464,6 +577,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                 history,
                 labels,
                 partition,
+                test_predictions,
             )
         distributed.barrier()
 
@@ -473,13 +587,22 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         for name, module in (("student", student), ("teacher", teacher)):
             with atomic_path(out / f"{name}.pt") as tmp:
                 torch.save(module.state_dict(), tmp)
+        write_table(_test_epochs(test_predictions), out / TEST_EPOCHS)
         write_table(frame, out / "history.parquet")
     distributed.barrier()
     return frame
 
 
+def _test_epochs(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The per-epoch test predictions as one table (``TEST_EPOCHS``)."""
+    columns = ["image_id", "epoch", "student_vocab_index", "teacher_vocab_index"]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def _save_state(
-    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition
+    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition, test_predictions
 ) -> None:
     state = {
         "fingerprint": fingerprint,
@@ -491,6 +614,7 @@ def _save_state(
         "history": history,
         "labels": np.asarray(labels),
         "partition": np.asarray(partition),
+        "test_predictions": test_predictions,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
