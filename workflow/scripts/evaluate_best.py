@@ -10,7 +10,7 @@ def main(smk) -> None:
         manifest = read_table(smk.input.manifest)
         vocabulary = read_table(smk.input.vocabulary, columns=["vocab_index", "name", "synset_ids"])
         epochs = read_table(smk.input.epochs)
-        scorer = load_soft_scorer(smk.params.soft_model) if smk.params.oov else None
+        scorer = load_soft_scorer(smk.params.soft_model)
         per_epoch = epoch_metrics(manifest, vocabulary, epochs, scorer, column="student_vocab_index")
         log.info("student on the test split per evaluated epoch:\n%s", per_epoch.to_string(index=False))
         best = best_epoch_row(per_epoch, "soft_acc" if smk.params.oov else "top1")
