@@ -45,7 +45,7 @@ def main() -> None:
     print(f"device: {device_name(dev)}; data N={args.n} D={args.d}, planted K={args.k}")
     print(f"search settings: {params}")
     t0 = time.perf_counter()
-    chosen, table = estimate_k(x, params, progress=False)
+    chosen, table = estimate_k(x, params, progress=True)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     total = time.perf_counter() - t0
