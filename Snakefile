@@ -25,8 +25,16 @@ report: "workflow/report/workflow.rst"
 rule all:
     default_target: True
     input:
-        "results/summary.parquet",
+        summary_targets(),
         report_targets(),
+        names_targets(),
+        gallery_targets(),
+
+
+rule all_names:
+    input:
+        names_targets(),
+        gallery_targets(),
 
 
 rule all_zero_shot:
@@ -37,3 +45,11 @@ rule all_zero_shot:
 rule all_embeddings:
     input:
         embedding_targets(),
+
+
+onsuccess:
+    # the run's last line: where the names are
+    for path in names_targets():
+        print(
+            f"Names of every image: {path[: -len('.parquet')]}.csv; gallery: {os.path.dirname(path)}/gallery/index.html"
+        )

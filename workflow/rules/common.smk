@@ -2,13 +2,30 @@
 # each rule its inputs and the config slice it uses (so a config change reruns exactly what it touches).
 import json
 import os
+import re
 import shlex
 import sys
 
 from snakemake.utils import validate
 
+from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
 
+
+def add_folder_dataset(config):
+    """`--config folder=PATH`: an unlabeled `folder` dataset named after the folder, run alone."""
+    root = os.path.abspath(os.path.expanduser(str(config["folder"])))
+    name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
+    entry = {"kind": "folder", "params": {"root": root}, "k": "auto", "k_search": {"lo": 2}}
+    datasets = config.setdefault("datasets", {})
+    if name in datasets and datasets[name] != entry:
+        name = f"folder_{name}"
+    datasets[name] = entry
+    config.setdefault("run", {})["datasets"] = [name]
+
+
+if config.get("folder"):
+    add_folder_dataset(config)
 validate(config, "../../config/config.schema.json")
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
@@ -17,6 +34,8 @@ shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.e
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])
 SPLITS = list(config["splits"])
+# datasets with ground truth (evaluated); an unlabeled folder only gets names and a gallery
+LABELLED = [d for d in DATASETS if config["datasets"].get(d, {}).get("kind") not in UNLABELED_KINDS]
 # stage name -> its prediction file per split, the column holding vocabulary indices, and its splits
 # (discovery only sees the unlabeled train split)
 STAGES = {
@@ -32,6 +51,19 @@ for _name in DATASETS:
 for _name in MODELS:
     if _name not in config["models"]:
         raise ValueError(f"run.models names {_name!r}, which is not under `models:` in the config")
+
+
+def dataset_splits(dataset):
+    """The splits of a dataset: an unlabeled folder has only `train` (every image is named there)."""
+    if dataset in LABELLED:
+        return SPLITS
+    return [s for s in SPLITS if s == "train"]
+
+
+def per_dataset(path, datasets=DATASETS):
+    """`path` expanded over datasets, models and each dataset's own splits."""
+    paths = [p for d in datasets for p in expand(path, dataset=d, model=MODELS, split=dataset_splits(d))]
+    return list(dict.fromkeys(paths))
 
 
 wildcard_constraints:
@@ -80,15 +112,41 @@ def gpu_resources():
 
 
 def embedding_targets():
-    return expand(
-        "results/{dataset}/{model}/embed/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
-    )
+    return per_dataset("results/{dataset}/{model}/embed/{split}.parquet")
 
 
 def zero_shot_targets():
-    return expand(
-        "results/{dataset}/{model}/zeroshot/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
-    )
+    return per_dataset("results/{dataset}/{model}/zeroshot/{split}.parquet")
+
+
+def names_targets():
+    return per_dataset("results/{dataset}/{model}/names.parquet")
+
+
+def gallery_targets():
+    return per_dataset("results/{dataset}/{model}/gallery")
+
+
+def names_inputs(wildcards):
+    """The final model's (student's) predictions and the zero-shot names of every split, and clusters."""
+    splits = dataset_splits(wildcards.dataset)
+    prefix = f"results/{wildcards.dataset}/{wildcards.model}"
+    return {
+        "manifest": f"results/{wildcards.dataset}/manifest.parquet",
+        "vocabulary": "results/vocabulary/vocabulary.parquet",
+        "final": [f"{prefix}/train/{s}.parquet" for s in splits],
+        "zeroshot": [f"{prefix}/zeroshot/{s}.parquet" for s in splits],
+        "structural": f"{prefix}/discover/structural_labels.parquet",
+    }
+
+
+def is_labelled(wildcards):
+    return wildcards.dataset in LABELLED
+
+
+def k_search_params(wildcards):
+    """K-search settings: `discover.k_search` updated by the dataset's own `k_search` entry."""
+    return {**config["discover"]["k_search"], **dataset_entry(wildcards).get("k_search", {})}
 
 
 def stage_predictions(wildcards):
@@ -151,5 +209,10 @@ def report_targets():
 
 def evaluation_targets():
     return expand(
-        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=DATASETS, model=MODELS, stage=STAGES
+        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=LABELLED, model=MODELS, stage=STAGES
     )
+
+
+def summary_targets():
+    """The cross-dataset summary, when some dataset has ground truth to evaluate."""
+    return ["results/summary.parquet"] if LABELLED else []

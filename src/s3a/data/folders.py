@@ -1,4 +1,4 @@
-"""Class-per-folder datasets: Caltech-101 and any ``<root>/<class>/<image>`` tree.
+"""Folder datasets: Caltech-101, any ``<root>/<class>/<image>`` tree, and unlabeled photo folders.
 
 Per-class seeded splits follow :func:`s3a.data.base.seeded_split`: the files of a class are sorted by
 path, ``np.random.RandomState(seed).permutation(n)`` (a fresh generator per class) orders them, the
@@ -9,6 +9,7 @@ first ``n - n_test`` of that order are train and the rest test, with
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -17,6 +18,7 @@ from .base import (
     WNID_RE,
     DatasetError,
     abspath,
+    is_image,
     list_images,
     list_subdirs,
     lookup_wnid_names,
@@ -24,7 +26,14 @@ from .base import (
     seeded_split,
 )
 
-__all__ = ["build_caltech101", "build_imagefolder", "CALTECH_EXCLUDED"]
+__all__ = [
+    "build_caltech101",
+    "build_imagefolder",
+    "build_folder",
+    "walk_images",
+    "CALTECH_EXCLUDED",
+    "UNLABELED",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +167,53 @@ def build_imagefolder(root: str, test_fraction: float = 0.0, seed: int = 0) -> p
         for wnid, name in zip(wnids, lookup_wnid_names(wnids), strict=True):
             infos[wnid] = (name, wnid)
     return make_manifest(rows, infos, dataset)
+
+
+#: the class name every image of an unlabeled folder carries (there is no ground truth)
+UNLABELED = "unlabeled"
+FOLDER_LAYOUT = "a folder of images, flat or in sub-folders of any depth"
+
+
+def walk_images(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted absolute paths of every image file under ``root``, at any depth.
+
+    Hidden files and hidden folders (names starting with ``.``) are skipped; symbolic links to files
+    and folders are followed (a folder reached twice through links is listed once); broken links
+    are skipped. Image files are those of :data:`s3a.data.base.IMAGE_EXTENSIONS`, in any case.
+    Cost: one ``scandir`` per folder, O(files) memory.
+    """
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(abspath(root), followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:  # a link cycle or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = os.path.join(top, name)
+            if is_image(name) and os.path.isfile(path):
+                found.append(path)
+    return sorted(found)
+
+
+def build_folder(root: str) -> pd.DataFrame:
+    """A folder of unlabeled images (your photos): every image is named, nothing is evaluated.
+
+    Layout: any tree of image files under ``root`` (flat, or nested at any depth; see
+    :func:`walk_images` for hidden files and links). Sub-folder names are *not* classes. Every image
+    is in the ``train`` split (S3A adapts on the unlabeled images it names) with ``class_index`` 0,
+    ``class_name`` :data:`UNLABELED` and ``wnid`` None; the workflow produces names and a gallery for
+    this kind, and no evaluation rows.
+
+    Args:
+        root: the photo folder.
+    """
+    base = abspath(root)
+    if not base.is_dir():
+        raise DatasetError(f"folder: no folder {base}; expected {FOLDER_LAYOUT}")
+    files = walk_images(base)
+    log.info("folder %s: %d image files", base, len(files))
+    rows = [(f, "train", UNLABELED) for f in files]
+    return make_manifest(rows, {UNLABELED: (UNLABELED, None)}, f"folder {base}", where=base)
