@@ -6,6 +6,7 @@ min_version("9.19")
 
 
 # a `--configfile` given on the command line replaces the default config (no merge); `--config` updates it
+CONFIGFILES = ["config/config.yaml"]
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"

@@ -110,6 +110,8 @@ def check_in_chromium(page: Path, screenshot: Path) -> dict:
     """
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
+        if os.environ.get("S3A_REQUIRE_BROWSER") == "1":
+            pytest.fail("S3A_REQUIRE_BROWSER=1 but chromium is not installed (run ci/browser.sh)")
         pytest.skip("chromium is not installed (apt-get install -y chromium; `make test` installs it)")
     probe = (
         "<script>window.__errors=[];"

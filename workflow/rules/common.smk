@@ -8,6 +8,7 @@ import sys
 
 from snakemake.utils import validate
 
+from s3a.configcheck import config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
 
@@ -24,8 +25,27 @@ def add_folder_dataset(config):
     config.setdefault("run", {})["datasets"] = [name]
 
 
+def check_config(config):
+    """Stop before any job with one line per config problem: file, key path, what is allowed."""
+    source = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
+    with open(workflow.source_path("../../config/config.schema.json")) as f:
+        problem = config_problem(config, json.load(f), source)
+    names = [
+        n for n in (config.get("run", {}).get("datasets") or config["datasets"]) if n in config["datasets"]
+    ]
+    problems = (
+        [problem] if problem else [f"{source}: {p}" for p in dataset_problems(config["datasets"], names)]
+    )
+    if problems:
+        raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
+    if not workflow.dryrun:
+        for line in missing_roots(config["datasets"], names):
+            logger.warning(f"Warning: {line} (jobs that need this dataset will stop)")
+
+
 if config.get("folder"):
     add_folder_dataset(config)
+check_config(config)
 validate(config, "../../config/config.schema.json")
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
@@ -51,6 +71,16 @@ for _name in DATASETS:
 for _name in MODELS:
     if _name not in config["models"]:
         raise ValueError(f"run.models names {_name!r}, which is not under `models:` in the config")
+    _spec = ModelSpec(**config["models"][_name])
+    if (
+        _spec.is_local_file
+        and not os.path.isfile(_spec.pretrained)
+        and not re.fullmatch(r"resources/models/random-[\w.-]+-seed\d+\.pt", _spec.pretrained)
+    ):  # a random checkpoint of that name is made by the rule create_random_model
+        raise ValueError(
+            f"models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
+            "give the path of an existing .pt/.bin/.safetensors file, or an open_clip tag such as 'openai'"
+        )
 
 
 def dataset_splits(dataset):

@@ -1,0 +1,61 @@
+"""One-line configuration errors and the dataset-parameter checks made before any job runs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from s3a.configcheck import config_problem, dataset_problems, missing_roots
+from tests.conftest import REPO
+
+SCHEMA = json.loads((REPO / "config" / "config.schema.json").read_text())
+
+
+def _demo():
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def test_valid_configs_have_no_problem():
+    assert config_problem(_demo(), SCHEMA, "demo.yaml") is None
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config_problem(full, SCHEMA, "config.yaml") is None
+
+
+def test_misspelt_key_names_file_path_allowed_keys_and_suggestion():
+    config = _demo()
+    config["discover"]["kmeans"]["n_inti"] = config["discover"]["kmeans"].pop("n_init")
+    line = config_problem(config, SCHEMA, "config/demo.yaml")
+    assert line.startswith("config/demo.yaml: discover.kmeans: unknown key 'n_inti'; allowed keys: ")
+    assert line.endswith("did you mean 'n_init'?") and "\n" not in line
+
+
+def test_bad_value_names_allowed_values_and_range():
+    config = _demo()
+    config["llm"]["backend"] = "wordnett"
+    line = config_problem(config, SCHEMA, "x.yaml")
+    assert line.startswith("x.yaml: llm.backend: 'wordnett' is not allowed; allowed values: ")
+    assert line.endswith("did you mean 'wordnet'?")
+    config = _demo()
+    config["datasets"]["shapes"]["k"] = 1
+    line = config_problem(config, SCHEMA, "x.yaml")
+    assert line == "x.yaml: datasets.shapes.k: 1 is not allowed; allowed: integer >= 2 or 'auto'"
+
+
+def test_dataset_params_are_checked_against_the_builder(tmp_path):
+    datasets = {
+        "a": {"kind": "imagefolder", "params": {"root": str(tmp_path), "test_fractoin": 0.2}},
+        "b": {"kind": "caltech101", "params": {"root": str(tmp_path), "train_fraction": 1.5}},
+        "c": {"kind": "imagenet1k", "params": {}},
+        "d": {"kind": "folder", "params": {"root": str(tmp_path / "absent")}},
+    }
+    problems = dataset_problems(datasets, ["a", "b", "c", "d"])
+    assert problems == [
+        "datasets.a.params: unknown key 'test_fractoin' for kind 'imagefolder'; allowed keys: root, "
+        "test_fraction, seed; did you mean 'test_fraction'?",
+        "datasets.b.params.train_fraction: 1.5 is out of range [0, 1]",
+        "datasets.c.params: kind 'imagenet1k' needs the key 'root'",
+    ]
+    assert missing_roots(datasets, ["a", "d"]) == [f"datasets.d.params.root: no folder {tmp_path / 'absent'}"]
+    downloads = {"e": {"kind": "cifar100", "params": {"root": str(tmp_path / "x"), "download": True}}}
+    assert missing_roots(downloads, ["e"]) == []
