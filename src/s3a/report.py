@@ -14,7 +14,7 @@ import pandas as pd
 from s3a.io import atomic_path, read_table
 
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
-METRIC_COLUMNS = ["n", "top1", "cluster_acc", "soft_acc"]
+METRIC_COLUMNS = ["n", "skipped", "top1", "cluster_acc", "soft_acc", "oov_fraction"]
 
 #: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on test
 COMPARED = (("zeroshot", "train"), ("structural", "train"), ("student", "test"), ("teacher", "test"))
@@ -38,8 +38,13 @@ PUBLISHED = pd.DataFrame(
 )
 
 
-def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def summarize(tables: Sequence[pd.DataFrame], random_models: Sequence[str] = ()) -> pd.DataFrame:
     """Concatenate metric rows of every dataset, model and stage, sorted by their keys.
+
+    Args:
+        tables: metric rows (``evaluate`` outputs).
+        random_models: model keys whose weights are random (the demo's): their rows get
+            ``random_weights`` True, and :func:`summary_markdown` says so in words.
 
     Raises:
         ValueError: two rows share the same (dataset, model, stage, label_set, split) key.
@@ -48,16 +53,27 @@ def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     duplicated = summary.duplicated(KEY_COLUMNS, keep=False)
     if duplicated.any():
         raise ValueError(f"duplicate metric rows:\n{summary.loc[duplicated, KEY_COLUMNS]}")
+    summary["random_weights"] = summary["model"].isin(list(random_models))
     return summary.sort_values(KEY_COLUMNS, ignore_index=True)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """A Markdown table of the summary (accuracies in percent, one decimal)."""
+    """A Markdown table of the summary (accuracies in percent, one decimal), and a plain note
+    below it when a model has random weights."""
     shown = summary[[c for c in KEY_COLUMNS + METRIC_COLUMNS if c in summary.columns]].copy()
     for column in ("top1", "cluster_acc", "soft_acc"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
-    return shown.to_markdown(index=False)
+    if "oov_fraction" in shown:
+        shown["oov_fraction"] = shown["oov_fraction"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
+    text = shown.to_markdown(index=False)
+    if "random_weights" in summary and summary["random_weights"].any():
+        models = ", ".join(sorted(summary.loc[summary["random_weights"], "model"].unique()))
+        text += (
+            f"\n\nNote: model {models} has random weights, so these accuracies are meaningless: they show "
+            "that the pipeline runs end to end, not how well S3A works."
+        )
+    return text
 
 
 def comparison_table(summary: pd.DataFrame, oov: dict[str, bool] | None = None) -> pd.DataFrame:

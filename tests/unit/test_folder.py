@@ -51,3 +51,20 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images found"):
         build_manifest("folder", {"root": str(tmp_path / "empty")})
+
+
+def test_imagefolder_warns_about_empty_classes_unknown_names_and_empty_splits(tmp_path, caplog):
+    _image(tmp_path / "golden_retriever" / "a.jpg")
+    _image(tmp_path / "my_cat_felix" / "b.jpg")
+    (tmp_path / "empty_class").mkdir()
+    with caplog.at_level("WARNING"):
+        m = build_manifest("imagefolder", {"root": str(tmp_path)})
+    assert sorted(m.class_name.unique()) == ["golden_retriever", "my_cat_felix"]
+    text = caplog.text
+    assert f"class folder {tmp_path / 'empty_class'} holds no images" in text
+    assert "1 of 2 class folder names are not vocabulary names (my_cat_felix)" in text
+    assert "the test split is empty" in text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_manifest("folder", {"root": str(tmp_path)})
+    assert "split is empty" not in caplog.text  # an unlabeled folder has only train, by design

@@ -183,6 +183,15 @@ def test_demo_runs_end_to_end(demo_run):
         assert (summary.loc[(summary.split == split) & (summary.stage == "zeroshot"), "n"] == n).all()
     for column in ("top1", "cluster_acc", "soft_acc"):
         assert summary[column].between(0, 100).all(), summary
+    # every image was readable; the generated class names are vocabulary names; the weights are random
+    assert (summary.skipped == 0).all() and (summary.oov_fraction == 0).all()
+    assert summary.random_weights.all()
+    assert "Note: model tiny has random weights" in (work / "results/summary.md").read_text()
+    names = pd.read_parquet(work / "results/shapes/tiny/names.parquet")
+    assert sorted(names.image_id) == sorted(manifest.image_id)  # both splits of a labelled dataset
+    gallery = (work / "results/shapes/tiny/gallery/index.html").read_text()
+    assert gallery.count('<section class="card"') == labels.cluster.nunique()
+    assert gallery.count("majority true class") == labels.cluster.nunique()
     # the classifier covers the whole vocabulary
     vocabulary = pd.read_parquet(work / "results/vocabulary/vocabulary.parquet")
     classifier = pd.read_parquet(work / "results/vocabulary/tiny/classifier.parquet")

@@ -68,6 +68,8 @@ STAGES = {
 for _name in DATASETS:
     if _name not in config["datasets"]:
         raise ValueError(f"run.datasets names {_name!r}, which is not under `datasets:` in the config")
+# the checkpoints that rule create_random_model makes (random weights); "None": no weights at all
+RANDOM_CHECKPOINT = r"resources/models/random-[\w.-]+-seed\d+\.pt|None"
 for _name in MODELS:
     if _name not in config["models"]:
         raise ValueError(f"run.models names {_name!r}, which is not under `models:` in the config")
@@ -75,7 +77,7 @@ for _name in MODELS:
     if (
         _spec.is_local_file
         and not os.path.isfile(_spec.pretrained)
-        and not re.fullmatch(r"resources/models/random-[\w.-]+-seed\d+\.pt", _spec.pretrained)
+        and not re.fullmatch(RANDOM_CHECKPOINT, _spec.pretrained)
     ):  # a random checkpoint of that name is made by the rule create_random_model
         raise ValueError(
             f"models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
@@ -117,6 +119,11 @@ def manifest_params(wildcards):
 def model_spec(wildcards):
     """The model entry (arch, pretrained, cache_dir) as a plain dict for s3a.models.ModelSpec."""
     return dict(config["models"][wildcards.model])
+
+
+def random_weight_models():
+    """Models with random weights: no pretrained weights, or a checkpoint of rule create_random_model."""
+    return [m for m in MODELS if re.fullmatch(RANDOM_CHECKPOINT, str(config["models"][m].get("pretrained")))]
 
 
 def model_checkpoint(wildcards):

@@ -37,6 +37,7 @@ rule summarize:
     localrule: True
     params:
         oov={name: config["datasets"][name]["oov"] for name in DATASETS},
+        random_weights=random_weight_models(),
     script:
         "../scripts/summarize.py"
 

@@ -23,6 +23,11 @@ def main(smk) -> None:
             gt = gt_vocab_index(list(manifest.wnid), list(manifest.class_name), vocabulary)
             gt = pd.Series(gt, index=manifest.image_id).loc[partition.image_id].to_numpy()
             rows["candidate_recall"] = candidate_recall(partition.cluster.to_numpy(), candidates, gt)
+        # images of the split that could not be read, hence have no prediction
+        rows.insert(
+            rows.columns.get_loc("n") + 1, "skipped", [int((manifest.split == s).sum()) for s in rows.split]
+        )
+        rows["skipped"] -= rows["n"]
         rows.insert(0, "dataset", smk.wildcards.dataset)
         rows.insert(1, "model", smk.wildcards.model)
         rows.insert(2, "stage", smk.wildcards.stage)

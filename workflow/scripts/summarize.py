@@ -7,7 +7,7 @@ from s3a.report import comparison_table, summarize, summary_markdown
 
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
-        summary = summarize([read_table(path) for path in smk.input])
+        summary = summarize([read_table(path) for path in smk.input], smk.params.random_weights)
         write_table(summary, smk.output.table)
         with atomic_path(smk.output.markdown) as tmp:
             tmp.write_text(summary_markdown(summary) + "\n")

@@ -145,6 +145,7 @@ def build_imagefolder(root: str, test_fraction: float = 0.0, seed: int = 0) -> p
         for d in tqdm(list_subdirs(top), desc=f"imagefolder: {split}", unit="class", leave=False):
             files = list_images(top / d)
             if not files:
+                log.warning("imagefolder: class folder %s holds no images; it is skipped", top / d)
                 continue
             name, wnid = _folder_class(d)
             key = wnid or name
@@ -166,7 +167,30 @@ def build_imagefolder(root: str, test_fraction: float = 0.0, seed: int = 0) -> p
     if wnids:
         for wnid, name in zip(wnids, lookup_wnid_names(wnids), strict=True):
             infos[wnid] = (name, wnid)
+    warn_out_of_vocabulary(sorted(name for name, wnid in infos.values() if wnid is None), dataset)
     return make_manifest(rows, infos, dataset)
+
+
+def warn_out_of_vocabulary(class_names: list[str], dataset: str) -> list[str]:
+    """Log a warning naming the class names that are not vocabulary names; return them.
+
+    Their images count as out of vocabulary: the exact top-1 cannot be right for them (the soft
+    accuracy still scores them). Name a folder by its vocabulary name or wnid to avoid it.
+    """
+    from s3a.vocab import load_synsets  # local import: the vocabulary module is heavier than this one
+
+    known = set(load_synsets()["name"])
+    unknown = [n for n in class_names if n not in known]
+    if unknown:
+        log.warning(
+            "%s: %d of %d class folder names are not vocabulary names (%s): their images count as out of "
+            "vocabulary; rename a folder to a WordNet name (e.g. golden_retriever) or its wnid to fix",
+            dataset,
+            len(unknown),
+            len(class_names),
+            ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""),
+        )
+    return unknown
 
 
 #: the class name every image of an unlabeled folder carries (there is no ground truth)

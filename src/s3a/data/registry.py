@@ -114,4 +114,8 @@ def build_manifest(kind: str, params: Mapping[str, Any] | None = None) -> pd.Dat
             f"{kind}: missing required parameter(s) {', '.join(missing)}; accepted: {', '.join(accepted)}"
         )
     log.info("building the %s manifest with %s", kind, params)
-    return validate_manifest(DATASETS[kind](**params), kind)
+    manifest = validate_manifest(DATASETS[kind](**params), kind)
+    if kind not in UNLABELED_KINDS:
+        for split in sorted(set(SPLITS) - set(manifest["split"])):
+            log.warning("%s: the %s split is empty (no images); its results will be empty", kind, split)
+    return manifest
