@@ -49,8 +49,7 @@ rule all_embeddings:
 
 
 onsuccess:
-    # the run's last line: where the names are
-    for path in names_targets():
-        print(
-            f"Names of every image: {path[: -len('.parquet')]}.csv; gallery: {os.path.dirname(path)}/gallery/index.html"
-        )
+    # where the names are, as the run's last lines (after Snakemake's own closing log line)
+    import atexit
+
+    atexit.register(print_names_paths)

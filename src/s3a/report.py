@@ -16,6 +16,8 @@ from s3a.io import atomic_path, read_table
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
 METRIC_COLUMNS = ["n", "skipped", "top1", "cluster_acc", "soft_acc", "oov_fraction"]
 
+#: the stages in the order the pipeline makes them
+STAGE_ORDER = ("zeroshot", "structural", "student", "teacher")
 #: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on test
 COMPARED = (("zeroshot", "train"), ("structural", "train"), ("student", "test"), ("teacher", "test"))
 
@@ -54,7 +56,11 @@ def summarize(tables: Sequence[pd.DataFrame], random_models: Sequence[str] = ())
     if duplicated.any():
         raise ValueError(f"duplicate metric rows:\n{summary.loc[duplicated, KEY_COLUMNS]}")
     summary["random_weights"] = summary["model"].isin(list(random_models))
-    return summary.sort_values(KEY_COLUMNS, ignore_index=True)
+    # stages in pipeline order, the other keys alphabetically
+    rank = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    return summary.sort_values(
+        KEY_COLUMNS, key=lambda c: c.map(rank) if c.name == "stage" else c, ignore_index=True
+    )
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:

@@ -33,6 +33,9 @@ def test_summarize_sorts_and_rejects_duplicates():
     summary = summarize([rows("b", [1.0, 2.0]), rows("a", [3.0, 4.0])])
     assert list(summary.dataset) == ["a", "a", "b", "b"]
     assert list(summary.split) == ["test", "train", "test", "train"]
+    stages = [rows("a", [1.0, 2.0]).assign(stage=s) for s in ("teacher", "zeroshot", "student", "structural")]
+    order = summarize(stages).stage.drop_duplicates().tolist()
+    assert order == ["zeroshot", "structural", "student", "teacher"]  # pipeline order
     with pytest.raises(ValueError, match="duplicate"):
         summarize([rows("a", [1.0, 2.0]), rows("a", [1.0, 2.0])])
 

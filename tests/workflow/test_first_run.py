@@ -34,6 +34,7 @@ def test_make_demo_resumes_after_a_kill_and_takes_extra_arguments():
     command = _make("-n", "demo", "VENV=/nonexistent-venv", "ARGS=--unlock --quiet")
     line = next(s for s in command.splitlines() if "snakemake" in s and "--configfile" in s)
     assert "--rerun-incomplete" in line and line.rstrip().endswith("--unlock --quiet")
+    assert "--printshellcmds" not in line  # it prints "Shell command: None" for every script rule
 
 
 def test_clean_demo_leaves_nothing_that_changes_the_next_run(tmp_path):

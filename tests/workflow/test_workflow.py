@@ -249,3 +249,14 @@ def test_report_has_the_comparison_and_the_figures(demo_run):
     assert table.count("<td>shapes</td>") == 1 and table.count("<td>shapes2</td>") == 1
     for column in ("paper_s3a_acc", "structural_train_acc", "student_test_acc", "teacher_test_clu"):
         assert f"<th>{column}</th>" in table
+
+
+@pytest.mark.slow
+def test_report_includes_the_gallery(demo_run):
+    """`snakemake --report` after a run, as the README says, holds the gallery of each dataset."""
+    result = run_snakemake(
+        ["--configfile", "config/two.yaml", "--report", "report.html"], demo_run, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (demo_run / "report.html").read_text()
+    assert "Gallery" in report and "gallery" in report and "index.html" in report

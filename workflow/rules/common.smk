@@ -164,6 +164,13 @@ def gallery_targets():
     return per_dataset("results/{dataset}/{model}/gallery")
 
 
+def print_names_paths():
+    """The run's closing lines: the names table and the gallery of each dataset and model."""
+    for path in names_targets():
+        folder = os.path.dirname(path)
+        print(f"Names of every image: {folder}/names.csv; gallery: {folder}/gallery/index.html")
+
+
 def names_inputs(wildcards):
     """The final model's (student's) predictions and the zero-shot names of every split, and clusters."""
     splits = dataset_splits(wildcards.dataset)

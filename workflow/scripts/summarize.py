@@ -14,7 +14,7 @@ def main(smk) -> None:
         comparison = comparison_table(summary, dict(smk.params.oov))
         with atomic_path(smk.output.comparison) as tmp:
             tmp.write_text(comparison.to_html(index=False, float_format="%.2f", na_rep="-"))
-        log.info("summary of %d metric rows:\n%s", len(summary), summary_markdown(summary))
+        log.info("summary of %d metric rows: %s", len(summary), smk.output.markdown)
 
 
 if __name__ == "__main__":
