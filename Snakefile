@@ -8,6 +8,10 @@ min_version("9.19")
 # a `--configfile` given on the command line replaces the default config (no merge); `--config` updates it
 CONFIGFILES = ["config/config.yaml"]
 if not workflow.overwrite_configfiles:
+    from s3a.configcheck import yaml_problem
+
+    if problem := yaml_problem(CONFIGFILES[0]):  # file, line and column, not Snakemake's generic message
+        raise SystemExit(f"Configuration error: {problem}")
 
     configfile: "config/config.yaml"
 

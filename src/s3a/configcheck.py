@@ -16,10 +16,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-__all__ = ["config_problem", "dataset_problems", "missing_roots"]
+__all__ = ["config_problem", "dataset_problems", "missing_roots", "yaml_problem"]
 
 #: JSON Schema bound keyword -> how a message writes it
 BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
@@ -133,3 +134,17 @@ def missing_roots(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str
         if not os.path.isdir(path):
             lines.append(f"datasets.{name}.params.root: no folder {path}")
     return lines
+
+
+def yaml_problem(path: str | os.PathLike[str]) -> str | None:
+    """``"<path>: line L, column C: <what>"`` when the file is not valid YAML, else None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            yaml.safe_load(f)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{os.fspath(path)}: {where}{exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return f"{os.fspath(path)}: {exc}"
+    return None

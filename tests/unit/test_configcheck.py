@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from s3a.configcheck import config_problem, dataset_problems, missing_roots
+from s3a.configcheck import config_problem, dataset_problems, missing_roots, yaml_problem
 from tests.conftest import REPO
 
 SCHEMA = json.loads((REPO / "config" / "config.schema.json").read_text())
@@ -59,3 +59,12 @@ def test_dataset_params_are_checked_against_the_builder(tmp_path):
     assert missing_roots(datasets, ["a", "d"]) == [f"datasets.d.params.root: no folder {tmp_path / 'absent'}"]
     downloads = {"e": {"kind": "cifar100", "params": {"root": str(tmp_path / "x"), "download": True}}}
     assert missing_roots(downloads, ["e"]) == []
+
+
+def test_invalid_yaml_names_file_line_and_column(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("datasets:\n  a: {kind: folder\n  b: 1\n")
+    line = yaml_problem(path)
+    assert line.startswith(f"{path}: line 3, column 4: ") and "\n" not in line
+    path.write_text("datasets:\n  a: {kind: folder}\n")
+    assert yaml_problem(path) is None

@@ -73,3 +73,15 @@ def test_dataset_parameters_are_checked_before_any_job(tmp_path):
         "seed, test_fraction; did you mean 'images_per_class'?"
     ]
     assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+def test_invalid_yaml_in_the_default_config_names_line_and_column(tmp_path):
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    config = work / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("    k: 1000\n", "    k: 1000\n   bad: [\n", 1))
+    result = run_snakemake(["-n"], work, timeout=300)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Configuration error: config/config.yaml: line "), lines
+    assert ", column " in lines[0]
