@@ -186,3 +186,38 @@ def test_a_missing_thumbnail_is_caught_by_the_browser_check(tmp_path):
     victim.unlink()
     result = check_in_chromium(out / "index.html", tmp_path / "shot.png")
     assert result["broken"] == [f"thumbs/{victim.name}"] and result["errors"]
+
+
+def test_build_gallery_adapter(tmp_path):
+    import runpy
+    from types import SimpleNamespace
+
+    from s3a.io import write_embeddings, write_table
+
+    manifest, vocabulary, structural, descriptions, names, (ids, emb) = _gallery_inputs(tmp_path)
+    files = {}
+    for key, table in {
+        "manifest": manifest,
+        "vocabulary": vocabulary,
+        "structural": structural,
+        "descriptions": descriptions,
+        "names": names,
+    }.items():
+        files[key] = str(tmp_path / f"{key}.parquet")
+        write_table(table, files[key])
+    files["embeddings"] = str(tmp_path / "embed.parquet")
+    write_embeddings(ids, emb, files["embeddings"])
+    smk = SimpleNamespace(
+        input=SimpleNamespace(**files),
+        output=[str(tmp_path / "out" / "gallery")],
+        params=SimpleNamespace(
+            gallery={"typical": 2, "random": 1, "thumbnail_px": 32, "seed": 0}, labelled=True
+        ),
+        wildcards=SimpleNamespace(dataset="pets", model="tiny"),
+        log=[str(tmp_path / "gallery.log")],
+    )
+    runpy.run_path(str(REPO / "workflow" / "scripts" / "build_gallery.py"), run_name="adapter")["main"](smk)
+    page = (tmp_path / "out" / "gallery" / "index.html").read_text()
+    assert page.count('<section class="card"') == 2 and "pets: classes discovered with tiny" in page
+    assert len(list((tmp_path / "out" / "gallery" / "thumbs").glob("*.jpg"))) == 6
+    assert "2 cards, 6 thumbnails" in (tmp_path / "gallery.log").read_text()

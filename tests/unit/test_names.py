@@ -61,3 +61,47 @@ def test_names_table_joins_final_zero_shot_and_clusters(tmp_path):
     bad = final.assign(image_id=[2, 9])
     with pytest.raises(ValueError, match="missing from the manifest"):
         names_table(manifest, vocabulary, bad, zeroshot, clusters)
+
+
+def test_name_images_adapter(tmp_path):
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from s3a.io import write_table
+
+    tables = {
+        "manifest": pd.DataFrame(
+            {"image_id": [0, 1], "path": ["/a.jpg", "/b.jpg"], "split": ["train", "test"]}
+        ),
+        "vocabulary": pd.DataFrame({"vocab_index": [0, 1, 2], "name": ["cat", "dog", "fox"]}),
+        "train": pd.DataFrame(
+            {"image_id": [0], "student_vocab_index": [2], "student_score": [0.7], "student_runner_ups": [[0]]}
+        ),
+        "test": pd.DataFrame(
+            {"image_id": [1], "student_vocab_index": [1], "student_score": [0.6], "student_runner_ups": [[2]]}
+        ),
+        "zs_train": pd.DataFrame({"image_id": [0], "pred_vocab_index": [0], "score": [0.5]}),
+        "zs_test": pd.DataFrame({"image_id": [1], "pred_vocab_index": [1], "score": [0.4]}),
+        "structural": pd.DataFrame({"image_id": [0], "vocab_index": [2], "cluster": [0]}),
+    }
+    paths = {k: str(tmp_path / f"{k}.parquet") for k in tables}
+    for key, table in tables.items():
+        write_table(table, paths[key])
+    smk = SimpleNamespace(
+        input=SimpleNamespace(
+            manifest=paths["manifest"],
+            vocabulary=paths["vocabulary"],
+            final=[paths["train"], paths["test"]],
+            zeroshot=[paths["zs_train"], paths["zs_test"]],
+            structural=paths["structural"],
+        ),
+        output=SimpleNamespace(table=str(tmp_path / "names.parquet"), csv=str(tmp_path / "names.csv")),
+        log=[str(tmp_path / "names.log")],
+    )
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "name_images.py"
+    runpy.run_path(str(script), run_name="adapter")["main"](smk)
+    table = pd.read_parquet(tmp_path / "names.parquet")
+    assert table.name.tolist() == ["fox", "dog"] and table.zeroshot_name.tolist() == ["cat", "dog"]
+    assert table.runner_up_names.map(list).tolist() == [["cat"], ["fox"]]
+    assert pd.read_csv(tmp_path / "names.csv").split.tolist() == ["train", "test"]
