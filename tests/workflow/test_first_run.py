@@ -50,6 +50,7 @@ def test_clean_demo_leaves_nothing_that_changes_the_next_run(tmp_path):
         ".snakemake/locks/0.input.lock",
         ".snakemake/metadata/cmVzdWx0cw==",
         "report.html",
+        "report.zip",
     ]
     kept = ["resources/train/imagenet1k/vit_b16/state.pt", "config/config.yaml"]
     for path in left + kept:

@@ -253,10 +253,16 @@ def test_report_has_the_comparison_and_the_figures(demo_run):
 
 @pytest.mark.slow
 def test_report_includes_the_gallery(demo_run):
-    """`snakemake --report` after a run, as the README says, holds the gallery of each dataset."""
+    """`snakemake --report report.zip` after a run, as the README says, holds each gallery folder."""
+    import zipfile
+
     result = run_snakemake(
-        ["--configfile", "config/two.yaml", "--report", "report.html"], demo_run, timeout=600
+        ["--configfile", "config/two.yaml", "--report", "report.zip"], demo_run, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = (demo_run / "report.html").read_text()
-    assert "Gallery" in report and "gallery" in report and "index.html" in report
+    names = zipfile.ZipFile(demo_run / "report.zip").namelist()
+    assert "report/report.html" in names
+    pages = [n for n in names if n.endswith("/index.html")]
+    assert len(pages) == 2  # shapes and shapes2
+    for page in pages:
+        assert any(n.startswith(page[: -len("index.html")] + "thumbs/") for n in names)
