@@ -211,7 +211,9 @@ def test_build_gallery_adapter(tmp_path):
         input=SimpleNamespace(**files),
         output=[str(tmp_path / "out" / "gallery")],
         params=SimpleNamespace(
-            gallery={"typical": 2, "random": 1, "thumbnail_px": 32, "seed": 0}, labelled=True
+            gallery={"typical": 2, "random": 1, "thumbnail_px": 32, "seed": 0},
+            labelled=True,
+            note="Model tiny has random weights.",
         ),
         wildcards=SimpleNamespace(dataset="pets", model="tiny"),
         log=[str(tmp_path / "gallery.log")],
@@ -219,5 +221,6 @@ def test_build_gallery_adapter(tmp_path):
     runpy.run_path(str(REPO / "workflow" / "scripts" / "build_gallery.py"), run_name="adapter")["main"](smk)
     page = (tmp_path / "out" / "gallery" / "index.html").read_text()
     assert page.count('<section class="card"') == 2 and "pets: classes discovered with tiny" in page
+    assert "Model tiny has random weights." in page
     assert len(list((tmp_path / "out" / "gallery" / "thumbs").glob("*.jpg"))) == 6
     assert "2 cards, 6 thumbnails" in (tmp_path / "gallery.log").read_text()

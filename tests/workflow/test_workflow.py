@@ -193,6 +193,7 @@ def test_demo_runs_end_to_end(demo_run):
     gallery = (work / "results/shapes/tiny/gallery/index.html").read_text()
     assert gallery.count('<section class="card"') == labels.cluster.nunique()
     assert gallery.count("majority true class") == labels.cluster.nunique()
+    assert "Model tiny has random weights" in gallery
     # the classifier covers the whole vocabulary
     vocabulary = pd.read_parquet(work / "results/vocabulary/vocabulary.parquet")
     classifier = pd.read_parquet(work / "results/vocabulary/tiny/classifier.parquet")

@@ -184,6 +184,13 @@ def names_inputs(wildcards):
     }
 
 
+def gallery_note(wildcards):
+    """The gallery's note: plain words when the model has random weights (the demo's)."""
+    if wildcards.model in random_weight_models():
+        return f"Model {wildcards.model} has random weights: these names are meaningless."
+    return "Names from the self-trained student; cards are the discovered classes."
+
+
 def is_labelled(wildcards):
     return wildcards.dataset in LABELLED
 

@@ -105,5 +105,6 @@ rule build_gallery:
     params:
         gallery=config["names"]["gallery"],
         labelled=is_labelled,
+        note=gallery_note,
     script:
         "../scripts/build_gallery.py"

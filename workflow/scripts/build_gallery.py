@@ -21,7 +21,7 @@ def main(smk) -> None:
         )
         title = f"{smk.wildcards.dataset}: classes discovered with {smk.wildcards.model}"
         paths = dict(zip(manifest.image_id, manifest.path, strict=True))
-        n = write_gallery(cards, paths, smk.output[0], params, title=title)
+        n = write_gallery(cards, paths, smk.output[0], params, title=title, note=smk.params.note)
         log.info("%d cards, %d thumbnails in %s", len(cards), n, smk.output[0])
 
 
