@@ -68,7 +68,7 @@ STAGES = {
 for _name in DATASETS:
     if _name not in config["datasets"]:
         raise ValueError(f"run.datasets names {_name!r}, which is not under `datasets:` in the config")
-# the checkpoints that rule create_random_model makes (random weights); "None": no weights at all
+# the checkpoints that create_random_model makes (random weights); "None": no weights at all
 RANDOM_CHECKPOINT = r"resources/models/random-[\w.-]+-seed\d+\.pt|None"
 for _name in MODELS:
     if _name not in config["models"]:
@@ -122,7 +122,7 @@ def model_spec(wildcards):
 
 
 def random_weight_models():
-    """Models with random weights: no pretrained weights, or a checkpoint of rule create_random_model."""
+    """Models with random weights: no pretrained weights, or a checkpoint made by create_random_model."""
     return [m for m in MODELS if re.fullmatch(RANDOM_CHECKPOINT, str(config["models"][m].get("pretrained")))]
 
 
