@@ -13,14 +13,15 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-__all__ = ["config_problem", "dataset_problems", "missing_roots", "yaml_problem"]
+__all__ = ["add_folder_dataset", "config_problem", "dataset_problems", "missing_roots", "yaml_problem"]
 
 #: JSON Schema bound keyword -> how a message writes it
 BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
@@ -148,3 +149,25 @@ def yaml_problem(path: str | os.PathLike[str]) -> str | None:
     except yaml.YAMLError as exc:
         return f"{os.fspath(path)}: {exc}"
     return None
+
+
+def add_folder_dataset(config: MutableMapping[str, Any]) -> str:
+    """``--config folder=PATH``: add an unlabeled ``folder`` dataset and make it the only one run.
+
+    The dataset is named after the folder, lower-cased with other characters than letters, digits
+    and ``_`` turned into ``_`` (``/home/me/My Photos`` -> ``my_photos``; ``folder_<name>`` when a
+    different entry already has that name). Its entry: kind ``folder``, the absolute root, ``k: auto``
+    with the K search starting at 2 (a photo folder may hold few images and few classes).
+
+    Returns:
+        the dataset name; ``config["datasets"]`` and ``config["run"]["datasets"]`` are updated.
+    """
+    root = os.path.abspath(os.path.expanduser(str(config["folder"])))
+    name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
+    entry = {"kind": "folder", "params": {"root": root}, "k": "auto", "k_search": {"lo": 2}}
+    datasets = config.setdefault("datasets", {})
+    if name in datasets and datasets[name] != entry:
+        name = f"folder_{name}"
+    datasets[name] = entry
+    config.setdefault("run", {})["datasets"] = [name]
+    return name

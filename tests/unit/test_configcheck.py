@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from s3a.configcheck import config_problem, dataset_problems, missing_roots, yaml_problem
+from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots, yaml_problem
 from tests.conftest import REPO
 
 SCHEMA = json.loads((REPO / "config" / "config.schema.json").read_text())
@@ -68,3 +68,21 @@ def test_invalid_yaml_names_file_line_and_column(tmp_path):
     assert line.startswith(f"{path}: line 3, column 4: ") and "\n" not in line
     path.write_text("datasets:\n  a: {kind: folder}\n")
     assert yaml_problem(path) is None
+
+
+def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
+    config = _demo()
+    assert add_folder_dataset({**config, "folder": str(tmp_path / "My Photos 2024")}) == "my_photos_2024"
+    config["folder"] = str(tmp_path / "My Photos 2024")
+    name = add_folder_dataset(config)
+    assert config["run"]["datasets"] == [name] and "shapes" in config["datasets"]
+    assert config["datasets"][name] == {
+        "kind": "folder",
+        "params": {"root": str(tmp_path / "My Photos 2024")},
+        "k": "auto",
+        "k_search": {"lo": 2},
+    }
+    assert config_problem(config, SCHEMA, "x") is None
+    clash = _demo()
+    clash["folder"] = str(tmp_path / "shapes")  # a dataset of that name exists already
+    assert add_folder_dataset(clash) == "folder_shapes" and clash["datasets"]["shapes"]["kind"] == "generated"

@@ -8,21 +8,9 @@ import sys
 
 from snakemake.utils import validate
 
-from s3a.configcheck import config_problem, dataset_problems, missing_roots
+from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
-
-
-def add_folder_dataset(config):
-    """`--config folder=PATH`: an unlabeled `folder` dataset named after the folder, run alone."""
-    root = os.path.abspath(os.path.expanduser(str(config["folder"])))
-    name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
-    entry = {"kind": "folder", "params": {"root": root}, "k": "auto", "k_search": {"lo": 2}}
-    datasets = config.setdefault("datasets", {})
-    if name in datasets and datasets[name] != entry:
-        name = f"folder_{name}"
-    datasets[name] = entry
-    config.setdefault("run", {})["datasets"] = [name]
 
 
 def check_config(config):
