@@ -9,6 +9,8 @@ LOCAL_SLURM := ci/local-slurm.sh
 SLURM ?= 1
 # e.g. `make test PYTEST_ARGS=tests/integration`
 PYTEST_ARGS ?=
+# extra Snakemake arguments of `make demo`, e.g. `make demo ARGS="--unlock"` or `ARGS="-n"`
+ARGS ?=
 
 .PHONY: demo test lint venv clean-demo
 
@@ -21,9 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $@
 
-## demo: the whole pipeline on the embedded default (generated images, tiny random model, CPU)
+## demo: the whole pipeline on the embedded default (generated images, tiny random model, CPU);
+## --rerun-incomplete: after a hard kill, `make demo` again resumes
 demo: venv
-	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES) --printshellcmds
+	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES) --rerun-incomplete $(ARGS)
 	@$(BIN)/python -m s3a.report results/summary.parquet
 
 ## test: lint, workflow checks and every test tier that runs here; the cluster tier runs on a local
@@ -47,5 +50,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
+## clean-demo: everything a demo run leaves (results, generated data, model, training state,
+## Snakemake's metadata, incomplete markers and locks, the report), so the next run starts afresh
 clean-demo:
-	rm -rf results/ resources/demo resources/models logs/ benchmarks/*/
+	rm -rf results/ resources/demo resources/models resources/train/shapes logs/ benchmarks/*/ .snakemake/ report.html report.zip

@@ -6,7 +6,12 @@ min_version("9.19")
 
 
 # a `--configfile` given on the command line replaces the default config (no merge); `--config` updates it
+CONFIGFILES = ["config/config.yaml"]
 if not workflow.overwrite_configfiles:
+    from s3a.configcheck import yaml_problem
+
+    if problem := yaml_problem(CONFIGFILES[0]):  # file, line and column, not Snakemake's generic message
+        raise SystemExit(f"Configuration error: {problem}")
 
     configfile: "config/config.yaml"
 
@@ -25,8 +30,16 @@ report: "workflow/report/workflow.rst"
 rule all:
     default_target: True
     input:
-        "results/summary.parquet",
+        summary_targets(),
         report_targets(),
+        names_targets(),
+        gallery_targets(),
+
+
+rule all_names:
+    input:
+        names_targets(),
+        gallery_targets(),
 
 
 rule all_zero_shot:
@@ -37,3 +50,10 @@ rule all_zero_shot:
 rule all_embeddings:
     input:
         embedding_targets(),
+
+
+onsuccess:
+    # where the names are, as the run's last lines (after Snakemake's own closing log line)
+    import atexit
+
+    atexit.register(print_names_paths)

@@ -18,17 +18,21 @@ def log_to(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> It
 
     A rule adapter wraps its body in ``with log_to(snakemake.log[0]):`` so the log file holds the
     progress messages and, on failure, the one-line reason before the exception propagates.
+    ``level`` applies to the ``s3a`` loggers; other libraries' records (open_clip, httpx, ...) pass
+    from WARNING up, unless ``level`` is DEBUG, which shows everything.
     """
     root = logging.getLogger()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(path, mode="w"))
-    old_level = root.level
+    ours = logging.getLogger("s3a")
+    old_level, old_ours = root.level, ours.level
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(h)
-    root.setLevel(level)
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    ours.setLevel(level)
     try:
         yield logging.getLogger("s3a")
     except Exception as exc:
@@ -39,3 +43,4 @@ def log_to(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> It
             root.removeHandler(h)
             h.close()
         root.setLevel(old_level)
+        ours.setLevel(old_ours)

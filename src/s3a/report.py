@@ -14,8 +14,10 @@ import pandas as pd
 from s3a.io import atomic_path, read_table
 
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
-METRIC_COLUMNS = ["n", "top1", "cluster_acc", "soft_acc"]
+METRIC_COLUMNS = ["n", "skipped", "top1", "cluster_acc", "soft_acc", "oov_fraction"]
 
+#: the stages in the order the pipeline makes them
+STAGE_ORDER = ("zeroshot", "structural", "student", "student_best", "teacher")
 #: (stage, split) pairs of the comparison table: baselines and labels on train, trained models on
 #: test; ``student``/``teacher`` are the last epoch, ``student_best`` the best epoch selected on test
 COMPARED = (
@@ -47,8 +49,13 @@ PUBLISHED = pd.DataFrame(
 )
 
 
-def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def summarize(tables: Sequence[pd.DataFrame], random_models: Sequence[str] = ()) -> pd.DataFrame:
     """Concatenate metric rows of every dataset, model and stage, sorted by their keys.
+
+    Args:
+        tables: metric rows (``evaluate`` outputs).
+        random_models: model keys whose weights are random (the demo's): their rows get
+            ``random_weights`` True, and :func:`summary_markdown` says so in words.
 
     Raises:
         ValueError: two rows share the same (dataset, model, stage, label_set, split) key.
@@ -61,18 +68,33 @@ def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     selection = summary["selection"] if "selection" in summary else pd.Series(pd.NA, index=summary.index)
     trained = summary.stage.isin(["student", "teacher"])
     summary["selection"] = selection.where(selection.notna(), trained.map({True: LAST_EPOCH, False: ""}))
-    return summary.sort_values(KEY_COLUMNS, ignore_index=True)
+    summary["random_weights"] = summary["model"].isin(list(random_models))
+    # stages in pipeline order, the other keys alphabetically
+    rank = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    return summary.sort_values(
+        KEY_COLUMNS, key=lambda c: c.map(rank) if c.name == "stage" else c, ignore_index=True
+    )
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
     """A Markdown table of the summary (accuracies in percent, one decimal), with the ``selection``
-    of each trained model's row (last epoch, or best epoch selected on the test split)."""
+    of each trained model's row (last epoch, or best epoch selected on the test split), and a plain
+    note below it when a model has random weights."""
     columns = KEY_COLUMNS + METRIC_COLUMNS + ["selection"]
     shown = summary[[c for c in columns if c in summary.columns]].copy()
     for column in ("top1", "cluster_acc", "soft_acc"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
-    return shown.to_markdown(index=False)
+    if "oov_fraction" in shown:
+        shown["oov_fraction"] = shown["oov_fraction"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
+    text = shown.to_markdown(index=False)
+    if "random_weights" in summary and summary["random_weights"].any():
+        models = ", ".join(sorted(summary.loc[summary["random_weights"], "model"].unique()))
+        text += (
+            f"\n\nNote: model {models} has random weights, so these accuracies are meaningless: they show "
+            "that the pipeline runs end to end, not how well S3A works."
+        )
+    return text
 
 
 def comparison_table(summary: pd.DataFrame, oov: dict[str, bool] | None = None) -> pd.DataFrame:

@@ -61,7 +61,7 @@ def imagenet_tree(tmp_path_factory) -> Path:
 def test_registry_lists_every_kind():
     assert set(DATASETS) == {
         "imagenet1k", "imagenet100", "living17", "nonliving26", "entity13", "entity30",
-        "stanford_dogs", "caltech101", "cifar100", "oxford_pet", "imagefolder", "generated",
+        "stanford_dogs", "caltech101", "cifar100", "oxford_pet", "imagefolder", "generated", "folder",
     }  # fmt: skip
     assert all(callable(b) and b.__doc__ for b in DATASETS.values())
 

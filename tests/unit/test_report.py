@@ -1,4 +1,5 @@
 import math
+import re
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,9 @@ def test_summarize_sorts_and_rejects_duplicates():
     summary = summarize([rows("b", [1.0, 2.0]), rows("a", [3.0, 4.0])])
     assert list(summary.dataset) == ["a", "a", "b", "b"]
     assert list(summary.split) == ["test", "train", "test", "train"]
+    stages = [rows("a", [1.0, 2.0]).assign(stage=s) for s in ("teacher", "zeroshot", "student", "structural")]
+    order = summarize(stages).stage.drop_duplicates().tolist()
+    assert order == ["zeroshot", "structural", "student", "teacher"]  # pipeline order
     with pytest.raises(ValueError, match="duplicate"):
         summarize([rows("a", [1.0, 2.0]), rows("a", [1.0, 2.0])])
 
@@ -39,6 +43,20 @@ def test_summarize_sorts_and_rejects_duplicates():
 def test_markdown_shows_percentages_and_missing():
     text = summary_markdown(summarize([rows("a", [3.0, 4.25])]))
     assert "12.3" in text and "n/a" in text and "4.2" in text
+    assert "random weights" not in text
+
+
+def test_markdown_says_plainly_when_a_model_has_random_weights():
+    table = rows("a", [3.0, 4.25]).assign(skipped=[2, 0], oov_fraction=[0.25, 0.0])
+    summary = summarize([table, table.assign(model="real")], random_models=["m"])
+    assert summary.groupby("model").random_weights.all().to_dict() == {"m": True, "real": False}
+    text = summary_markdown(summary)
+    assert text.endswith(
+        "Note: model m has random weights, so these accuracies are meaningless: they "
+        "show that the pipeline runs end to end, not how well S3A works."
+    )
+    header = text.splitlines()[0]
+    assert "skipped" in header and "oov_fraction" in header and re.search(r"\|\s+0\.25 \|", text)
 
 
 def test_summarize_adapter_writes_table_and_markdown(tmp_path, capsys):
@@ -54,7 +72,7 @@ def test_summarize_adapter_writes_table_and_markdown(tmp_path, capsys):
             markdown=str(tmp_path / "s.md"),
             comparison=str(tmp_path / "c.html"),
         ),
-        params=SimpleNamespace(oov={"x": False, "y": True}),
+        params=SimpleNamespace(oov={"x": False, "y": True}, random_weights=["m"]),
         log=[str(tmp_path / "log.txt")],
     )
     runpy.run_path(str(SCRIPTS / "summarize.py"), run_name="adapter")["main"](smk)
@@ -63,7 +81,8 @@ def test_summarize_adapter_writes_table_and_markdown(tmp_path, capsys):
     assert "summary of 4 metric rows" in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "c.html").read_text().count("<tr>") == 2  # one row per dataset
     assert main([str(tmp_path / "s.parquet")]) == 0
-    assert "Results:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Results:" in printed and "Note: model m has random weights" in printed
     assert main([str(tmp_path / "missing.parquet")]) == 1
 
 

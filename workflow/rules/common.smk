@@ -2,13 +2,38 @@
 # each rule its inputs and the config slice it uses (so a config change reruns exactly what it touches).
 import json
 import os
+import re
 import shlex
 import sys
 
 from snakemake.utils import validate
 
+from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
+from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
 
+
+def check_config(config):
+    """Stop before any job with one line per config problem: file, key path, what is allowed."""
+    source = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
+    with open(workflow.source_path("../../config/config.schema.json")) as f:
+        problem = config_problem(config, json.load(f), source)
+    names = [
+        n for n in (config.get("run", {}).get("datasets") or config["datasets"]) if n in config["datasets"]
+    ]
+    problems = (
+        [problem] if problem else [f"{source}: {p}" for p in dataset_problems(config["datasets"], names)]
+    )
+    if problems:
+        raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
+    if not workflow.dryrun:
+        for line in missing_roots(config["datasets"], names):
+            logger.warning(f"Warning: {line} (jobs that need this dataset will stop)")
+
+
+if config.get("folder"):
+    add_folder_dataset(config)
+check_config(config)
 validate(config, "../../config/config.schema.json")
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
@@ -17,6 +42,8 @@ shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.e
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])
 SPLITS = list(config["splits"])
+# datasets with ground truth (evaluated); an unlabeled folder only gets names and a gallery
+LABELLED = [d for d in DATASETS if config["datasets"].get(d, {}).get("kind") not in UNLABELED_KINDS]
 # stage name -> its prediction file per split, the column holding vocabulary indices, and its splits
 # (discovery only sees the unlabeled train split)
 STAGES = {
@@ -29,9 +56,34 @@ STAGES = {
 for _name in DATASETS:
     if _name not in config["datasets"]:
         raise ValueError(f"run.datasets names {_name!r}, which is not under `datasets:` in the config")
+# the checkpoints that create_random_model makes (random weights); "None": no weights at all
+RANDOM_CHECKPOINT = r"resources/models/random-[\w.-]+-seed\d+\.pt|None"
 for _name in MODELS:
     if _name not in config["models"]:
         raise ValueError(f"run.models names {_name!r}, which is not under `models:` in the config")
+    _spec = ModelSpec(**config["models"][_name])
+    if (
+        _spec.is_local_file
+        and not os.path.isfile(_spec.pretrained)
+        and not re.fullmatch(RANDOM_CHECKPOINT, _spec.pretrained)
+    ):  # a random checkpoint of that name is made by the rule create_random_model
+        raise ValueError(
+            f"models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
+            "give the path of an existing .pt/.bin/.safetensors file, or an open_clip tag such as 'openai'"
+        )
+
+
+def dataset_splits(dataset):
+    """The splits of a dataset: an unlabeled folder has only `train` (every image is named there)."""
+    if dataset in LABELLED:
+        return SPLITS
+    return [s for s in SPLITS if s == "train"]
+
+
+def per_dataset(path, datasets=DATASETS):
+    """`path` expanded over datasets, models and each dataset's own splits."""
+    paths = [p for d in datasets for p in expand(path, dataset=d, model=MODELS, split=dataset_splits(d))]
+    return list(dict.fromkeys(paths))
 
 
 wildcard_constraints:
@@ -57,6 +109,11 @@ def model_spec(wildcards):
     return dict(config["models"][wildcards.model])
 
 
+def random_weight_models():
+    """Models with random weights: no pretrained weights, or a checkpoint made by create_random_model."""
+    return [m for m in MODELS if re.fullmatch(RANDOM_CHECKPOINT, str(config["models"][m].get("pretrained")))]
+
+
 def model_checkpoint(wildcards):
     """The model's checkpoint as an input when it is a local file (so it is built or tracked)."""
     spec = ModelSpec(**model_spec(wildcards))
@@ -80,15 +137,55 @@ def gpu_resources():
 
 
 def embedding_targets():
-    return expand(
-        "results/{dataset}/{model}/embed/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
-    )
+    return per_dataset("results/{dataset}/{model}/embed/{split}.parquet")
 
 
 def zero_shot_targets():
-    return expand(
-        "results/{dataset}/{model}/zeroshot/{split}.parquet", dataset=DATASETS, model=MODELS, split=SPLITS
-    )
+    return per_dataset("results/{dataset}/{model}/zeroshot/{split}.parquet")
+
+
+def names_targets():
+    return per_dataset("results/{dataset}/{model}/names.parquet")
+
+
+def gallery_targets():
+    return per_dataset("results/{dataset}/{model}/gallery")
+
+
+def print_names_paths():
+    """The run's closing lines: the names table and the gallery of each dataset and model."""
+    for path in names_targets():
+        folder = os.path.dirname(path)
+        print(f"Names of every image: {folder}/names.csv; gallery: {folder}/gallery/index.html")
+
+
+def names_inputs(wildcards):
+    """The final model's (student's) predictions and the zero-shot names of every split, and clusters."""
+    splits = dataset_splits(wildcards.dataset)
+    prefix = f"results/{wildcards.dataset}/{wildcards.model}"
+    return {
+        "manifest": f"results/{wildcards.dataset}/manifest.parquet",
+        "vocabulary": "results/vocabulary/vocabulary.parquet",
+        "final": [f"{prefix}/train/{s}.parquet" for s in splits],
+        "zeroshot": [f"{prefix}/zeroshot/{s}.parquet" for s in splits],
+        "structural": f"{prefix}/discover/structural_labels.parquet",
+    }
+
+
+def gallery_note(wildcards):
+    """The gallery's note: plain words when the model has random weights (the demo's)."""
+    if wildcards.model in random_weight_models():
+        return f"Model {wildcards.model} has random weights: these names are meaningless."
+    return "Names from the self-trained student; cards are the discovered classes."
+
+
+def is_labelled(wildcards):
+    return wildcards.dataset in LABELLED
+
+
+def k_search_params(wildcards):
+    """K-search settings: `discover.k_search` updated by the dataset's own `k_search` entry."""
+    return {**config["discover"]["k_search"], **dataset_entry(wildcards).get("k_search", {})}
 
 
 def stage_predictions(wildcards):
@@ -172,5 +269,10 @@ def evaluation_targets():
     """Every stage's metric rows, and the student's best epoch on test when there is a test split."""
     stages = list(STAGES) + (["student_best"] if "test" in SPLITS else [])
     return expand(
-        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=DATASETS, model=MODELS, stage=stages
+        "results/{dataset}/{model}/eval/{stage}.parquet", dataset=LABELLED, model=MODELS, stage=stages
     )
+
+
+def summary_targets():
+    """The cross-dataset summary, when some dataset has ground truth to evaluate."""
+    return ["results/summary.parquet"] if LABELLED else []

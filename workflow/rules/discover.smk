@@ -18,7 +18,7 @@ rule estimate_k:
     resources:
         **gpu_resources(),
     params:
-        search=config["discover"]["k_search"],
+        search=k_search_params,
     script:
         "../scripts/estimate_k.py"
 

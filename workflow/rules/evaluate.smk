@@ -1,4 +1,5 @@
-# Metrics per dataset, model, stage and split, and the cross-dataset summary.
+# Metrics per dataset, model, stage and split, the cross-dataset summary, and what a person reads:
+# the per-image names table and the gallery of the discovered classes.
 
 
 rule evaluate:
@@ -54,6 +55,7 @@ rule summarize:
     localrule: True
     params:
         oov={name: config["datasets"][name]["oov"] for name in DATASETS},
+        random_weights=random_weight_models(),
     script:
         "../scripts/summarize.py"
 
@@ -83,3 +85,44 @@ rule plot_run:
     localrule: True
     script:
         "../scripts/plot_run.py"
+
+
+rule name_images:
+    input:
+        unpack(names_inputs),
+    output:
+        table="results/{dataset}/{model}/names.parquet",
+        csv="results/{dataset}/{model}/names.csv",
+    log:
+        "logs/name_images/{dataset}/{model}.log",
+    localrule: True
+    script:
+        "../scripts/name_images.py"
+
+
+rule build_gallery:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        vocabulary="results/vocabulary/vocabulary.parquet",
+        structural="results/{dataset}/{model}/discover/structural_labels.parquet",
+        descriptions="results/{dataset}/{model}/discover/descriptions.parquet",
+        names="results/{dataset}/{model}/names.parquet",
+        embeddings="results/{dataset}/{model}/embed/train.parquet",
+    output:
+        report(
+            directory("results/{dataset}/{model}/gallery"),
+            htmlindex="index.html",
+            caption="../report/gallery.rst",
+            category="Gallery",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "figure": "gallery"},
+        ),
+    log:
+        "logs/build_gallery/{dataset}/{model}.log",
+    localrule: True
+    params:
+        gallery=config["names"]["gallery"],
+        labelled=is_labelled,
+        note=gallery_note,
+    script:
+        "../scripts/build_gallery.py"

@@ -55,5 +55,6 @@ rule predict:
         model=model_spec,
         batch_size=config["embed"]["batch_size"],
         decoder=config["embed"]["decoder"],
+        runner_ups=config["names"]["runner_ups"],
     script:
         "../scripts/predict.py"

@@ -26,6 +26,11 @@ def main(smk) -> None:
             rows["candidate_recall"] = candidate_recall(partition.cluster.to_numpy(), candidates, gt)
             # clusters the LLM could not describe (llm.on_failure: wordnet)
             rows["llm_fallback_clusters"] = len(wordnet_fallback_clusters(descriptions))
+        # images of the split that could not be read, hence have no prediction
+        rows.insert(
+            rows.columns.get_loc("n") + 1, "skipped", [int((manifest.split == s).sum()) for s in rows.split]
+        )
+        rows["skipped"] -= rows["n"]
         rows.insert(0, "dataset", smk.wildcards.dataset)
         rows.insert(1, "model", smk.wildcards.model)
         rows.insert(2, "stage", smk.wildcards.stage)

@@ -7,6 +7,7 @@ from s3a.embed import EmbedParams, encode_images, zero_shot
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
 from s3a.models import ModelSpec, load_clip
+from s3a.names import top_names
 
 
 def main(smk) -> None:
@@ -24,6 +25,10 @@ def main(smk) -> None:
             pred, score = zero_shot(result.embeddings, classifier)
             table["image_id"] = rows.image_id.to_numpy()[result.index]
             table[f"{role}_vocab_index"], table[f"{role}_score"] = vocab_ids[pred], score
+            if role == "student":  # the final model's next best names, for the names table
+                k = min(smk.params.runner_ups + 1, len(vocab_ids))
+                top, _ = top_names(result.embeddings, classifier, k)
+                table["student_runner_ups"] = list(vocab_ids[top[:, 1:]])
         log.info(
             "%s: %d images, student names %d",
             smk.wildcards.split,

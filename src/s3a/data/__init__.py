@@ -11,12 +11,13 @@ expected and how to get the data.
 """
 
 from .base import IMAGE_EXTENSIONS, MANIFEST_COLUMNS, DatasetError
-from .registry import DATASETS, build_manifest, builder_params, validate_manifest
+from .registry import DATASETS, UNLABELED_KINDS, build_manifest, builder_params, validate_manifest
 
 __all__ = [
     "DATASETS",
     "IMAGE_EXTENSIONS",
     "MANIFEST_COLUMNS",
+    "UNLABELED_KINDS",
     "DatasetError",
     "build_manifest",
     "builder_params",

@@ -1,4 +1,4 @@
-"""Class-per-folder datasets: Caltech-101 and any ``<root>/<class>/<image>`` tree.
+"""Folder datasets: Caltech-101, any ``<root>/<class>/<image>`` tree, and unlabeled photo folders.
 
 Per-class seeded splits follow :func:`s3a.data.base.seeded_split`: the files of a class are sorted by
 path, ``np.random.RandomState(seed).permutation(n)`` (a fresh generator per class) orders them, the
@@ -9,6 +9,7 @@ first ``n - n_test`` of that order are train and the rest test, with
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -17,6 +18,7 @@ from .base import (
     WNID_RE,
     DatasetError,
     abspath,
+    is_image,
     list_images,
     list_subdirs,
     lookup_wnid_names,
@@ -24,7 +26,14 @@ from .base import (
     seeded_split,
 )
 
-__all__ = ["build_caltech101", "build_imagefolder", "CALTECH_EXCLUDED"]
+__all__ = [
+    "build_caltech101",
+    "build_imagefolder",
+    "build_folder",
+    "walk_images",
+    "CALTECH_EXCLUDED",
+    "UNLABELED",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +145,7 @@ def build_imagefolder(root: str, test_fraction: float = 0.0, seed: int = 0) -> p
         for d in tqdm(list_subdirs(top), desc=f"imagefolder: {split}", unit="class", leave=False):
             files = list_images(top / d)
             if not files:
+                log.warning("imagefolder: class folder %s holds no images; it is skipped", top / d)
                 continue
             name, wnid = _folder_class(d)
             key = wnid or name
@@ -157,4 +167,77 @@ def build_imagefolder(root: str, test_fraction: float = 0.0, seed: int = 0) -> p
     if wnids:
         for wnid, name in zip(wnids, lookup_wnid_names(wnids), strict=True):
             infos[wnid] = (name, wnid)
+    warn_out_of_vocabulary(sorted(name for name, wnid in infos.values() if wnid is None), dataset)
     return make_manifest(rows, infos, dataset)
+
+
+def warn_out_of_vocabulary(class_names: list[str], dataset: str) -> list[str]:
+    """Log a warning naming the class names that are not vocabulary names; return them.
+
+    Their images count as out of vocabulary: the exact top-1 cannot be right for them (the soft
+    accuracy still scores them). Name a folder by its vocabulary name or wnid to avoid it.
+    """
+    from s3a.vocab import load_synsets  # local import: the vocabulary module is heavier than this one
+
+    known = set(load_synsets()["name"])
+    unknown = [n for n in class_names if n not in known]
+    if unknown:
+        log.warning(
+            "%s: %d of %d class folder names are not vocabulary names (%s): their images count as out of "
+            "vocabulary; rename a folder to a WordNet name (e.g. golden_retriever) or its wnid to fix",
+            dataset,
+            len(unknown),
+            len(class_names),
+            ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""),
+        )
+    return unknown
+
+
+#: the class name every image of an unlabeled folder carries (there is no ground truth)
+UNLABELED = "unlabeled"
+FOLDER_LAYOUT = "a folder of images, flat or in sub-folders of any depth"
+
+
+def walk_images(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted absolute paths of every image file under ``root``, at any depth.
+
+    Hidden files and hidden folders (names starting with ``.``) are skipped; symbolic links to files
+    and folders are followed (a folder reached twice through links is listed once); broken links
+    are skipped. Image files are those of :data:`s3a.data.base.IMAGE_EXTENSIONS`, in any case.
+    Cost: one ``scandir`` per folder, O(files) memory.
+    """
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(abspath(root), followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:  # a link cycle or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = os.path.join(top, name)
+            if is_image(name) and os.path.isfile(path):
+                found.append(path)
+    return sorted(found)
+
+
+def build_folder(root: str) -> pd.DataFrame:
+    """A folder of unlabeled images (your photos): every image is named, nothing is evaluated.
+
+    Layout: any tree of image files under ``root`` (flat, or nested at any depth; see
+    :func:`walk_images` for hidden files and links). Sub-folder names are *not* classes. Every image
+    is in the ``train`` split (S3A adapts on the unlabeled images it names) with ``class_index`` 0,
+    ``class_name`` :data:`UNLABELED` and ``wnid`` None; the workflow produces names and a gallery for
+    this kind, and no evaluation rows.
+
+    Args:
+        root: the photo folder.
+    """
+    base = abspath(root)
+    if not base.is_dir():
+        raise DatasetError(f"folder: no folder {base}; expected {FOLDER_LAYOUT}")
+    files = walk_images(base)
+    log.info("folder %s: %d image files", base, len(files))
+    rows = [(f, "train", UNLABELED) for f in files]
+    return make_manifest(rows, {UNLABELED: (UNLABELED, None)}, f"folder {base}", where=base)

@@ -13,12 +13,12 @@ import pandas as pd
 
 from .base import MANIFEST_COLUMNS, SPLITS, DatasetError
 from .breeds import build_entity13, build_entity30, build_living17, build_nonliving26
-from .folders import build_caltech101, build_imagefolder
+from .folders import build_caltech101, build_folder, build_imagefolder
 from .generated import build_generated
 from .imagenet import build_imagenet1k, build_imagenet100, build_stanford_dogs
 from .torchvision_sets import build_cifar100, build_oxford_pet
 
-__all__ = ["DATASETS", "build_manifest", "validate_manifest", "builder_params"]
+__all__ = ["DATASETS", "UNLABELED_KINDS", "build_manifest", "validate_manifest", "builder_params"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ DATASETS: dict[str, Builder] = {
     "oxford_pet": build_oxford_pet,
     "imagefolder": build_imagefolder,
     "generated": build_generated,
+    "folder": build_folder,
 }
+
+#: kinds without ground truth: the workflow names their images and evaluates nothing
+UNLABELED_KINDS: frozenset[str] = frozenset({"folder"})
 
 
 def builder_params(kind: str) -> dict[str, Any]:
@@ -110,4 +114,8 @@ def build_manifest(kind: str, params: Mapping[str, Any] | None = None) -> pd.Dat
             f"{kind}: missing required parameter(s) {', '.join(missing)}; accepted: {', '.join(accepted)}"
         )
     log.info("building the %s manifest with %s", kind, params)
-    return validate_manifest(DATASETS[kind](**params), kind)
+    manifest = validate_manifest(DATASETS[kind](**params), kind)
+    if kind not in UNLABELED_KINDS:
+        for split in sorted(set(SPLITS) - set(manifest["split"])):
+            log.warning("%s: the %s split is empty (no images); its results will be empty", kind, split)
+    return manifest

@@ -1,0 +1,173 @@
+"""One-line explanations of configuration errors, and the checks of dataset parameters.
+
+:func:`config_problem` validates a config against the JSON Schema and, for the first error, says in
+one line where it is (the files, the key path), what is wrong, what is allowed and, for a misspelt
+key or value, the closest allowed one ("did you mean"). :func:`dataset_problems` checks each
+dataset's ``params`` against its builder before any job runs (unknown or missing keys, fractions
+out of range); :func:`missing_roots` lists the data roots that do not exist (a warning: ``snakemake
+-n`` must work without data, and the job that needs the data stops with the layout it expects).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+__all__ = ["add_folder_dataset", "config_problem", "dataset_problems", "missing_roots", "yaml_problem"]
+
+#: JSON Schema bound keyword -> how a message writes it
+BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+
+
+def _key_path(path: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _describe(schema: Mapping[str, Any]) -> str:
+    """A short reading of a sub-schema: ``'auto'``, ``integer >= 2``, ``one of a, b``."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    text = str(schema.get("type", "value"))
+    return " ".join([text, *(f"{m} {schema[k]}" for k, m in BOUNDS.items() if k in schema)])
+
+
+def _explain(error: ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        if unknown and allowed:
+            return (
+                f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}"
+                f"{_did_you_mean(unknown[0], allowed)}"
+            )
+    if error.validator == "enum":
+        allowed = [str(v) for v in error.validator_value]
+        return (
+            f"{where}: {error.instance!r} is not allowed; allowed values: {', '.join(allowed)}"
+            f"{_did_you_mean(str(error.instance), allowed)}"
+        )
+    if error.validator in BOUNDS:
+        allowed = f"{BOUNDS[error.validator]} {error.validator_value}"
+        return f"{where}: {error.instance!r} is out of range; allowed: {allowed}"
+    if error.validator in ("oneOf", "anyOf") and isinstance(error.validator_value, list):
+        options = [_describe(option) for option in error.validator_value]
+        return f"{where}: {error.instance!r} is not allowed; allowed: {' or '.join(options)}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def config_problem(config: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> str | None:
+    """The first schema error of ``config`` as one line naming ``source``, or None when it is valid.
+
+    Args:
+        config: the loaded configuration.
+        schema: the JSON Schema (``config/config.schema.json``).
+        source: where the config came from, e.g. ``"config/demo.yaml + --config"``.
+    """
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is not None and error.parent is not None and error.parent.validator in ("oneOf", "anyOf"):
+        error = error.parent  # name every alternative, not the one that came closest
+    return None if error is None else f"{source}: {_explain(error)}"
+
+
+def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+    """Problems of the dataset entries ``names`` that are visible without building anything.
+
+    Per entry: parameters its builder does not take (with a "did you mean"), required ones that are
+    missing, and ``*_fraction`` values outside ``[0, 1]``. One line per problem, starting with
+    ``datasets.<name>.params``.
+    """
+    from s3a.data import DATASETS, builder_params
+
+    problems = []
+    for name in names:
+        entry = datasets[name]
+        if entry.get("kind") not in DATASETS:
+            continue  # the schema check names unknown kinds
+        kind, where = entry["kind"], f"datasets.{name}.params"
+        params = dict(entry.get("params") or {})
+        accepted = builder_params(kind)
+        for key in sorted(set(params) - set(accepted)):
+            problems.append(
+                f"{where}: unknown key {key!r} for kind {kind!r}; allowed keys: {', '.join(accepted)}"
+                f"{_did_you_mean(key, list(accepted))}"
+            )
+        for key, default in accepted.items():
+            if default is inspect.Parameter.empty and key not in params:
+                problems.append(f"{where}: kind {kind!r} needs the key {key!r}")
+        for key, value in params.items():
+            if key.endswith("_fraction") and isinstance(value, int | float) and not 0 <= value <= 1:
+                problems.append(f"{where}.{key}: {value!r} is out of range [0, 1]")
+    return problems
+
+
+def missing_roots(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+    """``datasets.<name>.params.root: no folder <path>`` for every root that does not exist.
+
+    Entries whose builder makes the root itself (``download: true``, the generated demo) are skipped.
+    """
+    lines = []
+    for name in names:
+        entry = datasets[name]
+        params = dict(entry.get("params") or {})
+        root = params.get("root")
+        if entry.get("kind") == "generated" or params.get("download") is True or not isinstance(root, str):
+            continue
+        path = os.path.abspath(os.path.expanduser(root))
+        if not os.path.isdir(path):
+            lines.append(f"datasets.{name}.params.root: no folder {path}")
+    return lines
+
+
+def yaml_problem(path: str | os.PathLike[str]) -> str | None:
+    """``"<path>: line L, column C: <what>"`` when the file is not valid YAML, else None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            yaml.safe_load(f)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{os.fspath(path)}: {where}{exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return f"{os.fspath(path)}: {exc}"
+    return None
+
+
+def add_folder_dataset(config: MutableMapping[str, Any]) -> str:
+    """``--config folder=PATH``: add an unlabeled ``folder`` dataset and make it the only one run.
+
+    The dataset is named after the folder, lower-cased with other characters than letters, digits
+    and ``_`` turned into ``_`` (``/home/me/My Photos`` -> ``my_photos``; ``folder_<name>`` when a
+    different entry already has that name). Its entry: kind ``folder``, the absolute root, ``k: auto``
+    with the K search starting at 2 (a photo folder may hold few images and few classes).
+
+    Returns:
+        the dataset name; ``config["datasets"]`` and ``config["run"]["datasets"]`` are updated.
+    """
+    root = os.path.abspath(os.path.expanduser(str(config["folder"])))
+    name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
+    entry = {"kind": "folder", "params": {"root": root}, "k": "auto", "k_search": {"lo": 2}}
+    datasets = config.setdefault("datasets", {})
+    if name in datasets and datasets[name] != entry:
+        name = f"folder_{name}"
+    datasets[name] = entry
+    config.setdefault("run", {})["datasets"] = [name]
+    return name

@@ -1,0 +1,260 @@
+"""A static HTML gallery of the discovered classes: one card per structural cluster.
+
+Each card shows the cluster's name (the structural label of spec 5.5), its WordNet definitions,
+the LLM phrases that decided it (``descriptions.parquet``), the cluster size, the share of its images
+the final model (the self-trained student) still names the same way, and a grid of thumbnails: the
+most typical images (nearest the cluster's mean embedding) then a few drawn at random. For labelled
+datasets a card also gives the majority true class and whether the name matches it.
+
+The page is one ``index.html`` with inline CSS and no script, and the thumbnails are JPEG files in
+``thumbs/`` beside it, so it opens from disk and inside ``snakemake --report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from s3a.metrics import gt_vocab_index
+
+__all__ = ["GalleryParams", "Card", "representative_images", "gallery_cards", "render_html", "write_gallery"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryParams:
+    """How many images a card shows and how large.
+
+    Attributes:
+        typical: images nearest the cluster mean, per card.
+        random: further images drawn at random from the rest of the cluster, per card.
+        thumbnail_px: longest side of a thumbnail.
+        seed: seed of the random draw.
+    """
+
+    typical: int = 8
+    random: int = 4
+    thumbnail_px: int = 160
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.typical < 1 or self.random < 0 or self.thumbnail_px < 16:
+            raise ValueError(f"GalleryParams needs typical >= 1, random >= 0, thumbnail_px >= 16: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Card:
+    """One discovered class as the gallery shows it."""
+
+    cluster: int
+    name: str
+    definitions: tuple[str, ...]
+    phrases: tuple[tuple[str, int], ...]  # (phrase, count), most frequent first
+    size: int
+    final_agreement: float  # share of the cluster's images the final model names ``name``
+    typical: tuple[int, ...]  # image ids
+    random: tuple[int, ...]
+    true_class: str | None = None  # majority true class (labelled datasets)
+    match: bool | None = None  # whether ``name`` is that class's vocabulary name
+
+
+def representative_images(
+    image_ids: np.ndarray, embeddings: np.ndarray, clusters: np.ndarray, params: GalleryParams
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The typical and random images of every cluster.
+
+    Typical: the ``params.typical`` members with the highest cosine to the normalised mean of the
+    cluster's embeddings. Random: ``params.random`` of the remaining members, drawn with
+    ``np.random.default_rng([seed, cluster])``. One pass over the clusters, O(N D) time and memory.
+
+    Args:
+        image_ids: ``(N,)`` ids.
+        embeddings: ``(N, D)`` unit-norm image embeddings aligned with ``image_ids``.
+        clusters: ``(N,)`` cluster of each image.
+
+    Returns:
+        cluster -> ``(typical ids, random ids)``, typical ones most typical first.
+    """
+    if not len(image_ids) == len(embeddings) == len(clusters):
+        raise ValueError("image_ids, embeddings and clusters must have the same length")
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.flatnonzero(np.diff(clusters[order])) + 1
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for members in np.split(order, bounds) if len(order) else []:
+        c = int(clusters[members[0]])
+        x = embeddings[members]
+        mean = x.mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        ranked = members[np.argsort(-(x @ mean), kind="stable")]
+        typical, rest = ranked[: params.typical], ranked[params.typical :]
+        rng = np.random.default_rng([params.seed, c])
+        drawn = rng.choice(rest, size=min(params.random, len(rest)), replace=False) if len(rest) else rest
+        out[c] = (image_ids[typical], image_ids[np.sort(drawn)])
+    return out
+
+
+def gallery_cards(
+    manifest: pd.DataFrame,
+    vocabulary: pd.DataFrame,
+    structural: pd.DataFrame,
+    descriptions: pd.DataFrame,
+    names: pd.DataFrame,
+    embeddings: tuple[np.ndarray, np.ndarray],
+    params: GalleryParams,
+    labelled: bool,
+) -> list[Card]:
+    """The cards of the discovered classes, largest cluster first.
+
+    Args:
+        manifest: ``image_id``, ``class_name``, ``wnid``.
+        vocabulary: ``vocab_index``, ``name``, ``synset_ids``, ``definitions``.
+        structural: ``image_id``, ``vocab_index``, ``cluster`` (the structural labels).
+        descriptions: ``cluster``, ``name``, ``phrase``, ``count`` (the LLM phrases).
+        names: the names table of :func:`s3a.names.names_table` (``image_id``, ``name``).
+        embeddings: ``(ids (M,), embeddings (M, D))`` of the train split.
+        labelled: whether the manifest's classes are ground truth (not an unlabeled folder).
+    """
+    ids, emb = embeddings
+    row_of = pd.Series(np.arange(len(ids)), index=ids)
+    keep = structural.image_id.isin(row_of.index)
+    structural = structural[keep].reset_index(drop=True)
+    rows = row_of.loc[structural.image_id].to_numpy()
+    picks = representative_images(
+        structural.image_id.to_numpy(np.int64), emb[rows], structural.cluster.to_numpy(), params
+    )
+    vocab = vocabulary.set_index("vocab_index")
+    final = names.set_index("image_id")["name"]
+    info = manifest.set_index("image_id")
+    cards = []
+    for cluster, group in structural.groupby("cluster", sort=True):
+        vocab_index = int(group.vocab_index.mode().iloc[0])
+        name = str(vocab.at[vocab_index, "name"])
+        said = descriptions[(descriptions.cluster == cluster) & (descriptions.name == name)]
+        said = said.groupby("phrase", sort=False)["count"].sum().sort_values(ascending=False, kind="stable")
+        agree = final.reindex(group.image_id).eq(name).mean()
+        true_class = match = None
+        if labelled:
+            classes = info.loc[group.image_id, ["class_name", "wnid"]]
+            top = classes.groupby(["class_name"], sort=True).size().idxmax()
+            true_class = str(top)
+            wnid = classes.loc[classes.class_name == top, "wnid"].iloc[0]
+            match = bool(gt_vocab_index([wnid], [true_class], vocabulary)[0] == vocab_index)
+        typical, drawn = picks[int(cluster)]
+        cards.append(
+            Card(
+                cluster=int(cluster),
+                name=name,
+                definitions=tuple(str(d) for d in vocab.at[vocab_index, "definitions"]),
+                phrases=tuple((str(p), int(n)) for p, n in said.items()),
+                size=len(group),
+                final_agreement=float(agree),
+                typical=tuple(int(i) for i in typical),
+                random=tuple(int(i) for i in drawn),
+                true_class=true_class,
+                match=match,
+            )
+        )
+    return sorted(cards, key=lambda c: (-c.size, c.cluster))
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1em;margin:0 0 1.2em}
+.card h2{margin:0 0 .3em;font-size:1.3em}.meta{color:#555;font-size:.9em}
+.ok{color:#176317}.no{color:#a31515}ul{margin:.3em 0}
+.grid{display:flex;flex-wrap:wrap;gap:6px;margin-top:.6em}
+.grid figure{margin:0}.grid img{display:block;border-radius:4px;background:#eee}
+.grid figcaption{font-size:.7em;color:#777;text-align:center}
+"""
+
+
+def render_html(cards: Sequence[Card], thumbs: dict[int, str], title: str, note: str = "") -> str:
+    """The gallery page: ``thumbs`` maps an image id to its thumbnail's path relative to the page."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="meta">{len(cards)} discovered classes, {sum(c.size for c in cards)} images.',
+        f"{esc(note)}</p>",
+    ]
+    for card in cards:
+        parts.append(f'<section class="card" id="cluster-{card.cluster}">')
+        parts.append(f"<h2>{esc(card.name.replace('_', ' '))}</h2>")
+        meta = (
+            f"cluster {card.cluster} &middot; {card.size} images &middot; "
+            f"the final model names {100 * card.final_agreement:.0f}% of them so"
+        )
+        parts.append(f'<p class="meta">{meta}</p>')
+        if card.true_class is not None:
+            verdict = '<span class="ok">match</span>' if card.match else '<span class="no">no match</span>'
+            parts.append(f'<p class="meta">majority true class: {esc(card.true_class)} ({verdict})</p>')
+        parts.append("<ul>" + "".join(f"<li>{esc(d)}</li>" for d in card.definitions) + "</ul>")
+        if card.phrases:
+            said = ", ".join(f"&ldquo;{esc(p)}&rdquo; &times;{n}" for p, n in card.phrases)
+            parts.append(f'<p class="meta">LLM phrases: {said}</p>')
+        parts.append('<div class="grid">')
+        for kind, chosen in (("typical", card.typical), ("random", card.random)):
+            for image_id in chosen:
+                if image_id in thumbs:
+                    parts.append(
+                        f'<figure><img src="{esc(thumbs[image_id])}" alt="image {image_id}" loading="eager">'
+                        f"<figcaption>{kind}</figcaption></figure>"
+                    )
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_gallery(
+    cards: Sequence[Card],
+    paths: dict[int, str],
+    out_dir: str | os.PathLike[str],
+    params: GalleryParams,
+    **page,
+) -> int:
+    """Write ``index.html`` and ``thumbs/<image_id>.jpg`` into ``out_dir`` (replaced as a whole).
+
+    The folder is built beside ``out_dir`` and renamed onto it, so a failure leaves nothing
+    half-written. An image that cannot be read gets no thumbnail (logged). ``page`` goes to
+    :func:`render_html` (``title``, ``note``).
+
+    Returns:
+        the number of thumbnails written.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "thumbs").mkdir()
+        thumbs: dict[int, str] = {}
+        for image_id in sorted({i for c in cards for i in (*c.typical, *c.random)}):
+            try:
+                with Image.open(paths[image_id]) as im:
+                    im = im.convert("RGB")
+                    im.thumbnail((params.thumbnail_px, params.thumbnail_px))
+                    im.save(tmp / "thumbs" / f"{image_id}.jpg", quality=85)
+            except OSError as exc:
+                log.warning("gallery: no thumbnail for %s: %s", paths[image_id], exc)
+                continue
+            thumbs[image_id] = f"thumbs/{image_id}.jpg"
+        (tmp / "index.html").write_text(render_html(cards, thumbs, **page), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(thumbs)

@@ -1,0 +1,88 @@
+"""One-line configuration errors and the dataset-parameter checks made before any job runs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots, yaml_problem
+from tests.conftest import REPO
+
+SCHEMA = json.loads((REPO / "config" / "config.schema.json").read_text())
+
+
+def _demo():
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def test_valid_configs_have_no_problem():
+    assert config_problem(_demo(), SCHEMA, "demo.yaml") is None
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config_problem(full, SCHEMA, "config.yaml") is None
+
+
+def test_misspelt_key_names_file_path_allowed_keys_and_suggestion():
+    config = _demo()
+    config["discover"]["kmeans"]["n_inti"] = config["discover"]["kmeans"].pop("n_init")
+    line = config_problem(config, SCHEMA, "config/demo.yaml")
+    assert line.startswith("config/demo.yaml: discover.kmeans: unknown key 'n_inti'; allowed keys: ")
+    assert line.endswith("did you mean 'n_init'?") and "\n" not in line
+
+
+def test_bad_value_names_allowed_values_and_range():
+    config = _demo()
+    config["llm"]["backend"] = "wordnett"
+    line = config_problem(config, SCHEMA, "x.yaml")
+    assert line.startswith("x.yaml: llm.backend: 'wordnett' is not allowed; allowed values: ")
+    assert line.endswith("did you mean 'wordnet'?")
+    config = _demo()
+    config["datasets"]["shapes"]["k"] = 1
+    line = config_problem(config, SCHEMA, "x.yaml")
+    assert line == "x.yaml: datasets.shapes.k: 1 is not allowed; allowed: integer >= 2 or 'auto'"
+
+
+def test_dataset_params_are_checked_against_the_builder(tmp_path):
+    datasets = {
+        "a": {"kind": "imagefolder", "params": {"root": str(tmp_path), "test_fractoin": 0.2}},
+        "b": {"kind": "caltech101", "params": {"root": str(tmp_path), "train_fraction": 1.5}},
+        "c": {"kind": "imagenet1k", "params": {}},
+        "d": {"kind": "folder", "params": {"root": str(tmp_path / "absent")}},
+    }
+    problems = dataset_problems(datasets, ["a", "b", "c", "d"])
+    assert problems == [
+        "datasets.a.params: unknown key 'test_fractoin' for kind 'imagefolder'; allowed keys: root, "
+        "test_fraction, seed; did you mean 'test_fraction'?",
+        "datasets.b.params.train_fraction: 1.5 is out of range [0, 1]",
+        "datasets.c.params: kind 'imagenet1k' needs the key 'root'",
+    ]
+    assert missing_roots(datasets, ["a", "d"]) == [f"datasets.d.params.root: no folder {tmp_path / 'absent'}"]
+    downloads = {"e": {"kind": "cifar100", "params": {"root": str(tmp_path / "x"), "download": True}}}
+    assert missing_roots(downloads, ["e"]) == []
+
+
+def test_invalid_yaml_names_file_line_and_column(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("datasets:\n  a: {kind: folder\n  b: 1\n")
+    line = yaml_problem(path)
+    assert line.startswith(f"{path}: line 3, column 4: ") and "\n" not in line
+    path.write_text("datasets:\n  a: {kind: folder}\n")
+    assert yaml_problem(path) is None
+
+
+def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
+    config = _demo()
+    assert add_folder_dataset({**config, "folder": str(tmp_path / "My Photos 2024")}) == "my_photos_2024"
+    config["folder"] = str(tmp_path / "My Photos 2024")
+    name = add_folder_dataset(config)
+    assert config["run"]["datasets"] == [name] and "shapes" in config["datasets"]
+    assert config["datasets"][name] == {
+        "kind": "folder",
+        "params": {"root": str(tmp_path / "My Photos 2024")},
+        "k": "auto",
+        "k_search": {"lo": 2},
+    }
+    assert config_problem(config, SCHEMA, "x") is None
+    clash = _demo()
+    clash["folder"] = str(tmp_path / "shapes")  # a dataset of that name exists already
+    assert add_folder_dataset(clash) == "folder_shapes" and clash["datasets"]["shapes"]["kind"] == "generated"

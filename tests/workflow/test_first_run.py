@@ -1,0 +1,88 @@
+"""A first run without surprises: missing checkpoint at parse time, resumable demo, clean slate."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.workflow.test_workflow import REPO, copy_workflow, run_snakemake
+
+
+def test_missing_local_checkpoint_fails_at_parse_time_naming_key_and_path(tmp_path):
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    demo = (work / "config" / "demo.yaml").read_text()
+    missing = tmp_path / "weights" / "my-clip.pt"
+    old = "pretrained: resources/models/random-s3a-tiny-seed0.pt"
+    (work / "config" / "bad.yaml").write_text(demo.replace(old, f"pretrained: {missing}"))
+    result = run_snakemake(["-n", "--configfile", "config/bad.yaml"], work, timeout=300)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "models.tiny.pretrained" in output and str(missing) in output
+    # the demo's own random checkpoint is made by a rule, so its absence is fine
+    ok = run_snakemake(["-n", "--configfile", "config/demo.yaml"], work, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+
+
+def _make(*args: str, cwd: Path = REPO) -> str:
+    result = subprocess.run(["make", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=True)
+    return result.stdout
+
+
+def test_make_demo_resumes_after_a_kill_and_takes_extra_arguments():
+    command = _make("-n", "demo", "VENV=/nonexistent-venv", "ARGS=--unlock --quiet")
+    line = next(s for s in command.splitlines() if "snakemake" in s and "--configfile" in s)
+    assert "--rerun-incomplete" in line and line.rstrip().endswith("--unlock --quiet")
+    assert "--printshellcmds" not in line  # it prints "Shell command: None" for every script rule
+
+
+def test_clean_demo_leaves_nothing_that_changes_the_next_run(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    left = [
+        "results/shapes/manifest.parquet",
+        "resources/demo/shapes/circle/0000.jpg",
+        "resources/models/random-s3a-tiny-seed0.pt",
+        "resources/train/shapes/tiny/state.pt",
+        "logs/prepare_manifest/shapes.log",
+        "benchmarks/embed_images/shapes/tiny-train.tsv",
+        ".snakemake/incomplete/cmVzdWx0cw==",
+        ".snakemake/locks/0.input.lock",
+        ".snakemake/metadata/cmVzdWx0cw==",
+        "report.html",
+        "report.zip",
+    ]
+    kept = ["resources/train/imagenet1k/vit_b16/state.pt", "config/config.yaml"]
+    for path in left + kept:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    _make("clean-demo", cwd=tmp_path)
+    assert [p for p in left if (tmp_path / p).exists()] == []
+    assert all((tmp_path / p).exists() for p in kept)  # another dataset's training state stays
+
+
+def test_dataset_parameters_are_checked_before_any_job(tmp_path):
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    demo = (work / "config" / "demo.yaml").read_text()
+    (work / "config" / "bad.yaml").write_text(demo.replace("images_per_class: 40", "images_per_clas: 40"))
+    result = run_snakemake(["--configfile", "config/bad.yaml", "--cores", "1"], work, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"Configuration error: {work / 'config' / 'bad.yaml'}: datasets.shapes.params: unknown key "
+        "'images_per_clas' for kind 'generated'; allowed keys: root, classes, images_per_class, image_size, "
+        "seed, test_fraction; did you mean 'images_per_class'?"
+    ]
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+def test_invalid_yaml_in_the_default_config_names_line_and_column(tmp_path):
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    config = work / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("    k: 1000\n", "    k: 1000\n   bad: [\n", 1))
+    result = run_snakemake(["-n"], work, timeout=300)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Configuration error: config/config.yaml: line "), lines
+    assert ", column " in lines[0]
