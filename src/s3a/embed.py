@@ -250,8 +250,11 @@ class GpuDecode(_DeviceNormalized):
             views = [None if o is None else torch.from_numpy(np.asarray(o.cpu())) for o in owners]
         return [None if v is None else v.permute(2, 0, 1) for v in views], owners
 
+    def _uses_nvimgcodec(self) -> bool:
+        return self.codec == "nvimgcodec" or (self.codec == "auto" and _nvimgcodec() is not None)
+
     def _decode_batch(self, datas: list[torch.Tensor], device: torch.device):
-        if self.codec == "nvimgcodec" or (self.codec == "auto" and _nvimgcodec() is not None):
+        if self._uses_nvimgcodec():
             return self._decode_nvimgcodec(datas, device)
         from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -264,6 +267,11 @@ class GpuDecode(_DeviceNormalized):
         if self._in_use is not None:  # the previous batch's codec buffers, once its kernels have run
             self._in_use[1].synchronize()
             self._in_use = None
+        if device.type == "cuda" and not self._uses_nvimgcodec():
+            # torchvision decodes on a stream of its own, so its outputs' memory is not ordered with our
+            # kernels: wait for the previous batch's before decoding (without this wait, a few of 1,000
+            # compared images came out corrupt on an H100: mean cosine to the PIL path 0.9979, min 0.27)
+            torch.cuda.current_stream(device).synchronize()
         items = _unpack(packed)
         decoded: dict[int, torch.Tensor] = {}
         jpegs = [j for j, item in enumerate(items) if item.dim() == 1]
