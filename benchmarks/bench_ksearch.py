@@ -14,7 +14,6 @@ search's subsample, a fixed ``--iters`` Lloyd iterations from the same k-means++
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -39,8 +38,8 @@ def main() -> None:
     dev = cluster.pick_device(args.device)
     x, _ = planted(args.n, args.d, args.k, 0, args.noise)
     params = KSearchParams()
-    params = dataclasses.replace(
-        params, kmeans=dataclasses.replace(params.kmeans, backend="torch", device=str(dev))
+    params = params.model_copy(
+        update={"kmeans": params.kmeans.model_copy(update={"backend": "torch", "device": str(dev)})}
     )
     print(f"device: {device_name(dev)}; data N={args.n} D={args.d}, planted K={args.k}")
     print(f"search settings: {params}")

@@ -77,6 +77,8 @@ def _explain(error: ValidationError) -> str:
 def config_problem(config: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> str | None:
     """The first schema error of ``config`` as one line naming ``source``, or None when it is valid.
 
+    After the schema, the config is checked by the models of :mod:`s3a.config` (which generate it).
+
     Args:
         config: the loaded configuration.
         schema: the JSON Schema (``config/config.schema.json``).
@@ -85,7 +87,18 @@ def config_problem(config: Mapping[str, Any], schema: Mapping[str, Any], source:
     error = best_match(Draft202012Validator(schema).iter_errors(config))
     if error is not None and error.parent is not None and error.parent.validator in ("oneOf", "anyOf"):
         error = error.parent  # name every alternative, not the one that came closest
-    return None if error is None else f"{source}: {_explain(error)}"
+    if error is not None:
+        return f"{source}: {_explain(error)}"
+    from pydantic import ValidationError as ModelError
+
+    from s3a.config import Config
+
+    try:  # what the schema cannot say (the models the schema is generated from)
+        Config.model_validate(config)
+    except ModelError as exc:
+        first = exc.errors()[0]
+        return f"{source}: {_key_path(first['loc'])}: {first['msg']}"
+    return None
 
 
 def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:

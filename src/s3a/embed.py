@@ -21,22 +21,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from s3a.config import Embed, Int
 from s3a.models import pick_device
 from s3a.vocab import fill_templates
 
 log = logging.getLogger(__name__)
 
 LOGIT_SCALE = 100.0
-DECODERS = ("pil", "fast", "gpu")
 
 
-@dataclass(frozen=True)
-class EmbedParams:
-    """Settings of image embedding.
+class EmbedParams(Embed):
+    """Settings of image embedding: the config block :class:`s3a.config.Embed` and the loader.
 
     Attributes:
         batch_size: images per forward pass.
@@ -53,14 +53,8 @@ class EmbedParams:
               ``pil``. Other formats, and JPEGs nvJPEG rejects (CMYK), are decoded on the CPU.
     """
 
-    batch_size: int = 256
-    num_workers: int = 4
+    num_workers: Int = Field(4, ge=0)
     device: str | None = None
-    decoder: str = "pil"
-
-    def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from s3a.config import Gallery
 from s3a.metrics import gt_vocab_index
 
 __all__ = ["GalleryParams", "Card", "representative_images", "gallery_cards", "render_html", "write_gallery"]
@@ -32,9 +33,8 @@ __all__ = ["GalleryParams", "Card", "representative_images", "gallery_cards", "r
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class GalleryParams:
-    """How many images a card shows and how large.
+class GalleryParams(Gallery):
+    """How many images a card shows and how large (the config block :class:`s3a.config.Gallery`).
 
     Attributes:
         typical: images nearest the cluster mean, per card.
@@ -42,15 +42,6 @@ class GalleryParams:
         thumbnail_px: longest side of a thumbnail.
         seed: seed of the random draw.
     """
-
-    typical: int = 8
-    random: int = 4
-    thumbnail_px: int = 160
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.typical < 1 or self.random < 0 or self.thumbnail_px < 16:
-            raise ValueError(f"GalleryParams needs typical >= 1, random >= 0, thumbnail_px >= 16: {self}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import sys
 
 from snakemake.utils import validate
 
+from s3a.config import resolved
 from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
@@ -34,7 +35,10 @@ def check_config(config):
 if config.get("folder"):
     add_folder_dataset(config)
 check_config(config)
-validate(config, "../../config/config.schema.json")
+# the schema is generated from s3a.config, whose models fill the defaults (a dataset's own k_search,
+# llm and train entries keep only the keys they override)
+validate(config, "../../config/config.schema.json", set_default=False)
+config.update(resolved(config))
 
 # shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
 shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
@@ -185,7 +189,9 @@ def is_labelled(wildcards):
 
 def k_search_params(wildcards):
     """K-search settings: `discover.k_search` updated by the dataset's own `k_search` entry."""
-    return {**config["discover"]["k_search"], **dataset_entry(wildcards).get("k_search", {})}
+    own = dataset_entry(wildcards).get("k_search", {})
+    search = config["discover"]["k_search"]
+    return {**search, **own, "kmeans": {**search["kmeans"], **own.get("kmeans", {})}}
 
 
 def stage_predictions(wildcards):

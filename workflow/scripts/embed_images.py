@@ -14,7 +14,9 @@ def main(smk) -> None:
         manifest = read_table(smk.input.manifest, columns=["image_id", "path", "split"])
         rows = manifest[manifest.split == smk.wildcards.split]
         clip = load_clip(ModelSpec(**smk.params.model))
-        params = EmbedParams(smk.params.batch_size, max(0, smk.threads - 1), decoder=smk.params.decoder)
+        params = EmbedParams(
+            batch_size=smk.params.batch_size, num_workers=max(0, smk.threads - 1), decoder=smk.params.decoder
+        )
         result = encode_images(clip.model, clip.preprocess, list(rows.path), params)
         log.info("%s: embedded %d of %d images", smk.wildcards.split, len(result.index), len(rows))
         write_embeddings(rows.image_id.to_numpy()[result.index], result.embeddings, smk.output[0])

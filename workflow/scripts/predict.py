@@ -17,7 +17,9 @@ def main(smk) -> None:
         rows = manifest[manifest.split == smk.wildcards.split]
         vocab_ids, classifier = read_embeddings(smk.input.classifier, id_column="vocab_index")
         clip = load_clip(ModelSpec(**smk.params.model))
-        params = EmbedParams(smk.params.batch_size, max(0, smk.threads - 1), decoder=smk.params.decoder)
+        params = EmbedParams(
+            batch_size=smk.params.batch_size, num_workers=max(0, smk.threads - 1), decoder=smk.params.decoder
+        )
         table = pd.DataFrame()
         for role in ("student", "teacher"):
             clip.model.visual.load_state_dict(torch.load(smk.input[role], map_location=clip.device))

@@ -50,24 +50,25 @@ its centroid (float64 accumulation; ``sklearn``: its ``inertia_``).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from s3a.config import KMEANS_BACKENDS, Int, KMeans
 from s3a.models import pick_device
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "faiss", "sklearn")
+BACKENDS = KMEANS_BACKENDS
 
 
-@dataclass(frozen=True)
-class KMeansParams:
-    """Settings of :func:`kmeans`; defaults are the official call of spec 5.1.
+class KMeansParams(KMeans):
+    """Settings of :func:`kmeans`: the config block :class:`s3a.config.KMeans` (defaults are the
+    official call of spec 5.1) and two run-time knobs.
 
     Attributes:
         n_init: independent k-means++ restarts; the one with the lowest inertia is kept (faiss: ``nredo``).
@@ -82,32 +83,18 @@ class KMeansParams:
         chunk: rows per distance block of the ``torch`` backend (memory ``chunk * k`` floats).
     """
 
-    n_init: int = 17
-    max_iter: int = 1000
-    tol: float = 1e-4
-    seed: int = 0
-    backend: str = "torch"
     device: str | None = None
-    chunk: int = 16384
+    chunk: Int = Field(16384, ge=1)
 
-    def __post_init__(self) -> None:
-        for name in ("n_init", "max_iter", "chunk"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"KMeansParams.{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise ValueError(f"KMeansParams.seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"KMeansParams.seed must be in [0, 2**32), got {self.seed!r}")
-        if not isinstance(self.tol, (int, float)) or not math.isfinite(self.tol) or self.tol < 0:
-            raise ValueError(f"KMeansParams.tol must be a finite number >= 0, got {self.tol!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"KMeansParams.backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.device is not None:
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                torch.device(self.device)
+                torch.device(value)
             except (RuntimeError, TypeError) as exc:
-                raise ValueError(f"KMeansParams.device is not a torch device: {self.device!r}") from exc
+                raise ValueError(f"KMeansParams.device is not a torch device: {value!r}") from exc
+        return value
 
 
 @dataclass

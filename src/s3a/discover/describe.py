@@ -55,10 +55,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
+from pydantic import model_validator
 from tqdm.auto import tqdm
 
+from s3a.config import LLM
 from s3a.vocab import render_synset_definitions, synset_label, wordnet_sense_name
 
 __all__ = [
@@ -81,9 +84,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("openai", "wordnet", "cache-only")
-PROMPT_STYLES = ("official", "clean")
-ON_FAILURE = ("fail", "wordnet")
+BACKENDS = get_args(LLM.model_fields["backend"].annotation)
+PROMPT_STYLES = get_args(LLM.model_fields["prompt_style"].annotation)
+ON_FAILURE = get_args(LLM.model_fields["on_failure"].annotation)
 SOURCES = ("llm", "wordnet")
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count", "source"]
@@ -91,8 +94,7 @@ OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count", "source"]
 #: concept line is 35 BPE tokens; the longest candidate list of the vocabulary has 7 + 6 + 5 = 18
 #: senses (``queen``, ``jack``, ``mate``), so the longest valid answer of the example's density is
 #: about 18 x 35 = 630 tokens. 2048 leaves a 3x margin for models that list more phrases per concept.
-DEFAULT_MAX_TOKENS = 2048
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_MAX_TOKENS = LLM.model_fields["max_tokens"].default
 
 
 class DescribeError(RuntimeError):
@@ -114,9 +116,8 @@ class ClusterFailure(DescribeError):
 # --------------------------------------------------------------------------------------------- params
 
 
-@dataclass(frozen=True)
-class DescribeParams:
-    """Settings of the describe step (spec 5.4).
+class DescribeParams(LLM):
+    """Settings of the describe step (spec 5.4): the config block :class:`s3a.config.LLM`.
 
     Attributes:
         backend: ``"openai"`` (any OpenAI-compatible endpoint), ``"wordnet"`` (offline definitions)
@@ -145,75 +146,11 @@ class DescribeParams:
             (``source = "wordnet"`` in the output), caches nothing for it, and goes on.
     """
 
-    backend: str = "openai"
-    base_url: str | None = None
-    model: str = "gpt-3.5-turbo"
-    temperature: float = 0.7
-    repeats: int = 3
-    max_concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 5
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    max_reasks: int = 3
-    api_key_env: str = "OPENAI_API_KEY"
-    cache_path: str = "resources/llm_cache.sqlite"
-    prompt_style: str = "official"
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    on_failure: str = "fail"
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
-        if self.on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
-        _check_int("max_tokens", self.max_tokens, low=1)
-        if self.base_url is not None and (
-            not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://"))
-        ):
-            raise ValueError(f"base_url must be None or an http(s) URL, got {self.base_url!r}")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError(f"model must be a non-empty string, got {self.model!r}")
-        _check_number("temperature", self.temperature, low=0.0, high=2.0)
-        _check_int("repeats", self.repeats, low=1)
-        _check_int("max_concurrency", self.max_concurrency, low=1)
-        _check_number("timeout_s", self.timeout_s, low=0.0, strict=True)
-        _check_int("max_retries", self.max_retries, low=0)
-        _check_number("backoff_s", self.backoff_s, low=0.0)
-        _check_number("backoff_max_s", self.backoff_max_s, low=0.0)
+    @model_validator(mode="after")
+    def _backoff(self) -> DescribeParams:
         if self.backoff_max_s < self.backoff_s:
             raise ValueError(f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_s ({self.backoff_s})")
-        _check_int("max_reasks", self.max_reasks, low=0)
-        if not isinstance(self.api_key_env, str) or not _ENV_NAME.match(self.api_key_env):
-            # The value is deliberately not echoed: a key pasted here by mistake must not reach a log.
-            raise ValueError(
-                "api_key_env must be the NAME of an environment variable (letters, digits, underscores, "
-                "e.g. OPENAI_API_KEY), not the key itself"
-            )
-        if not isinstance(self.cache_path, str) or not self.cache_path.strip():
-            raise ValueError(f"cache_path must be a non-empty path string, got {self.cache_path!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_number(
-    name: str, value: object, low: float, high: float | None = None, strict: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if ok:
-        ok = value > low if strict else value >= low
-        if high is not None:
-            ok = ok and value <= high
-    if not ok:
-        bounds = f"> {low}" if strict else f">= {low}"
-        if high is not None:
-            bounds += f" and <= {high}"
-        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- prompt

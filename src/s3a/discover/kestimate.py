@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
+from s3a.config import Int, KSearch
 from s3a.discover.cluster import KMeansParams, kmeans
 from s3a.models import pick_device
 
@@ -115,9 +116,9 @@ def silhouette_score(
     return float(total) / n
 
 
-@dataclass(frozen=True)
-class KSearchParams:
-    """Settings of :func:`estimate_k` (spec 4; defaults are the official ones).
+class KSearchParams(KSearch):
+    """Settings of :func:`estimate_k`: the config block :class:`s3a.config.KSearch` (spec 4; defaults
+    are the official ones) and the silhouette block size.
 
     Attributes:
         lo: smallest K searched (>= 2, the silhouette needs two clusters).
@@ -140,34 +141,14 @@ class KSearchParams:
         silhouette_chunk: points per silhouette block.
     """
 
-    lo: int = 50
-    hi: int = 2000
-    rounds: int = 3
-    min_sample: int = 30000
-    sample_fraction: float = 0.5
-    seed: int = 43
-    kmeans: KMeansParams = field(default_factory=lambda: KMeansParams(n_init=10, max_iter=300, seed=0))
-    silhouette_sample: int | None = 20000
-    silhouette_chunk: int = 2048
+    kmeans: KMeansParams = Field(default_factory=lambda: KMeansParams(**KSearch().kmeans.model_dump()))
+    silhouette_chunk: Int = Field(2048, ge=1)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.kmeans, dict):  # from a config mapping
-            object.__setattr__(self, "kmeans", KMeansParams(**self.kmeans))
-        if not isinstance(self.kmeans, KMeansParams):
-            raise ValueError(f"KSearchParams.kmeans must be KMeansParams or a mapping, got {self.kmeans!r}")
-        for name, low in (("lo", 2), ("hi", 2), ("rounds", 1), ("min_sample", 1), ("silhouette_chunk", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"KSearchParams.{name} must be an integer >= {low}, got {value!r}")
+    @model_validator(mode="after")
+    def _interval(self) -> KSearchParams:
         if self.hi < self.lo:
             raise ValueError(f"KSearchParams.hi ({self.hi}) must be >= lo ({self.lo})")
-        if not isinstance(self.sample_fraction, (int, float)) or not 0 < self.sample_fraction <= 1:
-            raise ValueError(f"KSearchParams.sample_fraction must be in (0, 1], got {self.sample_fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"KSearchParams.seed must be an integer >= 0, got {self.seed!r}")
-        s = self.silhouette_sample
-        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 3):
-            raise ValueError(f"KSearchParams.silhouette_sample must be None or an integer >= 3, got {s!r}")
+        return self
 
 
 def search_interval(

@@ -10,23 +10,24 @@ cluster, and every image is re-assigned with the base name classifier restricted
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from s3a.config import DatasetEntry, Realign
 from s3a.discover.vote import hungarian_names, reassign
-from s3a.vocab import DESCRIPTION_SETS, TEMPLATE_STYLES, description_templates
+from s3a.vocab import DESCRIPTION_SETS, description_templates
 
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = ("as_official", "per_key")
+WEIGHTINGS = get_args(Realign.model_fields["weighting"].annotation)
 
 
-@dataclass(frozen=True)
-class RealignParams:
-    """Settings of the realign step.
+class RealignParams(Realign):
+    """Settings of the realign step: the config block :class:`s3a.config.Realign` and the dataset's
+    description template set.
 
     Attributes:
         top_k_phrases: phrases each image votes for (spec k2 = 3).
@@ -38,20 +39,7 @@ class RealignParams:
         template_style: ``official`` (the strings verbatim, typos included) or ``clean`` (typos fixed).
     """
 
-    top_k_phrases: int = 3
-    weighting: str = "as_official"
-    templates: str = "imagenet"
-    template_style: str = "official"
-
-    def __post_init__(self) -> None:
-        if self.top_k_phrases < 1:
-            raise ValueError(f"top_k_phrases must be >= 1, got {self.top_k_phrases}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.templates not in DESCRIPTION_SETS:
-            raise ValueError(f"templates must be one of {DESCRIPTION_SETS}, got {self.templates!r}")
-        if self.template_style not in TEMPLATE_STYLES:
-            raise ValueError(f"template_style must be one of {TEMPLATE_STYLES}, got {self.template_style!r}")
+    templates: Literal[DESCRIPTION_SETS] = DatasetEntry.model_fields["description_templates"].default  # type: ignore[valid-type]
 
     @property
     def description_templates(self) -> tuple[str, ...]:

@@ -16,28 +16,19 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
+from s3a.config import Vote
 from s3a.embed import zero_shot
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class VoteParams:
-    """Settings of the vote iterations.
+class VoteParams(Vote):
+    """Settings of the vote iterations (the config block :class:`s3a.config.Vote`).
 
     Attributes:
         n_iter: vote -> Hungarian -> re-assign iterations (spec: 3).
         n_candidates: names kept per cluster for the LLM step (spec k1 = 3).
     """
-
-    n_iter: int = 3
-    n_candidates: int = 3
-
-    def __post_init__(self) -> None:
-        if self.n_iter < 1:
-            raise ValueError(f"n_iter must be >= 1, got {self.n_iter}")
-        if self.n_candidates < 1:
-            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
 
 
 @dataclass

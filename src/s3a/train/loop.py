@@ -30,18 +30,21 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from s3a.config import DECODERS, Embed, Train
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import DECODERS, EmbedParams, image_batches, vocabulary_logits, zero_shot
+from s3a.embed import EmbedParams, image_batches, vocabulary_logits, zero_shot
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
@@ -50,15 +53,15 @@ from s3a.train.augment import TwoViews, training_views
 
 log = logging.getLogger(__name__)
 
-ONLINE_STARTS = ("offline_partition", "previous_epoch")
+ONLINE_STARTS = get_args(Train.model_fields["online_start"].annotation)
 #: per evaluated epoch, the test predictions of student and teacher: image_id, epoch,
 #: student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch)
 TEST_EPOCHS = "test_epochs.parquet"
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    """Self-training hyperparameters (spec 6.1-6.4; defaults are the official ViT-B/16 ones).
+class TrainParams(Train):
+    """Self-training hyperparameters: the config block :class:`s3a.config.Train` (spec 6.1-6.4;
+    defaults are the official ViT-B/16 ones) and the image decoder of ``embed``.
 
     Attributes:
         epochs: training epochs.
@@ -84,61 +87,13 @@ class TrainParams:
             online features come from the same decoder.
     """
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 2e-5
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    layer_decay: float = 0.65
-    ema_decay_init: float = 0.999
-    ema_decay: float = 0.9998
-    ema_warmup_iters: int = 2000
-    conf_threshold: float = 0.5
-    w_ins: float = 1.0
-    w_str: float = 0.25
-    warmup_epochs: int = 2
-    online_start: str = "offline_partition"
-    vote_iters: int = 3
-    max_steps_per_epoch: int = 1000
-    eval_every: int = 1
-    num_workers: int = 4
-    extract_batch_size: int = 256
-    seed: int = 0
-    decoder: str = "pil"
+    decoder: Literal[DECODERS] = Embed.model_fields["decoder"].default  # type: ignore[valid-type]
 
-    def __post_init__(self) -> None:
-        positive = (
-            "epochs",
-            "batch_size",
-            "vote_iters",
-            "max_steps_per_epoch",
-            "eval_every",
-            "extract_batch_size",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "lr",
-            "min_lr",
-            "weight_decay",
-            "w_ins",
-            "w_str",
-            "num_workers",
-            "warmup_epochs",
-            "seed",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainParams:
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
-        for name in ("layer_decay", "ema_decay_init", "ema_decay", "conf_threshold"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"train.decoder must be one of {DECODERS}, got {self.decoder!r}")
-        if self.online_start not in ONLINE_STARTS:
-            raise ValueError(f"train.online_start must be one of {ONLINE_STARTS}, got {self.online_start!r}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -258,7 +213,7 @@ def _seed_everything(seed: int, epoch: int, rank: int) -> int:
 def _fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world: int) -> str:
     """Identity of a run: a resume state of another configuration is never reused."""
     digest = hashlib.sha256(Path(paths.structural_labels).read_bytes())
-    payload = [dataclasses.asdict(params), dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
+    payload = [params.model_dump(), dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
     digest.update(json.dumps(payload, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -304,7 +259,9 @@ def extract_features(
         if env.distributed
         else None
     )
-    read = EmbedParams(params.extract_batch_size, params.num_workers, decoder=params.decoder)
+    read = EmbedParams(
+        batch_size=params.extract_batch_size, num_workers=params.num_workers, decoder=params.decoder
+    )
     model.eval()
     index, rows = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")

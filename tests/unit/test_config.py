@@ -1,0 +1,149 @@
+"""The config models are the one source: generated files, config.yaml, README and step parameters follow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s3a import config as cfg
+
+REPO = Path(__file__).resolve().parents[2]
+#: blocks whose config.yaml values are the paper's, i.e. the model defaults, key for key
+DEFAULT_BLOCKS = ["splits", "vocabulary", "embed", "evaluate", "names", "compute", "discover", "llm", "train"]
+REGENERATE = "regenerate: `python -m s3a.config schema > config/config.schema.json` (and readme)"
+
+
+def drift(schema: dict, readme: str, config: dict) -> list[str]:
+    """What differs between the models and the checked-in schema, config/README.md and config.yaml."""
+    problems = []
+    if schema != cfg.json_schema():
+        problems.append("config/config.schema.json")
+    if readme != cfg.readme():
+        problems.append("config/README.md")
+    defaults = cfg.Config(datasets=config["datasets"], models=config["models"]).model_dump()
+    problems += [f"config.yaml {block}" for block in DEFAULT_BLOCKS if config.get(block) != defaults[block]]
+    return problems
+
+
+def checked_in() -> tuple[dict, str, dict]:
+    return (
+        json.loads((REPO / "config" / "config.schema.json").read_text()),
+        (REPO / "config" / "README.md").read_text(),
+        yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+    )
+
+
+def test_no_drift_between_models_schema_readme_and_config_yaml():
+    """config.yaml reproduces the paper: each block has every key, at the model's default."""
+    assert drift(*checked_in()) == [], REGENERATE
+
+
+def test_a_default_changed_in_one_place_fails():
+    """A default changed in the schema, the README or config.yaml alone (or in the models alone: the
+    generated files then differ from the checked-in ones) is drift."""
+    schema, readme, config = checked_in()
+    config["train"]["num_workers"] = 4
+    assert drift(schema, readme, config) == ["config.yaml train"]
+    schema, readme, config = checked_in()
+    schema["$defs"]["Train"]["properties"]["num_workers"]["default"] = 4
+    assert drift(schema, readme, config) == ["config/config.schema.json"]
+    schema, readme, config = checked_in()
+    row = "| `num_workers` | integer >= 0 | `8` |"
+    assert row in readme
+    assert drift(schema, readme.replace(row, row.replace("`8`", "`4`")), config) == ["config/README.md"]
+    del config["llm"]["backoff_s"]  # a key missing from config.yaml
+    assert drift(schema, readme, config) == ["config.yaml llm"]
+
+
+def test_schema_has_one_def_per_block_referenced_not_repeated():
+    schema = cfg.json_schema()
+    assert set(schema["$defs"]) == {b.__name__ for b in cfg.BLOCKS if b is not cfg.Config}
+    text = json.dumps(schema)
+    # the train block is described once; the dataset entry and the top level refer to it
+    assert text.count('"ema_warmup_iters"') == 1
+    assert schema["$defs"]["DatasetEntry"]["properties"]["train"]["$ref"] == "#/$defs/Train"
+    assert schema["properties"]["train"]["$ref"] == "#/$defs/Train"
+
+
+def _like(values: dict, shape: dict) -> dict:
+    """``values`` restricted to the keys of ``shape``, recursively (a step's run-time knobs dropped)."""
+    return {k: _like(values[k], v) if isinstance(v, dict) else values[k] for k, v in shape.items()}
+
+
+def test_step_parameters_take_their_defaults_from_the_models():
+    from s3a.discover.cluster import KMeansParams
+    from s3a.discover.describe import DescribeParams
+    from s3a.discover.kestimate import KSearchParams
+    from s3a.discover.realign import RealignParams
+    from s3a.discover.vote import VoteParams
+    from s3a.embed import EmbedParams
+    from s3a.gallery import GalleryParams
+    from s3a.models import ModelSpec
+    from s3a.train.loop import TrainParams
+
+    pairs = [
+        (KMeansParams, cfg.KMeans()),
+        (KSearchParams, cfg.KSearch()),
+        (VoteParams, cfg.Vote()),
+        (RealignParams, cfg.Realign()),
+        (DescribeParams, cfg.LLM()),
+        (EmbedParams, cfg.Embed()),
+        (GalleryParams, cfg.Gallery()),
+        (TrainParams, cfg.Train()),
+    ]
+    for params, block in pairs:
+        assert isinstance(params(), type(block))
+        assert _like(params().model_dump(), block.model_dump()) == block.model_dump(), params.__name__
+    assert TrainParams().decoder == cfg.Embed().decoder
+    assert RealignParams().templates == cfg.DatasetEntry.model_fields["description_templates"].default
+    # ModelSpec stays a dataclass (positional use); its fields and defaults are the model entry's
+    spec = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+    entry = {name: f.default for name, f in cfg.ModelEntry.model_fields.items()}
+    assert spec == {**entry, "arch": dataclasses.MISSING}
+
+
+def test_readme_key_list_names_only_keys_of_the_models():
+    """Every `block.key` path the README's Configuration section names exists in the models."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Configuration") :]
+    section = section[: section.index("\n## ", 5)]
+    blocks = {name for name, f in cfg.Config.model_fields.items()}
+    for top in blocks:
+        assert f"`{top}" in section, f"README's Configuration section does not name `{top}`"
+    for path in set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", section)):
+        node: type[cfg.Block] = cfg.Config
+        parts = path.split(".")
+        if parts[0] not in blocks:
+            continue
+        for part in parts:
+            assert part in node.model_fields, f"README names `{path}`, which is not a config key"
+            annotation = node.model_fields[part].annotation
+            node = annotation if isinstance(annotation, type) and issubclass(annotation, cfg.Block) else None
+            if node is None:
+                break
+
+
+def test_resolved_fills_defaults_and_keeps_dataset_overrides_partial():
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["datasets"]["shapes"]["train"] = {"epochs": 5}
+    full = cfg.resolved(config)
+    assert full["train"]["num_workers"] == 0 and full["train"]["seed"] == cfg.Train().seed
+    assert full["datasets"]["shapes"]["train"] == {"epochs": 5}  # not filled: it overrides `train`
+    assert full["discover"]["k_search"]["kmeans"] == {
+        **cfg.KMeans().model_dump(),
+        "n_init": 3,
+        "max_iter": 100,
+    }
+    assert full["names"]["gallery"] == cfg.Gallery().model_dump()
+
+
+def test_model_errors_name_the_key():
+    with pytest.raises(ValueError, match="repeats"):
+        cfg.LLM(repeats=True)
+    with pytest.raises(ValueError, match="kind"):
+        cfg.DatasetEntry(kind="imagenet2k")
