@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # extra Snakemake arguments of `make demo`, e.g. `make demo ARGS="--unlock"` or `ARGS="-n"`
 ARGS ?=
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test unit lint venv clean-demo
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ test: venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test tree is missing" >&2; rc=1; fi; \
 	exit $$rc
+
+## unit: the fast tier, every test not marked slow (no subprocesses, torchrun, Snakemake runs or large
+## planted searches): under a minute; `make test` runs everything
+unit: venv
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import planted_points
 from sklearn.metrics import adjusted_rand_score
 
 from s3a.discover import cluster
@@ -17,13 +18,7 @@ HAS_FAISS = cluster._faiss() is not None
 
 def planted(n: int = 1500, d: int = 32, k: int = 8, seed: int = 0, noise: float = 0.1):
     """Unit-norm points around ``k`` unit-norm centres (CLIP-like), labels ``i % k``."""
-    rng = np.random.RandomState(seed)
-    centres = rng.randn(k, d)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    y = np.arange(n) % k
-    x = centres[y] + noise * rng.randn(n, d)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), y
+    return planted_points(n, d, k, seed, noise)
 
 
 BACKENDS = [

@@ -154,6 +154,7 @@ def check_in_chromium(page: Path, screenshot: Path) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_gallery_page_in_a_real_browser(tmp_path):
     inputs = _gallery_inputs(tmp_path)
     params = GalleryParams(typical=3, random=2, thumbnail_px=48)
@@ -175,6 +176,7 @@ def test_gallery_page_in_a_real_browser(tmp_path):
     assert (ARTIFACTS / "gallery.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_missing_thumbnail_is_caught_by_the_browser_check(tmp_path):
     """The browser check can fail: a deleted thumbnail shows up as broken and as an error."""
     inputs = _gallery_inputs(tmp_path)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import sklearn.metrics
+from helpers import planted_points
 
 from s3a.discover.cluster import KMeansParams
 from s3a.discover.kestimate import KSearchParams, estimate_k, search_interval, silhouette_score, subsample
@@ -14,13 +15,7 @@ from s3a.discover.kestimate import KSearchParams, estimate_k, search_interval, s
 
 def blobs(n: int, d: int, k: int, seed: int, spread: float = 0.15):
     """Unit-norm points around ``k`` unit-norm centres, well separated for ``spread`` << 1."""
-    rng = np.random.RandomState(seed)
-    centres = rng.randn(k, d)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    y = np.arange(n) % k
-    x = centres[y] + spread * rng.randn(n, d) / np.sqrt(d)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), y
+    return planted_points(n, d, k, seed, spread, per_dim=True)
 
 
 # ---------------------------------------------------------------------------------------------------

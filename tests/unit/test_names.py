@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import unit
 
 from s3a.embed import zero_shot
 from s3a.names import NAMES_COLUMNS, names_table, top_names, write_names_csv
 
 
-def _unit(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def test_top_names_agree_with_argmax_and_sort_by_probability():
     rng = np.random.default_rng(0)
-    images, classifier = _unit(rng.normal(size=(50, 16))), _unit(rng.normal(size=(30, 16)))
+    images, classifier = unit(rng.normal(size=(50, 16))), unit(rng.normal(size=(30, 16)))
     index, prob = top_names(images, classifier, k=4, chunk=7)
     pred, best = zero_shot(images, classifier)
     assert index.shape == prob.shape == (50, 4)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import unit
 
 from s3a.discover.realign import (
     RealignParams,
@@ -12,10 +13,6 @@ from s3a.discover.realign import (
 from s3a.discover.vote import cluster_vote, top_candidates
 from s3a.embed import zero_shot
 from s3a.metrics import label_diagnostics
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def confused_world(n_classes=6, per_class=80, n_names=40, dim=64, seed=0):

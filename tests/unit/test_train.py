@@ -150,6 +150,7 @@ def test_bad_params_fail_early(field, value, message):
         TrainParams(**{field: value})
 
 
+@pytest.mark.slow
 def test_missing_structural_labels_fail_before_any_model(world, tmp_path):
     root, spec = world
     paths = paths_for(root, "missing")
@@ -184,6 +185,7 @@ def test_loss_falls_on_a_learnable_task(world):
     assert set(pd.read_parquet(root / "learn" / "out" / "history.parquet").columns) >= expected
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(world):
     root, spec = world
     params = {**FAST, "epochs": 4, "lr": 1e-3, "min_lr": 1e-4}
@@ -220,6 +222,7 @@ def test_killed_run_resumes_to_the_same_result(world):
     )
 
 
+@pytest.mark.slow
 def test_two_process_gloo_agrees_with_one_process(world):
     root, spec = world
     # lr 0: the weights stay put, so the online pseudo-labels of both runs must be identical
@@ -381,6 +384,7 @@ print(json.dumps({"delta_mb": (peak - before) / 1024, "n": len(top1),
 """
 
 
+@pytest.mark.slow
 def test_online_top1_memory_is_bounded_whatever_n():
     """N = 100k images x 20,071 names: a dense logits matrix would add 8 GB; the chunked top-1 < 3 GB."""
     result = subprocess.run(

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from helpers import unit
 
 from s3a.discover import vote as vote_mod
 from s3a.discover.cluster import KMeansParams, kmeans
@@ -19,10 +20,6 @@ from s3a.discover.vote import (
     vote_matrix,
 )
 from s3a.embed import zero_shot
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def planted(n_classes=8, per_class=100, n_names=64, dim=48, seed=0):
