@@ -31,7 +31,6 @@ import numpy as np
 from annotated_types import Ge
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from s3a.data.registry import DATASETS
 from s3a.vocab import DESCRIPTION_SETS
 
 __all__ = [
@@ -70,6 +69,12 @@ def _strict_int(value: Any) -> Any:
 _NO_BOOL = BeforeValidator(_strict_int)
 Int = Annotated[int, _NO_BOOL]
 DECODERS = ("pil", "fast", "gpu")
+#: the builders of s3a.data.DATASETS (a test keeps the two in step; importing s3a.data here would load
+#: PIL into every step that reads its parameters)
+DATASET_KINDS = (
+    "imagenet1k", "imagenet100", "living17", "nonliving26", "entity13", "entity30", "stanford_dogs",
+    "caltech101", "cifar100", "oxford_pet", "imagefolder", "generated", "folder",
+)  # fmt: skip
 KMEANS_BACKENDS = ("auto", "torch", "faiss", "sklearn")
 #: environment variable names (``api_key_env``)
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -244,7 +249,7 @@ _OVERRIDE = {"default": {}}
 class DatasetEntry(Block):
     """One dataset: a short name (used in result paths) -> how to build its manifest."""
 
-    kind: Literal[tuple(DATASETS)] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation).")  # type: ignore[valid-type]  # fmt: skip
+    kind: Literal[DATASET_KINDS] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation).")  # type: ignore[valid-type]  # fmt: skip
     params: dict[str, Any] = Field({}, description="Keyword arguments of the builder (root, download, seed, ...); see its docstring.")  # fmt: skip
     k: Annotated[int, Ge(2), _NO_BOOL] | Literal["auto"] = Field("auto", description="Number of classes for discovery: an integer, or 'auto' (the default) to estimate it (spec section 4).")  # fmt: skip
     k_search: KSearch = Field(default_factory=KSearch, json_schema_extra=_OVERRIDE, description="This dataset's K-search settings, overriding `discover.k_search` (only with k: auto).")  # fmt: skip

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s3a.device import pick_device  # noqa: F401 (re-exported: s3a.models.pick_device)
 from s3a.io import atomic_path
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the workflow can read ModelSpec cheaply
@@ -112,15 +113,6 @@ def register_model_configs() -> None:
 
     open_clip.add_model_config(Path(str(resources.files("s3a") / "model_configs")))
     _configs_registered = True
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``cuda`` when present unless ``device`` says otherwise (``"cpu"``, ``"cuda:1"``, ...)."""
-    import torch
-
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _check_spec(spec: ModelSpec) -> None:

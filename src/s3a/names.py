@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from s3a.embed import LOGIT_SCALE
+from s3a.classify import LOGIT_SCALE
+from s3a.device import pick_device
 from s3a.io import atomic_path
-from s3a.models import pick_device
 
 __all__ = ["NAMES_COLUMNS", "top_names", "names_table", "write_names_csv"]
 

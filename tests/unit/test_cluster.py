@@ -61,6 +61,7 @@ def test_torch_seed_changes_the_init():
     assert not np.array_equal(a.centroids, b.centroids)
 
 
+@pytest.mark.slow
 def test_torch_inertia_matches_sklearn():
     """Unstructured data (many local optima): best-of-n inertia within 1% of scikit-learn's."""
     x = np.random.RandomState(2).randn(3000, 16).astype(np.float32)

@@ -147,3 +147,22 @@ def test_model_errors_name_the_key():
         cfg.LLM(repeats=True)
     with pytest.raises(ValueError, match="kind"):
         cfg.DatasetEntry(kind="imagenet2k")
+
+
+def test_dataset_kinds_are_the_registry():
+    from s3a.data import DATASETS
+
+    assert tuple(DATASETS) == cfg.DATASET_KINDS
+
+
+@pytest.mark.slow
+def test_discovery_imports_neither_torchvision_nor_pil():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, s3a.discover.vote, s3a.discover.realign, s3a.discover.kestimate, s3a.discover.describe; "
+        "print(sorted(m for m in ('torchvision', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -74,6 +74,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["ViT-B-16", "ViT-L-14"])
 def test_openai_weights_get_quick_gelu_and_their_preprocessing(arch):
     """open_clip alone builds GELU for these and only warns; the weights were trained with QuickGELU."""
@@ -105,6 +106,7 @@ def test_a_model_key_a_user_adds_follows_its_tag():
     assert build_config(ModelSpec(TINY_ARCH, None, quick_gelu=True)).quick_gelu
 
 
+@pytest.mark.slow
 def test_tag_preprocessing_differs_from_openai_and_is_used():
     """A tag with its own normalisation (not the OpenAI constants) reaches the built model."""
     spec = ModelSpec("ViT-L-14", "laion2b_s32b_b82k")

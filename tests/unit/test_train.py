@@ -165,6 +165,7 @@ def test_missing_structural_labels_fail_before_any_model(world, tmp_path):
     assert "loaded s3a-tiny" not in result.stderr
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_learnable_task(world):
     root, spec = world
     params = TrainParams(epochs=4, lr=3e-2, min_lr=3e-3, w_ins=0.0, w_str=1.0, warmup_epochs=10, **{
@@ -282,6 +283,7 @@ def test_training_views_take_the_model_preprocessing():
     torch.testing.assert_close(weak(img).mean(dim=(1, 2)), expected)
 
 
+@pytest.mark.slow
 def test_training_uses_the_model_preprocessing(world, monkeypatch):
     """The training loop builds its views from the loaded model's preprocessing config."""
     import s3a.train.loop as loop
@@ -396,6 +398,7 @@ def test_online_top1_memory_is_bounded_whatever_n():
     assert probe["delta_mb"] < 3 * 1024, probe
 
 
+@pytest.mark.slow
 def test_online_vote_uses_the_chunked_top1(world, monkeypatch):
     """The training loop's top-1 goes through the chunked zero-shot, never a dense N x V product."""
     import s3a.train.loop as loop
@@ -451,6 +454,7 @@ def test_unknown_decoder_fails_early():
         TrainParams(decoder="nvjpeg-maybe")
 
 
+@pytest.mark.slow
 def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world, tiny_clip):
     """history carries the per-epoch test metrics; test_epochs.parquet the predictions behind them;
     the last evaluated epoch is exactly what the saved student predicts."""

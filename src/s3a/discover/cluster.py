@@ -59,7 +59,7 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from s3a.config import KMEANS_BACKENDS, Int, KMeans
-from s3a.models import pick_device
+from s3a.device import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from s3a.config import Int, KSearch
+from s3a.device import pick_device
 from s3a.discover.cluster import KMeansParams, kmeans
-from s3a.models import pick_device
 
 log = logging.getLogger(__name__)
 

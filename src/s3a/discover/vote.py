@@ -16,8 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
+from s3a.classify import zero_shot
 from s3a.config import Vote
-from s3a.embed import zero_shot
 
 log = logging.getLogger(__name__)
 

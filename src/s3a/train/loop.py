@@ -42,9 +42,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from s3a.classify import vocabulary_logits, zero_shot
 from s3a.config import DECODERS, Embed, Train
 from s3a.discover.vote import VoteParams, cluster_vote
-from s3a.embed import EmbedParams, image_batches, vocabulary_logits, zero_shot
+from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_clip
@@ -232,7 +233,7 @@ def vocabulary_top1(
 ) -> np.ndarray:
     """``(N,)`` index of each image's best name over the whole vocabulary (the online vote's top-1).
 
-    Chunked through :func:`s3a.embed.zero_shot`: extra memory about 1.3 GB whatever N is (never the
+    Chunked through :func:`s3a.classify.zero_shot`: extra memory about 1.3 GB whatever N is (never the
     ``N x V`` matrix, 103 GB at N = 1.28M, V = 20,071).
     """
     return zero_shot(features, classifier, device=device)[0]
