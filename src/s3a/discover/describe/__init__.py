@@ -1,0 +1,90 @@
+"""Prompt: discriminative visual phrases for each cluster's candidate names (spec 5.4).
+
+Each cluster ``c`` comes with its top candidate names (``candidates.parquet``: ``cluster``, ``rank``,
+``vocab_index``, ``vote_fraction``). Every candidate is expanded to all synsets merged under its
+vocabulary name, rendered ``name.n.NN: definition``, and one one-shot prompt per cluster
+(:func:`build_prompt`) asks an LLM for visual descriptive phrases of every synset. Two prompt styles:
+``official`` (spec 5.4: WordNet's own sense names such as ``crane.n.04``,
+:func:`s3a.vocab.wordnet_sense_name`, and the official wording) and ``clean`` (senses numbered within
+the vocabulary entry, :func:`s3a.vocab.synset_label`). The prompt is sent ``repeats`` times
+(independent samples at ``temperature``, at most ``max_tokens`` each); an answer must name exactly the
+requested synsets, each with at least one phrase (:func:`parse_answer`), must not be cut at
+``max_tokens``, and in the official style must leave every candidate a discriminative phrase
+(:func:`validate_answer`); otherwise it is re-asked. The pooled answers are post-processed
+(:func:`aggregate_phrases`) into rows ``(cluster, name, phrase, count, source)`` that the realign step
+(spec 5.5) embeds and scores.
+
+Backends (``DescribeParams.backend``):
+
+* ``openai``: any OpenAI-compatible chat-completions endpoint through the ``openai`` client. The key
+  is read from ``os.environ[api_key_env]`` when (and only when) a request has to be made; it is never
+  logged, cached or put in an error message. Answers are cached in SQLite (:class:`AnswerCache`) as
+  soon as each valid one arrives, so an interrupted run loses nothing and a rerun pays only for the
+  missing answers. Rate limits (429), server errors (5xx), time-outs and connection errors are retried
+  with exponential backoff and jitter; the client's own retries are off so the policy is ours. After
+  the endpoint's first time-out the run sends one request at a time, and every time-out pauses all
+  requests for ``timeout_s`` plus the back-off (a single-slot server is still generating the abandoned
+  answer). When retries or re-asks are exhausted for a cluster, ``on_failure`` decides: ``fail`` stops
+  the step naming the cluster; ``wordnet`` describes it by its WordNet definitions (``source =
+  "wordnet"``), caches nothing for it, and goes on.
+* ``cache-only``: the same prompts answered from the cache alone; never touches the network.
+* ``wordnet``: offline and deterministic, no LLM: each synset's WordNet definition, split on ``;``,
+  serves as its phrases. Used by the demo configuration and wherever no endpoint is available.
+
+Post-processing (per cluster): the key of an answer line is mapped back to the candidate's vocabulary
+name (senses of one name merge; the spec's "synset name up to the first dot", done through the label
+table so names that contain a dot, such as ``st._augustine_grass``, stay whole); phrases are pooled
+over the repeats keeping multiplicity; phrases equal to a candidate name of the cluster are dropped;
+phrases that occur under more than one name of the cluster are dropped; ``count`` is the number of
+occurrences. A candidate left with no phrase has no row: the realign step treats it as unscored.
+"""
+
+from __future__ import annotations
+
+from s3a.discover.describe.cache import AnswerCache
+from s3a.discover.describe.driver import describe_candidates, wordnet_fallback_clusters
+from s3a.discover.describe.params import (
+    BACKENDS,
+    DEFAULT_ENDPOINT,
+    DEFAULT_MAX_TOKENS,
+    ON_FAILURE,
+    OUTPUT_COLUMNS,
+    PROMPT_STYLES,
+    SOURCES,
+    ClusterFailure,
+    DescribeError,
+    DescribeParams,
+    InvalidAnswer,
+)
+from s3a.discover.describe.parsing import aggregate_phrases, parse_answer, validate_answer, wordnet_phrases
+from s3a.discover.describe.prompt import (
+    build_prompt,
+    candidate_concepts,
+    example_answer_tokens,
+    official_concepts,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_TOKENS",
+    "ON_FAILURE",
+    "OUTPUT_COLUMNS",
+    "PROMPT_STYLES",
+    "SOURCES",
+    "AnswerCache",
+    "ClusterFailure",
+    "DescribeError",
+    "DescribeParams",
+    "InvalidAnswer",
+    "aggregate_phrases",
+    "build_prompt",
+    "candidate_concepts",
+    "describe_candidates",
+    "example_answer_tokens",
+    "official_concepts",
+    "parse_answer",
+    "validate_answer",
+    "wordnet_fallback_clusters",
+    "wordnet_phrases",
+]

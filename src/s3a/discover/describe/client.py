@@ -1,0 +1,328 @@
+"""The HTTP side: an OpenAI-compatible client with bounded concurrency, retries, re-asks and key scrubbing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+
+from tqdm.auto import tqdm
+
+from s3a.discover.describe.cache import AnswerCache
+from s3a.discover.describe.params import (
+    DEFAULT_ENDPOINT,
+    ClusterFailure,
+    DescribeError,
+    DescribeParams,
+    InvalidAnswer,
+)
+from s3a.discover.describe.parsing import _Prompt, validate_answer
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised inside a worker when another worker has failed."""
+
+
+class _Skip(Exception):
+    """Raised inside a worker whose prompt has already failed (``on_failure: wordnet``)."""
+
+
+class _Gate:
+    """Requests in flight at once for one endpoint, and a pause before the next one.
+
+    Starts at ``max_concurrency``; after the endpoint's first time-out it falls to 1 for the rest of
+    the run, and every time-out pauses all requests (a single-slot server is still generating the
+    abandoned answer; sending more only queues them behind it until they time out too).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._active = 0
+        self._resume_at = 0.0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, stop: threading.Event) -> Iterator[None]:
+        with self._cond:
+            while self._active >= self.limit or time.monotonic() < self._resume_at:
+                if stop.is_set():
+                    raise _Stop()
+                wait = self._resume_at - time.monotonic()
+                self._cond.wait(min(0.05, wait) if wait > 0 else 0.05)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def after_timeout(self, delay: float) -> int | None:
+        """Pause all requests for ``delay`` seconds; lower the limit to 1. Returns the old limit once."""
+        with self._cond:
+            self._resume_at = max(self._resume_at, time.monotonic() + delay)
+            if self.limit > 1:
+                old, self.limit = self.limit, 1
+                return old
+            return None
+
+
+class _OpenAIRunner:
+    """Sends the missing requests through the ``openai`` client with our retry and re-ask policy."""
+
+    _RETRYABLE_NAMES = ("RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError")
+
+    def __init__(self, params: DescribeParams, cache: AnswerCache) -> None:
+        self.params = params
+        self.cache = cache
+        self.endpoint = params.base_url or DEFAULT_ENDPOINT
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._gate = _Gate(params.max_concurrency)
+        self.requests = self.retries = self.reasks = self.timeouts = 0
+        self.models: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self._key = ""
+
+    def run(
+        self, jobs: list[tuple[_Prompt, int]], progress: bool
+    ) -> tuple[dict[tuple[str, int], dict[str, list[str]]], dict[str, str]]:
+        import openai
+
+        self._openai = openai
+        key = os.environ.get(self.params.api_key_env, "").strip()
+        if not key:
+            raise DescribeError(
+                f"{len(jobs)} LLM answers are not cached and the environment variable "
+                f"{self.params.api_key_env} (params.api_key_env) is not set; export the API key in it, "
+                "or use backend 'cache-only' / 'wordnet'"
+            )
+        self._key = key
+        client = openai.OpenAI(
+            api_key=key, base_url=self.params.base_url, max_retries=0, timeout=self.params.timeout_s
+        )
+        self._retryable = tuple(getattr(openai, n) for n in self._RETRYABLE_NAMES)
+        results: dict[tuple[str, int], dict[str, list[str]]] = {}
+        bar = tqdm(total=len(jobs), desc="describe: LLM answers", unit="answer", disable=not progress)
+        error: BaseException | None = None
+        stopped = 0
+        pool = ThreadPoolExecutor(max_workers=min(self.params.max_concurrency, len(jobs)))
+        try:
+            futures = [pool.submit(self._one, client, p, r) for p, r in jobs]
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                if isinstance(exc, _Stop):  # a worker that stopped because another one failed:
+                    stopped += 1  # keep going to the failure itself, which names its cause
+                    continue
+                if exc is not None:
+                    error = exc
+                    break
+                bar.update(1)
+                if (item := fut.result()) is not None:
+                    key_text, repeat, answer = item
+                    results[key_text, repeat] = answer
+        finally:
+            self._stop.set()  # on an error or Ctrl-C, workers stop before their next request
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            client.close()
+            self._key = ""
+            log.info(
+                "describe: %d requests made to %s, %d answers received, %d re-asks, %d retries, "
+                "%d time-outs, %d prompts failed, concurrency at the end %d",
+                self.requests,
+                self.endpoint,
+                len(results),
+                self.reasks,
+                self.retries,
+                self.timeouts,
+                len(self.failed),
+                self._gate.limit,
+            )
+        if error is not None:
+            raise error
+        if stopped:
+            raise DescribeError(
+                f"the describe step was interrupted with {stopped} LLM answers outstanding; the answers "
+                f"received are kept in {self.cache.path}, and a rerun requests only the missing ones"
+            )
+        return {k: v for k, v in results.items() if k[0] not in self.failed}, dict(self.failed)
+
+    def _count(self, attr: str) -> None:
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + 1)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the key (and anything shaped like an OpenAI key) masked."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        return re.sub(r"sk-[A-Za-z0-9_\-*]{4,}", "sk-***", text)
+
+    def _one(self, client, prompt: _Prompt, repeat: int) -> tuple[str, int, dict[str, list[str]]] | None:
+        try:
+            return self._ask(client, prompt, repeat)
+        except _Skip:
+            return None
+        except ClusterFailure as exc:
+            if self.params.on_failure != "wordnet":
+                self._stop.set()
+                raise
+            with self._lock:
+                first = prompt.text not in self.failed
+                self.failed.setdefault(prompt.text, str(exc))
+            if first:
+                log.warning(
+                    "describe: %s falls back to WordNet definitions (llm.on_failure: wordnet): %s",
+                    prompt.where(),
+                    exc,
+                )
+            return None
+        except BaseException:
+            self._stop.set()  # stop the other workers before they start another request
+            raise
+
+    def _ask(self, client, prompt: _Prompt, repeat: int) -> tuple[str, int, dict[str, list[str]]]:
+        """One valid answer for ``(prompt, repeat)``, written to the cache, with retries and re-asks."""
+        p = self.params
+        attempt_errors = 0
+        reasks = 0
+        while True:
+            if self._stop.is_set():
+                raise _Stop()
+            if prompt.text in self.failed:
+                raise _Skip()
+            try:
+                with self._gate.slot(self._stop):
+                    self._count("requests")
+                    response = client.chat.completions.create(
+                        model=p.model,
+                        messages=[{"role": "user", "content": prompt.text}],
+                        temperature=p.temperature,
+                        max_tokens=p.max_tokens,
+                    )
+            except self._retryable as exc:
+                attempt_errors += 1
+                what = self._describe_failure(exc)
+                timed_out = isinstance(exc, self._openai.APITimeoutError)
+                if attempt_errors > p.max_retries:
+                    unreachable = isinstance(exc, self._openai.APIConnectionError) and not timed_out
+                    error_type = DescribeError if unreachable else ClusterFailure
+                    raise error_type(
+                        f"no answer from the LLM endpoint {self.endpoint} for {prompt.where()} after "
+                        f"{attempt_errors} attempt(s); last failure: {what}. Check that base_url is right, "
+                        "the endpoint is up and reachable from this machine (the describe step needs "
+                        "network access; run it on a login node or use backend 'cache-only' / 'wordnet'), "
+                        f"and raise max_retries/timeout_s for a slow endpoint. Answers received so far are "
+                        f"kept in {self.cache.path}; a rerun requests only the missing ones."
+                    ) from None
+                delay = self._backoff(attempt_errors, exc)
+                self._count("retries")
+                if timed_out:
+                    # The server may still be generating the abandoned answer: wait for it as long as the
+                    # request itself was given, on top of the usual delay, and send one at a time.
+                    self._count("timeouts")
+                    delay += p.timeout_s
+                    old = self._gate.after_timeout(delay)
+                    if old is not None:
+                        log.warning(
+                            "describe: the LLM endpoint %s timed out; concurrency lowered from %d to 1 for "
+                            "the rest of this run, and every time-out pauses requests for timeout_s plus "
+                            "the back-off so a busy server can finish",
+                            self.endpoint,
+                            old,
+                        )
+                log.warning(
+                    "describe: %s: %s; retry %d/%d in %.2f s",
+                    prompt.where(),
+                    what,
+                    attempt_errors,
+                    p.max_retries,
+                    delay,
+                )
+                if not timed_out and self._stop.wait(delay):
+                    raise _Stop() from None
+                continue
+            except self._openai.APIStatusError as exc:
+                raise self._status_error(exc, prompt) from None
+            choice = response.choices[0] if response.choices else None
+            content = (choice.message.content if choice is not None else None) or ""
+            try:
+                if choice is not None and choice.finish_reason == "length":
+                    raise InvalidAnswer(
+                        f"answer cut at max_tokens={p.max_tokens} (finish_reason 'length'); raise "
+                        "llm.max_tokens if valid answers are longer"
+                    )
+                answer = validate_answer(
+                    content, prompt.labels, prompt.label_names, prompt.names, p.prompt_style
+                )
+            except InvalidAnswer as exc:
+                reasks += 1
+                if reasks > p.max_reasks:
+                    raise ClusterFailure(
+                        f"the LLM gave no valid answer for {prompt.where()} (repeat {repeat}) in "
+                        f"{reasks} tries; last problem: {exc}. Expected one line per concept "
+                        f"{prompt.labels}; try another model or raise max_reasks"
+                    ) from None
+                self._count("reasks")
+                log.warning(
+                    "describe: invalid answer for %s (%s); re-asking (%d/%d)",
+                    prompt.where(),
+                    exc,
+                    reasks,
+                    p.max_reasks,
+                )
+                continue
+            served = getattr(response, "model", None) or None
+            if served:
+                with self._lock:
+                    self.models.add(str(served))
+            self.cache.put(p.model, prompt.text, p.temperature, repeat, content, served)
+            return prompt.text, repeat, answer
+
+    def _describe_failure(self, exc: Exception) -> str:
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, self._openai.APITimeoutError):
+            return f"timed out after {self.params.timeout_s:g} s"
+        if isinstance(exc, self._openai.APIConnectionError):
+            return f"connection error ({self._scrub(str(exc.__cause__ or exc))})"
+        if status == 429:
+            return "rate limited (429)"
+        return f"server error ({status})"
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        p = self.params
+        delay = min(p.backoff_max_s, p.backoff_s * 2 ** (attempt - 1))
+        delay *= 0.5 + random.random() / 2  # jitter: spread concurrent retries apart
+        response = getattr(exc, "response", None)
+        retry_after = None
+        if response is not None:
+            try:
+                retry_after = float(response.headers.get("retry-after", ""))
+            except (TypeError, ValueError):
+                retry_after = None
+        if retry_after is not None and retry_after > delay:
+            delay = min(p.backoff_max_s, retry_after)
+        return delay
+
+    def _status_error(self, exc, prompt: _Prompt) -> DescribeError:
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403):
+            # The server's message is not repeated: some echo (part of) the key.
+            return DescribeError(
+                f"the LLM endpoint {self.endpoint} rejected the key ({status}) read from the environment "
+                f"variable {self.params.api_key_env}; check that it holds a valid key for this endpoint "
+                "(and that the key may use the model)"
+            )
+        message = self._scrub(str(getattr(exc, "message", "") or exc))
+        return DescribeError(
+            f"the LLM endpoint {self.endpoint} refused the request for {prompt.where()} ({status}): "
+            f"{message}. Check model={self.params.model!r} and base_url"
+        )
