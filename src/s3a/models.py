@@ -115,6 +115,20 @@ def register_model_configs() -> None:
     _configs_registered = True
 
 
+def load_trained(
+    spec: ModelSpec, visual: str | os.PathLike[str] | None = None, device: str | torch.device | None = None
+) -> LoadedClip:
+    """The model of ``spec`` with self-trained image-encoder weights: the one loader of training (which
+    starts from ``visual=None``, the entry's own weights) and prediction (``student.pt`` or
+    ``teacher.pt`` of the rule self_train)."""
+    clip = load_clip(spec, device=device)
+    if visual is not None:
+        import torch
+
+        clip.model.visual.load_state_dict(torch.load(visual, map_location=clip.device))
+    return clip
+
+
 def _check_spec(spec: ModelSpec) -> None:
     import open_clip
 

@@ -6,7 +6,7 @@ import torch
 from s3a.embed import EmbedParams, encode_images, zero_shot
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
-from s3a.models import ModelSpec, load_clip
+from s3a.models import ModelSpec, load_trained
 from s3a.names import top_names
 
 
@@ -16,13 +16,12 @@ def main(smk) -> None:
         manifest = read_table(smk.input.manifest, columns=["image_id", "path", "split"])
         rows = manifest[manifest.split == smk.wildcards.split]
         vocab_ids, classifier = read_embeddings(smk.input.classifier, id_column="vocab_index")
-        clip = load_clip(ModelSpec(**smk.params.model))
         params = EmbedParams(
             batch_size=smk.params.batch_size, num_workers=max(0, smk.threads - 1), decoder=smk.params.decoder
         )
         table = pd.DataFrame()
         for role in ("student", "teacher"):
-            clip.model.visual.load_state_dict(torch.load(smk.input[role], map_location=clip.device))
+            clip = load_trained(ModelSpec(**smk.params.model), smk.input[role])
             result = encode_images(clip.model, clip.preprocess, list(rows.path), params)
             pred, score = zero_shot(result.embeddings, classifier)
             table["image_id"] = rows.image_id.to_numpy()[result.index]

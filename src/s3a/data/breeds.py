@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -47,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from s3a.io import atomic_path
 
 from .base import DatasetError, abspath
 from .imagenet import imagenet_subset, imagenet_train_wnids
@@ -121,20 +122,14 @@ def ensure_breeds_files(info_dir: str | os.PathLike[str], download: bool = True)
             )
         folder.mkdir(parents=True, exist_ok=True)
         log.info("BREEDS: downloading %s to %s", url, target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
         try:
-            with os.fdopen(fd, "wb") as out, _urlopen(url) as response:
-                out.write(response.read())
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp, _urlopen(url) as response:
+                tmp.write_bytes(response.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise DatasetError(
                 f"BREEDS: could not download {name} from {url} into {folder} ({exc}); download the files "
                 f"{list(BREEDS_FILES)} by hand into {folder}"
             ) from exc
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return folder
 
 

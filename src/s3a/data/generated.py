@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
+
+from s3a.io import atomic_path
 
 from .base import DatasetError, abspath, make_manifest, seeded_split
 
@@ -147,14 +147,8 @@ def draw_image(shape: str, rng: np.random.RandomState, image_size: int) -> Image
 
 
 def _save_jpeg_atomic(img: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="JPEG", quality=JPEG_QUALITY)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
 
 
 def build_generated(

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
+
+from s3a.io import atomic_path
 
 from .base import DatasetError, abspath, make_manifest, require_dir, require_file
 
@@ -59,14 +60,8 @@ def _load_pickle(path: Path, dataset: str) -> dict:
 
 
 def _save_png_atomic(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def build_cifar100(root: str, download: bool = False) -> pd.DataFrame:

@@ -14,6 +14,9 @@ test split of the manifest, as the official code does: ``history.parquet`` carri
 and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
 which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
 
+The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
+EMA, loss) in :mod:`s3a.train.optim` and the resume state in :mod:`s3a.train.state`.
+
 State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
 killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
 from (seed, epoch, rank), ends with the same result as an uninterrupted run.
@@ -22,201 +25,43 @@ from (seed, epoch, rank), ends with the same result as an uninterrupted run.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
-import json
 import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import model_validator
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.classify import vocabulary_logits, zero_shot
-from s3a.config import DECODERS, Embed, Train
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
 from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
-from s3a.models import ModelSpec, load_clip
+from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
+from s3a.train.optim import (  # noqa: F401 (re-exported: s3a.train.loop was their home)
+    cosine_lr,
+    ema_decay,
+    ema_update,
+    layer_id,
+    param_groups,
+    s3a_loss,
+)
+from s3a.train.params import ONLINE_STARTS, TEST_EPOCHS, TrainParams, TrainPaths  # noqa: F401
+from s3a.train.state import ResumeState, run_fingerprint, seed_everything
 
 log = logging.getLogger(__name__)
 
-ONLINE_STARTS = get_args(Train.model_fields["online_start"].annotation)
-#: per evaluated epoch, the test predictions of student and teacher: image_id, epoch,
-#: student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch)
-TEST_EPOCHS = "test_epochs.parquet"
-
-
-class TrainParams(Train):
-    """Self-training hyperparameters: the config block :class:`s3a.config.Train` (spec 6.1-6.4;
-    defaults are the official ViT-B/16 ones) and the image decoder of ``embed``.
-
-    Attributes:
-        epochs: training epochs.
-        batch_size: global batch (over all processes); must divide by the number of processes.
-        lr, min_lr: peak and final learning rate per 256 images (scaled by ``batch_size / 256``).
-        weight_decay: AdamW weight decay (none on 1-D parameters).
-        layer_decay: layer-wise lr decay (embeddings 0 ... blocks ... head L+1).
-        ema_decay_init, ema_decay, ema_warmup_iters: EMA decay ramp of the teacher.
-        conf_threshold: teacher confidence above which the instance loss applies (tau).
-        w_ins, w_str: weights of the instance and structural losses.
-        warmup_epochs: epochs trained on the offline structural labels before the online vote.
-        online_start: partition the online vote starts from: ``offline_partition`` (official) or
-            ``previous_epoch``.
-        vote_iters: vote iterations of the online vote.
-        max_steps_per_epoch: cap of optimizer steps per epoch (official: 1000).
-        eval_every: epochs between evaluations of the student and teacher on the test split (and of
-            the teacher on the train split); the last epoch is always evaluated.
-        num_workers: data-loading workers per process.
-        extract_batch_size: images per forward pass when extracting teacher features.
-        seed: seeds the sampler, augmentations and initial state.
-        decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
-            :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
-            online features come from the same decoder.
-    """
-
-    decoder: Literal[DECODERS] = Embed.model_fields["decoder"].default  # type: ignore[valid-type]
-
-    @model_validator(mode="after")
-    def _schedule(self) -> TrainParams:
-        if self.min_lr > self.lr:
-            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
-        return self
-
-
-@dataclass(frozen=True)
-class TrainPaths:
-    """Files of one training run: inputs, outputs, and the resume state (under ``resources/``)."""
-
-    manifest: str
-    vocabulary: str
-    classifier: str
-    structural_labels: str
-    out_dir: str
-    state: str
-
-    def check(self) -> None:
-        """Fail before any GPU time when an input is missing."""
-        for name in ("manifest", "vocabulary", "classifier", "structural_labels"):
-            if not Path(getattr(self, name)).is_file():
-                raise FileNotFoundError(f"self-training input {name} not found: {getattr(self, name)}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# optimisation
-
-
-def layer_id(name: str, n_layers: int) -> int:
-    """Layer of a visual-encoder parameter for layer-wise lr decay (spec 6.4)."""
-    if name.startswith(("conv1", "class_embedding", "positional_embedding", "ln_pre", "patch_dropout")):
-        return 0
-    if name.startswith("transformer.resblocks."):
-        return int(name.split(".")[2]) + 1
-    return n_layers + 1
-
-
-def param_groups(model: torch.nn.Module, params: TrainParams) -> list[dict]:
-    """AdamW groups: a lr scale per layer, no weight decay on 1-D parameters."""
-    n_layers = len(model.transformer.resblocks)
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        layer = layer_id(name, n_layers)
-        no_decay = p.ndim <= 1
-        group = groups.setdefault(
-            (layer, no_decay),
-            {
-                "params": [],
-                "lr_scale": params.layer_decay ** (n_layers + 1 - layer),
-                "weight_decay": 0.0 if no_decay else params.weight_decay,
-            },
-        )
-        group["params"].append(p)
-    return [groups[key] for key in sorted(groups)]
-
-
-def cosine_lr(step: int, total: int, base: float, final: float) -> float:
-    """Per-iteration cosine from ``base`` to ``final`` over ``total`` steps, no warm-up."""
-    if total <= 1:
-        return base
-    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * step / (total - 1)))
-
-
-def ema_decay(step: int, params: TrainParams) -> float:
-    """Linear ramp from ``ema_decay_init`` to ``ema_decay`` over ``ema_warmup_iters`` steps."""
-    ramp = min(1.0, step / max(1, params.ema_warmup_iters))
-    return params.ema_decay_init + (params.ema_decay - params.ema_decay_init) * ramp
-
-
-@torch.no_grad()
-def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
-    """``teacher = decay * teacher + (1 - decay) * student`` for parameters; buffers are copied."""
-    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        t.mul_(decay).add_(s.detach(), alpha=1 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        t.copy_(s)
-
-
-def s3a_loss(
-    teacher_logits: torch.Tensor,
-    student_logits: torch.Tensor,
-    structural: torch.Tensor,
-    params: TrainParams,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of spec 6.3 for one batch, and its parts.
-
-    Args:
-        teacher_logits, student_logits: ``(B, V)`` logits over the whole vocabulary.
-        structural: ``(B,)`` structural labels (vocabulary indices).
-    """
-    conf, hard = torch.softmax(teacher_logits.float(), dim=-1).max(dim=-1)
-    mask = conf > params.conf_threshold
-    if mask.any():
-        loss_ins = F.cross_entropy(student_logits[mask].float(), hard[mask])
-    else:
-        loss_ins = student_logits.sum() * 0.0
-    loss_str = F.cross_entropy(student_logits.float(), structural)
-    loss = params.w_ins * loss_ins + params.w_str * loss_str
-    parts = {
-        "loss_ins": float(loss_ins.detach()),
-        "loss_str": float(loss_str.detach()),
-        "confident": float(mask.sum()),
-    }
-    return loss, parts
-
-
 # ----------------------------------------------------------------------------------------------------
 # the run
-
-
-def _seed_everything(seed: int, epoch: int, rank: int) -> int:
-    value = (seed * 1_000_003 + epoch * 1009 + rank) % (2**31)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-    return value
-
-
-def _fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world: int) -> str:
-    """Identity of a run: a resume state of another configuration is never reused."""
-    digest = hashlib.sha256(Path(paths.structural_labels).read_bytes())
-    payload = [params.model_dump(), dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
-    digest.update(json.dumps(payload, sort_keys=True).encode())
-    return digest.hexdigest()
 
 
 def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
@@ -441,8 +286,8 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     if len(rows) < params.batch_size:
         raise ValueError(f"{len(rows)} training images are fewer than one batch of {params.batch_size}")
 
-    _seed_everything(params.seed, -1, 0)
-    clip = load_clip(spec, device=env.device)
+    seed_everything(params.seed, -1, 0)
+    clip = load_trained(spec, device=env.device)
     student = clip.model.visual.float()
     teacher = copy.deepcopy(student).requires_grad_(False)
     classifier = torch.from_numpy(np.array(classifier_np)).to(env.device)
@@ -450,25 +295,25 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     steps = min(len(rows) // params.batch_size, params.max_steps_per_epoch)
     total = steps * params.epochs
 
-    fingerprint = _fingerprint(paths, params, spec, env.world_size)
-    state = _load_state(paths.state, fingerprint)
+    fingerprint = run_fingerprint(paths, params, spec, env.world_size)
+    state = ResumeState.load(paths.state, fingerprint)
     history: list[dict] = []
     test_predictions: list[pd.DataFrame] = []  # per evaluated epoch: image_id, epoch, student/teacher
     labels, partition, start_epoch, step = offline_labels.copy(), offline_partition.copy(), 0, 0
     if state is not None:
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, labels, partition = state["history"], state["labels"], state["partition"]
-        test_predictions = state["test_predictions"]
-        start_epoch, step = state["epoch"], state["step"]
+        student.load_state_dict(state.student)
+        teacher.load_state_dict(state.teacher)
+        optimizer.load_state_dict(state.optimizer)
+        history, labels, partition = state.history, state.labels, state.partition
+        test_predictions = state.test_predictions
+        start_epoch, step = state.epoch, state.step
         log.info("resuming from %s after epoch %d", paths.state, start_epoch)
     model = DistributedDataParallel(student) if env.distributed else student
 
     data = TwoViews(image_paths, *training_views(clip.preprocess_cfg))
     per_rank = params.batch_size // env.world_size
     for epoch in range(start_epoch, params.epochs):
-        base_seed = _seed_everything(params.seed, epoch, env.rank)
+        base_seed = seed_everything(params.seed, epoch, env.rank)
         previous = labels
         teacher_top1 = math.nan
         if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
@@ -524,19 +369,18 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
             log.info(
                 "epoch %d: %s", epoch, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
             )
-            _save_state(
-                paths.state,
-                fingerprint,
-                epoch + 1,
-                step,
-                student,
-                teacher,
-                optimizer,
-                history,
-                labels,
-                partition,
-                test_predictions,
-            )
+            ResumeState(
+                fingerprint=fingerprint,
+                epoch=epoch + 1,
+                step=step,
+                student=student.state_dict(),
+                teacher=teacher.state_dict(),
+                optimizer=optimizer.state_dict(),
+                history=history,
+                labels=np.asarray(labels),
+                partition=np.asarray(partition),
+                test_predictions=test_predictions,
+            ).save(paths.state)
         distributed.barrier()
 
     frame = pd.DataFrame(history)
@@ -557,32 +401,3 @@ def _test_epochs(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
     return pd.concat(frames, ignore_index=True)[columns]
-
-
-def _save_state(
-    path, fingerprint, epoch, step, student, teacher, optimizer, history, labels, partition, test_predictions
-) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "epoch": epoch,
-        "step": step,
-        "student": student.state_dict(),
-        "teacher": teacher.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "history": history,
-        "labels": np.asarray(labels),
-        "partition": np.asarray(partition),
-        "test_predictions": test_predictions,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_state(path: str, fingerprint: str) -> dict | None:
-    if not Path(path).is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        log.warning("ignoring resume state %s: it belongs to another configuration", path)
-        return None
-    return state
