@@ -3,10 +3,9 @@
 import pandas as pd
 
 from s3a.discover.describe import wordnet_fallback_clusters
-from s3a.discover.realign import candidate_recall
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.metrics import gt_vocab_index, load_soft_scorer, stage_metrics
+from s3a.metrics import candidate_recall, gt_vocab_index, load_soft_scorer, stage_metrics
 
 
 def main(smk) -> None:

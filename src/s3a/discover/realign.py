@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from s3a.config import DatasetEntry, Realign
 from s3a.discover.vote import hungarian_names, reassign
+from s3a.metrics import candidate_recall  # noqa: F401 (re-exported: realign was its home)
 from s3a.vocab import DESCRIPTION_SETS, description_templates
 
 log = logging.getLogger(__name__)
@@ -162,19 +163,3 @@ def _top_candidate(candidates: pd.DataFrame, n_clusters: int) -> np.ndarray:
     first = candidates[candidates["rank"] == 0]
     top[first.cluster.to_numpy()] = first.vocab_index.to_numpy()
     return top
-
-
-def candidate_recall(partition: np.ndarray, candidates: pd.DataFrame, gt_vocab: np.ndarray) -> float:
-    """Share of clusters whose majority ground-truth name is among their candidates (spec 7.4).
-
-    Args:
-        partition: ``(N,)`` the vote partition the candidates were drawn from.
-        gt_vocab: ``(N,)`` ground-truth vocabulary index per image (``-1`` out of vocabulary; such
-            clusters are left out).
-    """
-    majority = (
-        pd.DataFrame({"cluster": partition, "gt": gt_vocab}).groupby("cluster").gt.agg(lambda g: g.mode()[0])
-    )
-    cand = candidates.groupby("cluster").vocab_index.apply(set)
-    hits = [int(majority[c] in cand.get(c, set())) for c in majority.index if majority[c] >= 0]
-    return float(np.mean(hits)) if hits else float("nan")
