@@ -16,11 +16,11 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
-# reinstalled when pyproject.toml changes
-$(VENV)/.installed: pyproject.toml
+# reinstalled when pyproject.toml or the tested package set (constraints.txt) changes
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
 	touch $@
 
 ## demo: the whole pipeline on the embedded default (generated images, tiny random model, CPU);

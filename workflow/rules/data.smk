@@ -12,6 +12,8 @@ rule prepare_manifest:
         "results/{dataset}/manifest.parquet",
     log:
         "logs/prepare_manifest/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_manifest/{dataset}.tsv"
     params:
         dataset=manifest_params,
     script:
@@ -23,6 +25,8 @@ rule build_vocabulary:
         "results/vocabulary/vocabulary.parquet",
     log:
         "logs/build_vocabulary/vocabulary.log",
+    benchmark:
+        "benchmarks/build_vocabulary/vocabulary.tsv"
     params:
         extra_wnids=config["vocabulary"]["extra_wnids"],
     script:

@@ -45,7 +45,7 @@ rule cluster_images:
 rule vote_candidates:
     input:
         embeddings="results/{dataset}/{model}/embed/train.parquet",
-        classifier="results/vocabulary/{model}/classifier.parquet",
+        classifier=rules.embed_vocabulary.output[0],
         clusters="results/{dataset}/{model}/discover/clusters.parquet",
         zeroshot="results/{dataset}/{model}/zeroshot/train.parquet",
     output:
@@ -53,6 +53,8 @@ rule vote_candidates:
         partition="results/{dataset}/{model}/discover/vote_partition.parquet",
     log:
         "logs/vote_candidates/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/vote_candidates/{dataset}/{model}.tsv"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -65,11 +67,13 @@ rule vote_candidates:
 rule describe_candidates:
     input:
         candidates="results/{dataset}/{model}/discover/candidates.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        vocabulary=rules.build_vocabulary.output[0],
     output:
         "results/{dataset}/{model}/discover/descriptions.parquet",
     log:
         "logs/describe_candidates/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/describe_candidates/{dataset}/{model}.tsv"
     params:
         llm=llm_settings,
     script:
@@ -79,8 +83,8 @@ rule describe_candidates:
 rule realign_labels:
     input:
         embeddings="results/{dataset}/{model}/embed/train.parquet",
-        classifier="results/vocabulary/{model}/classifier.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        classifier=rules.embed_vocabulary.output[0],
+        vocabulary=rules.build_vocabulary.output[0],
         partition="results/{dataset}/{model}/discover/vote_partition.parquet",
         candidates="results/{dataset}/{model}/discover/candidates.parquet",
         descriptions="results/{dataset}/{model}/discover/descriptions.parquet",
@@ -89,6 +93,8 @@ rule realign_labels:
         "results/{dataset}/{model}/discover/structural_labels.parquet",
     log:
         "logs/realign_labels/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/realign_labels/{dataset}/{model}.tsv"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),

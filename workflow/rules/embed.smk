@@ -3,7 +3,7 @@
 
 rule embed_vocabulary:
     input:
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        vocabulary=rules.build_vocabulary.output[0],
         checkpoint=model_checkpoint,
     output:
         "results/vocabulary/{model}/classifier.parquet",
@@ -24,7 +24,7 @@ rule embed_vocabulary:
 
 rule embed_images:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=rules.prepare_manifest.output[0],
         checkpoint=model_checkpoint,
     output:
         "results/{dataset}/{model}/embed/{split}.parquet",
@@ -45,7 +45,7 @@ rule embed_images:
 
 rule zero_shot:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=rules.prepare_manifest.output[0],
         embeddings="results/{dataset}/{model}/embed/{split}.parquet",
         classifier="results/vocabulary/{model}/classifier.parquet",
         checkpoint=model_checkpoint,

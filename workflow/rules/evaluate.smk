@@ -2,16 +2,25 @@
 # the per-image names table and the gallery of the discovered classes.
 
 
+localrules:
+    summarize,
+    plot_run,
+    name_images,
+    build_gallery,
+
+
 rule evaluate:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        manifest=rules.prepare_manifest.output[0],
+        vocabulary=rules.build_vocabulary.output[0],
         predictions=stage_predictions,
         discovery=discovery_inputs,
     output:
         "results/{dataset}/{model}/eval/{stage}.parquet",
     log:
         "logs/evaluate/{dataset}/{model}-{stage}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{model}-{stage}.tsv"
     resources:
         mem_mb=evaluate_mem_mb,
     params:
@@ -23,8 +32,8 @@ rule evaluate:
 
 rule evaluate_best:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        manifest=rules.prepare_manifest.output[0],
+        vocabulary=rules.build_vocabulary.output[0],
         epochs="results/{dataset}/{model}/train/test_epochs.parquet",
     output:
         "results/{dataset}/{model}/eval/student_best.parquet",
@@ -52,7 +61,6 @@ rule summarize:
         ),
     log:
         "logs/summarize/summary.log",
-    localrule: True
     params:
         oov={name: config["datasets"][name]["oov"] for name in DATASETS},
         random_weights=random_weight_models(),
@@ -82,7 +90,6 @@ rule plot_run:
         ),
     log:
         "logs/plot_run/{dataset}/{model}.log",
-    localrule: True
     script:
         "../scripts/plot_run.py"
 
@@ -95,15 +102,16 @@ rule name_images:
         csv="results/{dataset}/{model}/names.csv",
     log:
         "logs/name_images/{dataset}/{model}.log",
-    localrule: True
+    benchmark:
+        "benchmarks/name_images/{dataset}/{model}.tsv"
     script:
         "../scripts/name_images.py"
 
 
 rule build_gallery:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
+        manifest=rules.prepare_manifest.output[0],
+        vocabulary=rules.build_vocabulary.output[0],
         structural="results/{dataset}/{model}/discover/structural_labels.parquet",
         descriptions="results/{dataset}/{model}/discover/descriptions.parquet",
         names="results/{dataset}/{model}/names.parquet",
@@ -119,7 +127,8 @@ rule build_gallery:
         ),
     log:
         "logs/build_gallery/{dataset}/{model}.log",
-    localrule: True
+    benchmark:
+        "benchmarks/build_gallery/{dataset}/{model}.tsv"
     params:
         gallery=config["names"]["gallery"],
         labelled=is_labelled,

@@ -3,9 +3,9 @@
 
 rule self_train:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        vocabulary="results/vocabulary/vocabulary.parquet",
-        classifier="results/vocabulary/{model}/classifier.parquet",
+        manifest=rules.prepare_manifest.output[0],
+        vocabulary=rules.build_vocabulary.output[0],
+        classifier=rules.embed_vocabulary.output[0],
         structural_labels="results/{dataset}/{model}/discover/structural_labels.parquet",
         checkpoint=model_checkpoint,
     output:
@@ -37,10 +37,10 @@ rule self_train:
 
 rule predict:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        classifier="results/vocabulary/{model}/classifier.parquet",
-        student="results/{dataset}/{model}/train/student.pt",
-        teacher="results/{dataset}/{model}/train/teacher.pt",
+        manifest=rules.prepare_manifest.output[0],
+        classifier=rules.embed_vocabulary.output[0],
+        student=rules.self_train.output.student,
+        teacher=rules.self_train.output.teacher,
         checkpoint=model_checkpoint,
     output:
         "results/{dataset}/{model}/train/{split}.parquet",
