@@ -190,7 +190,7 @@ class LLM(Block):
     max_concurrency: Int = Field(8, ge=1, description="Requests in flight at once; falls to 1 for the rest of the run after the endpoint's first time-out.")  # fmt: skip
     timeout_s: float = Field(60.0, gt=0, description="Seconds before a request is abandoned and retried. After a time-out all requests pause for timeout_s plus the back-off (a single-slot server is still generating the abandoned answer).")  # fmt: skip
     max_retries: Int = Field(5, ge=0, description="Retries of a request after 429/5xx/timeouts/connection errors (exponential backoff).")  # fmt: skip
-    backoff_s: float = Field(1.0, ge=0, description="Base delay of the exponential back-off between retries (backoff_s * 2^k seconds, jittered; a server's retry-after wins).")  # fmt: skip
+    backoff_s: float = Field(1.0, ge=0, description="Base delay of the exponential back-off between retries (backoff_s * 2^(k-1) seconds; a longer retry-after from the server is honoured, up to backoff_max_s).")  # fmt: skip
     backoff_max_s: float = Field(30.0, ge=0, description="Cap of one back-off delay in seconds (at least backoff_s).")  # fmt: skip
     max_reasks: Int = Field(3, ge=0, description="New requests after an answer that fails validation.")
     on_failure: Literal["fail", "wordnet"] = Field("fail", description="When retries and re-asks are exhausted for a cluster: fail (stop, naming the cluster; the reproduction setting) or wordnet (describe that cluster by its WordNet definitions, source = wordnet in descriptions.parquet, counted in the log and as llm_fallback_clusters in the summary; nothing is cached for it, so a rerun with a better server fills it in). A rejected key, a refused request or an unreachable endpoint always stops.")  # fmt: skip
