@@ -80,7 +80,9 @@ def test_invalid_yaml_in_the_default_config_names_line_and_column(tmp_path):
     (tmp_path / "work").mkdir()
     work = copy_workflow(tmp_path / "work")
     config = work / "config" / "config.yaml"
-    config.write_text(config.read_text().replace("    k: 1000\n", "    k: 1000\n   bad: [\n", 1))
+    text = config.read_text()
+    assert "  imagenet1k:\n" in text
+    config.write_text(text.replace("  imagenet1k:\n", "  imagenet1k:\n   bad: [\n", 1))
     result = run_snakemake(["-n"], work, timeout=300)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
