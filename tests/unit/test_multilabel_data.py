@@ -107,10 +107,11 @@ def test_voc_errors_name_the_missing_file(tmp_path):
 def _coco_tree(root: Path) -> None:
     (root / "annotations").mkdir(parents=True)
     cats = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
+    train_anns = [(10, 1, 500.0), (10, 18, 900.0), (11, 3, 2000.0), (11, 3, 10.0)]
     for split, images, anns in (
-        ("train2014", [(10, "x.jpg"), (11, "y.jpg"), (12, "empty.jpg")], [(10, 1, 500.0), (10, 18, 900.0), (11, 3, 2000.0), (11, 3, 10.0)]),
+        ("train2014", [(10, "x.jpg"), (11, "y.jpg"), (12, "empty.jpg")], train_anns),
         ("val2014", [(20, "z.jpg")], [(20, 18, 50.0)]),
-    ):  # fmt: skip
+    ):
         for _, name in images:
             _jpeg(root / split / name)
         (root / "annotations" / f"instances_{split}.json").write_text(

@@ -46,6 +46,7 @@ __all__ = [
     "LinearHead",
     "LinearResult",
     "train_linear",
+    "linear_features",
     "predict_linear",
 ]
 
@@ -97,7 +98,8 @@ class LinearParams:
         weight_decay: L2 weight decay of the optimiser.
         init_scale: s0; the head starts at ``s0 · W`` with bias ``b_c = −s0 · q90(cos_{·c})``
             (about 10 % predicted positive at the start); ignored without a label classifier
-            (zero start).
+            (zero start). For features of k concatenated views (:func:`linear_features`) the start
+            is ``s0 · [W, …, W] / k``, the mean of the views' cosines.
         seed: seed of the initial shuffle order and of torch.
         device: ``cpu`` (default; the learner is CPU-fast) or ``cuda``.
     """
@@ -199,8 +201,10 @@ def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | 
             head.linear.bias.zero_()
             return
         w = np.asarray(classifier, np.float32)
-        if w.shape[1] != features.shape[1]:
+        blocks, rest = divmod(features.shape[1], w.shape[1])
+        if rest or blocks < 1:
             raise ValueError(f"classifier {w.shape} does not match features {features.shape}")
+        w = np.tile(w, (1, blocks)) / blocks  # concatenated views (global, pooled tiles) share W
         q90 = np.quantile(features @ w.T, 0.9, axis=0)  # (C,): (N, C) over the label set, not the vocabulary
         head.linear.weight.copy_(torch.from_numpy(s0 * w))
         head.linear.bias.copy_(torch.from_numpy((-s0 * q90).astype(np.float32)))
@@ -289,6 +293,16 @@ def train_linear(
             }
         )
     return LinearResult(head.cpu(), y.cpu().numpy(), pd.DataFrame(rows))
+
+
+def linear_features(global_emb: np.ndarray, tile_emb: np.ndarray | None = None) -> np.ndarray:
+    """Input of the ``linear`` learner: the global embeddings ``(N, D)``, or with tiles ``(N, M, D)``
+    the concatenation ``[z, unit(max_j z_j)]`` ``(N, 2D)`` (max-pooled tile embeddings)."""
+    if tile_emb is None:
+        return np.asarray(global_emb, np.float32)
+    pooled = tile_emb.max(axis=1)
+    pooled = pooled / np.linalg.norm(pooled, axis=1, keepdims=True).clip(min=1e-12)
+    return np.concatenate([global_emb, pooled], axis=1).astype(np.float32)
 
 
 def predict_linear(head: LinearHead, features: np.ndarray, chunk: int = 65536) -> np.ndarray:
