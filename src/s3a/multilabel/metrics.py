@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "subset_mask",
     "evaluate",
     "EVAL_COLUMNS",
+    "evaluate_stage",
 ]
 
 SUBSETS = ("all", "seen", "unseen", "small")
@@ -204,3 +206,25 @@ def evaluate(
         row.update(topk_metrics(yy, ss, params.topk, mask))
         rows.append(row)
     return rows
+
+
+def evaluate_stage(
+    image_ids: np.ndarray,
+    scores: np.ndarray,
+    labels: pd.DataFrame,
+    label_set: pd.DataFrame,
+    subsets: Sequence[str] = ("all",),
+    params: EvalParams = EvalParams(),
+    thresholded: bool = True,
+    **keys: str,
+) -> pd.DataFrame:
+    """Metrics rows (:data:`EVAL_COLUMNS`) of one stage and split from a ``labels`` and a
+    ``label_set`` table (:mod:`s3a.multilabel.data`): ``scores`` ``(N, C)`` for ``image_ids`` ``(N,)``.
+
+    Difficult-only positives are masked in every subset; ``small`` needs instance areas."""
+    from s3a.multilabel.data import label_matrix
+
+    y, difficult, area = label_matrix(labels, image_ids, len(label_set))
+    seen = label_set["seen"].to_numpy(dtype=bool)
+    rows = evaluate(y, scores, difficult, area, seen, subsets, params, thresholded, **keys)
+    return pd.DataFrame(rows, columns=list(EVAL_COLUMNS))

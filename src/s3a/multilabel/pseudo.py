@@ -21,6 +21,7 @@ plus the four ``(N, C)`` float32 outputs (4 x 26 MB). With the 20K-name vocabula
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,8 @@ __all__ = [
     "aggregate",
     "scores_table",
     "read_scores",
+    "template_set",
+    "label_classifier",
 ]
 
 #: what the CDUL reproduction multiplies cosines by: 1 / CLIP's raw logit_scale parameter ln(100)
@@ -185,3 +188,26 @@ def read_scores(table: pa.Table) -> tuple[np.ndarray, ViewScores, np.ndarray]:
 
     views = ViewScores(col("s_global"), col("s_alpha"), col("s_beta"), col("s_mean"))
     return table.column("image_id").to_numpy().astype(np.int64), views, col("s_final")
+
+
+def template_set(name: str) -> tuple[str, ...]:
+    """Prompt templates of ``multilabel.templates``: ``cdul`` = the single ``"a photo of a {}."``
+    (the CDUL reproduction's prompt, the default for parity) or any set of :data:`s3a.vocab.TEMPLATES`
+    (``imagenet7`` recommended)."""
+    from s3a.vocab import TEMPLATES
+
+    if name == "cdul":
+        return ("a photo of a {}.",)
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown template set {name!r}; expected 'cdul' or one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def label_classifier(
+    model, tokenizer: Callable, prompts: Sequence[str], templates: str = "cdul"
+) -> np.ndarray:
+    """``W``: ``(C, D)`` unit rows for the label set's ``prompt`` column (spec 3), through
+    :func:`s3a.embed.text_classifier` (C x templates prompts; trivial cost for C <= 1,006)."""
+    from s3a.embed import text_classifier
+
+    return text_classifier(model, tokenizer, list(prompts), template_set(templates))
