@@ -128,3 +128,52 @@ def test_classifier_initialisation_predicts_about_ten_percent_positive():
     )
     frac = (predict_linear(res.head, x) >= 0.5).mean()
     assert 0.08 <= frac <= 0.12
+
+
+def test_kl_softmax_loss_matches_definition():
+    from s3a.multilabel.align import _net_loss
+
+    rng = np.random.default_rng(4)
+    logits = torch.tensor(rng.normal(size=(3, 5)))
+    y = torch.tensor(rng.uniform(0.1, 0.9, size=(3, 5)))
+    loss, p = _net_loss(logits, y, "kl_softmax")
+    pn, yn = torch.softmax(logits, -1).numpy(), (y / y.sum(-1, keepdim=True)).numpy()
+    assert abs(float(loss) - float(np.mean(np.sum(pn * np.log(pn / yn), axis=1)))) < 1e-10
+    np.testing.assert_allclose(p.numpy(), pn)
+    x, labels, yy = _alignment_sim(5, n=300)
+    res = train_linear(
+        x, labels, None, LinearParams(epochs=2, batch_size=100, net_loss="kl_softmax"),
+        LabelUpdateParams(every=1, loss="categorical_kl"), progress=False,
+    )  # fmt: skip
+    assert np.isfinite(res.labels).all() and res.history["n_updates"].iloc[-1] == 2
+
+
+def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
+    import s3a.multilabel.align as align
+
+    x, labels, _ = _alignment_sim(6, n=300)
+    params = LinearParams(epochs=6, batch_size=64, lr=1e-2)
+    upd = LabelUpdateParams(every=2)
+    whole = train_linear(x, labels, None, params, upd, progress=False)
+    state = str(tmp_path / "state.pt")
+    real_save = align._save_state
+
+    def save_then_die(path, st):
+        real_save(path, st)
+        if st["epoch"] == 4:  # killed right after an update epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(align, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_linear(x, labels, None, params, upd, progress=False, state_path=state)
+    monkeypatch.setattr(align, "_save_state", real_save)
+    resumed = train_linear(x, labels, None, params, upd, progress=False, state_path=state)
+    np.testing.assert_array_equal(resumed.labels, whole.labels)
+    for a, b in zip(resumed.head.state_dict().values(), whole.head.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.history["epoch"].tolist() == list(range(1, 7))
+    # other settings: the stale state is ignored, a fresh run starts
+    other = train_linear(
+        x, labels, None, LinearParams(epochs=2, batch_size=64, lr=1e-2), upd, progress=False, state_path=state
+    )
+    assert other.history["epoch"].tolist() == [1, 2]

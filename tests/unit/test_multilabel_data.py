@@ -205,6 +205,7 @@ def test_generated_multilabel(tmp_path):
     pd.testing.assert_frame_equal(data.labels, again.labels)
 
 
+@pytest.mark.data
 def test_mosaic_follows_the_spec_draw(shared_data, tmp_path):
     source = shared_data / "imagenet-sample"
     if not source.is_dir():

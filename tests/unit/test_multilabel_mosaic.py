@@ -27,7 +27,7 @@ from s3a.multilabel.metrics import mean_average_precision
 from s3a.multilabel.pseudo import PseudoParams, aggregate, view_scores
 from s3a.multilabel.tiles import tile_boxes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
 def _hist(img: Image.Image) -> np.ndarray:

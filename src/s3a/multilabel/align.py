@@ -95,6 +95,8 @@ class LinearParams:
         batch_size: images per step.
         lr: learning rate.
         optimizer: ``adam`` (default) or ``sgd``.
+        net_loss: ``bce`` (sigmoid outputs, default) or ``kl_softmax`` (softmax outputs, the CDUL
+            reproduction's loss; pair it with ``label_update.loss: categorical_kl``).
         weight_decay: L2 weight decay of the optimiser.
         init_scale: s0; the head starts at ``s0 · W`` with bias ``b_c = −s0 · q90(cos_{·c})``
             (about 10 % predicted positive at the start); ignored without a label classifier
@@ -108,6 +110,7 @@ class LinearParams:
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adam"
+    net_loss: str = "bce"
     weight_decay: float = 0.0
     init_scale: float = 50.0
     seed: int = 0
@@ -116,6 +119,8 @@ class LinearParams:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.net_loss not in ("bce", "kl_softmax"):
+            raise ValueError(f"net_loss must be bce or kl_softmax, got {self.net_loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("linear learner needs epochs >= 1, batch_size >= 1, lr > 0")
 
@@ -210,6 +215,38 @@ def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | 
         head.linear.bias.copy_(torch.from_numpy((-s0 * q90).astype(np.float32)))
 
 
+def _net_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, p)``: ``bce`` — BCE summed over labels, mean over images (= Σ_c KL(y_c ‖ p_c) + const
+    per image), ``p = σ(logits)``; ``kl_softmax`` (the CDUL reproduction) — ``KL(p ‖ ỹ)`` with
+    ``p = softmax(logits)`` and ``ỹ = y / Σ y``, mean over images."""
+    if kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)
+        return loss, torch.sigmoid(logits.detach())
+    logp = F.log_softmax(logits, dim=-1)
+    log_t = (target / target.sum(-1, keepdim=True)).log()
+    loss = (logp.exp() * (logp - log_t)).sum(-1).mean()
+    return loss, logp.detach().exp()
+
+
+def _fingerprint(
+    params: LinearParams, update: LabelUpdateParams, features: np.ndarray, labels: np.ndarray
+) -> str:
+    """Settings and a digest of the inputs (SHA-1 over the arrays: ~1 s for COCO's features)."""
+    import hashlib
+
+    digest = hashlib.sha1(repr((params, update, features.shape, labels.shape)).encode())
+    for array in (features, labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _save_state(path: str, state: dict) -> None:
+    from s3a.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def train_linear(
     features: np.ndarray,
     labels: np.ndarray,
@@ -218,6 +255,7 @@ def train_linear(
     update: LabelUpdateParams = LabelUpdateParams(),
     gt: np.ndarray | None = None,
     progress: bool = True,
+    state_path: str | None = None,
 ) -> LinearResult:
     """Train the ``linear`` learner with gradient alignment.
 
@@ -226,6 +264,10 @@ def train_linear(
         labels: ``(N, C)`` initial latent labels (``S_final`` of the train split), clamped to [ε, 1−ε].
         classifier: ``(C, D)`` unit label text embeddings for the initialisation, or ``None``.
         gt: ``(N, C)`` bool ground truth, only for the ``gt_label_map`` diagnostic column.
+        state_path: resume file (kept outside the rule's outputs, e.g. under ``resources/``): the
+            head, optimiser, latent labels, shuffle generator and history are saved after every
+            epoch, and a run whose settings and inputs match continues from it with identical
+            results. Size ``N·C`` floats (COCO: 26 MB).
     """
     x_all = np.ascontiguousarray(features, dtype=np.float32)
     n, d = x_all.shape
@@ -241,9 +283,25 @@ def train_linear(
     x = torch.from_numpy(x_all).to(dev)
     y = torch.from_numpy(np.clip(labels, EPS, 1 - EPS).astype(np.float32)).to(dev)
     gen = torch.Generator().manual_seed(params.seed)
-    n_updates, updating, rows = 0, True, []
+    n_updates, updating, rows, first = 0, True, [], 1
+    fingerprint = _fingerprint(params, update, x_all, labels) if state_path else ""
+    if state_path:
+        import os
+
+        if os.path.isfile(state_path):
+            state = torch.load(state_path, map_location=dev, weights_only=False)
+            if state.get("fingerprint") == fingerprint:
+                head.load_state_dict(state["head"])
+                opt.load_state_dict(state["opt"])
+                y = state["y"].to(dev)
+                gen.set_state(state["gen"])
+                n_updates, updating, rows = state["n_updates"], state["updating"], state["rows"]
+                first = state["epoch"] + 1
+                log.info("resuming the linear learner after epoch %d from %s", state["epoch"], state_path)
+            else:
+                log.info("ignoring %s: written for other settings or inputs", state_path)
     for epoch in tqdm(
-        range(1, params.epochs + 1), desc="align", unit="epoch", disable=not progress, mininterval=5
+        range(first, params.epochs + 1), desc="align", unit="epoch", disable=not progress, mininterval=5
     ):
         do_update = (
             updating
@@ -254,11 +312,8 @@ def train_linear(
         loss_sum = lab_sum = dy_sum = gap_sum = 0.0
         for s in range(0, n, params.batch_size):
             idx = order[s : s + params.batch_size]
-            logits = head(x[idx])
             target = y[idx]
-            # BCE summed over labels, mean over images (= Σ_c KL(y_c ‖ p_c) + const per image)
-            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(idx)
-            p = torch.sigmoid(logits.detach())
+            loss, p = _net_loss(head(x[idx]), target, params.net_loss)
             gap_sum += float((target - p).abs().sum())
             if do_update:
                 pc = p.clamp(EPS, 1 - EPS)
@@ -292,6 +347,15 @@ def train_linear(
                 "gt_label_map": _label_map(gt, y.cpu().numpy()) if do_update or epoch == 1 else float("nan"),
             }
         )
+        if state_path:
+            state = {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "head": head.state_dict(),
+                "opt": opt.state_dict(),
+            }
+            state.update(y=y.cpu(), gen=gen.get_state(), n_updates=n_updates, updating=updating, rows=rows)
+            _save_state(state_path, state)
     return LinearResult(head.cpu(), y.cpu().numpy(), pd.DataFrame(rows))
 
 
