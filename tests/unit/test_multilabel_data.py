@@ -232,3 +232,10 @@ def test_mosaic_from_class_folders(tmp_path):
             _jpeg(tmp_path / "src" / c / f"{i}.jpg", size=(20 + i, 20))
     data = build_mosaic(str(tmp_path / "m"), str(tmp_path / "src"), classes=4, n_train=5, n_test=2, canvas=32)
     assert len(data.manifest) == 7 and data.label_set["wnid"].isna().all()
+
+
+def test_registry_errors(tmp_path):
+    with pytest.raises(DatasetError, match="unknown multi-label dataset kind 'voc2099'"):
+        build_multilabel("voc2099", {})
+    with pytest.raises(DatasetError, match="bad parameters"):
+        build_multilabel("coco2014", {"root": str(tmp_path), "colour": 1})

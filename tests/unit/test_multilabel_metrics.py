@@ -120,3 +120,28 @@ def test_small_subset_masks_large_positives_and_evaluate_rows():
 def test_shape_errors():
     with pytest.raises(ValueError, match="shapes"):
         mean_average_precision(np.zeros((3, 2), bool), np.zeros((3, 3)))
+
+
+def test_evaluate_stage_masks_voc_difficult():
+    import pandas as pd
+
+    from s3a.multilabel.metrics import evaluate_stage
+
+    labels = pd.DataFrame(
+        {
+            "image_id": np.array([0, 1, 2, 3], np.int64),
+            "label_index": np.array([0, 0, 1, 1], np.int32),
+            "difficult": [False, True, False, False],
+            "area_fraction": np.float32([0.5] * 4),
+            "max_instance_area": np.float32([10, 10, 5000, 10]),
+        }
+    )
+    label_set = pd.DataFrame({"label_index": [0, 1], "seen": [True, True]})
+    ids = np.array([0, 1, 2, 3, 4])
+    # image 1's difficult label-0 positive scores lowest; masked, label 0's AP is 1
+    scores = np.array([[0.9, 0.1], [0.0, 0.2], [0.2, 0.8], [0.3, 0.7], [0.1, 0.3]])
+    frame = evaluate_stage(ids, scores, labels, label_set, ("all", "small"), stage="s", split="test")
+    assert frame.loc[0, "map"] == 100.0 and frame.loc[0, "n_images"] == 5
+    # small: label 1's large positive (image 2) is masked too
+    assert frame.loc[1, "map"] == 100.0 and frame.loc[1, "subset"] == "small"
+    assert (frame["stage"] == "s").all() and (frame["split"] == "test").all()

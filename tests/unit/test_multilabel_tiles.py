@@ -88,3 +88,15 @@ def test_tiles_table_roundtrip(tmp_path):
     np.testing.assert_array_equal(got, emb[order])
     half = tiles_table(ids, boxes, emb, dtype="float16")
     assert str(half.schema.field("embedding").type.value_type) == "halffloat"
+
+
+def test_worker_processes_give_the_same_tiles(tiny_clip, tmp_path):
+    paths = _images(tmp_path, 3)
+    one = encode_tiles(
+        tiny_clip.model, tiny_clip.preprocess, paths, TileParams(num_workers=0), progress=False
+    )
+    two = encode_tiles(
+        tiny_clip.model, tiny_clip.preprocess, paths, TileParams(num_workers=1, batch_size=9), progress=False
+    )
+    np.testing.assert_array_equal(one.index, two.index)
+    np.testing.assert_allclose(one.embeddings, two.embeddings, atol=1e-5)
