@@ -49,6 +49,7 @@ __all__ = [
     "ImageRecord",
     "assemble",
     "readable_prompt",
+    "cover_resize",
     "build_voc",
     "build_coco2014",
     "build_nuswide",
@@ -453,7 +454,7 @@ def build_nuswide(root: str, label_space: str = "test", prompt_style: str = "rea
 # ------------------------------------------------------------------------------ mosaics (composed)
 
 
-def _cover(photo: Image.Image, width: int, height: int) -> Image.Image:
+def cover_resize(photo: Image.Image, width: int, height: int) -> Image.Image:
     """Resize (bicubic) to cover ``width x height`` and centre-crop to it."""
     scale = max(width / photo.width, height / photo.height)
     w, h = max(width, round(photo.width * scale)), max(height, round(photo.height * scale))
@@ -467,7 +468,7 @@ def _compose(regions, photos: Sequence[Image.Image], canvas: int) -> Image.Image
     out = Image.new("RGB", (canvas, canvas))
     for (x0, y0, x1, y1), photo in zip(regions, photos, strict=True):
         box = (x0 * cell, y0 * cell, x1 * cell, y1 * cell)
-        out.paste(_cover(photo, box[2] - box[0], box[3] - box[1]), box[:2])
+        out.paste(cover_resize(photo, box[2] - box[0], box[3] - box[1]), box[:2])
     return out
 
 
