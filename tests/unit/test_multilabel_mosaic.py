@@ -3,8 +3,9 @@
 The stand-in encoder reads pixels and has no weights: a view is resized to 112 x 112 (bilinear),
 turned into a joint RGB histogram (8 bins per channel, 512-d) normalised to sum 1, square-rooted,
 centred on the mean over the K class photos and L2-normalised. The label "text" embeddings are the
-same encoder on each class photo fitted (cover, centre crop) to 224 x 224. The global view is the whole mosaic resized to
-224 x 224 (bicubic); the local views are the 3 x 3 tiles of :func:`s3a.multilabel.tiles.tile_boxes`.
+same encoder on each class photo fitted (cover, centre crop) to 224 x 224. The global view is the
+whole mosaic resized to 224 x 224 (bicubic); the local views are the 3 x 3 tiles of
+:func:`s3a.multilabel.tiles.tile_boxes`.
 """
 
 from __future__ import annotations
