@@ -1,0 +1,11 @@
+"""Multi-label mode (CDUL): unsupervised multi-label classification from CLIP global and local views.
+
+Modules (see ``MULTILABEL_SPEC.md`` and ``README.md`` beside this file):
+
+* :mod:`.data` — dataset builders (VOC 2007/2012, COCO 2014, NUS-WIDE, real-photo mosaics, the
+  generated demo set) returning the standard manifest plus the ``labels`` and ``label_set`` tables;
+* :mod:`.tiles` — the 3x3 tile grid and tile embedding (one decode per image);
+* :mod:`.pseudo` — the global-local pseudo-label aggregation (spec 5);
+* :mod:`.align` — latent-label updates and the ``linear`` gradient-alignment learner (spec 6);
+* :mod:`.metrics` — mAP, CP/CR/CF1, OP/OR/OF1, top-K P/R/F1 and the evaluation subsets (spec 9).
+"""
