@@ -155,7 +155,9 @@ def test_training_fits_and_predictions_agree():
         y[i, present] = 1
         tokens[i, :2] += text[present]
     params = MLDecoderParams(embed_dim=32, heads=4, ff_dim=64, dropout=0.0)
-    res = train_head(tokens, y, text, HeadTrainParams(epochs=60, batch_size=16, lr=5e-3), params, progress=False)
+    res = train_head(
+        tokens, y, text, HeadTrainParams(epochs=60, batch_size=16, lr=5e-3), params, progress=False
+    )
     hist = res.history
     assert list(hist.columns) == ["epoch", "loss", "loss_cls", "loss_clip", "kappa"]
     # measured: ASL 2.21 -> 0.03 per image, L_clip 2.19 -> 0.80, train mAP 100

@@ -87,7 +87,9 @@ class MLDecoderParams:
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1 or self.heads < 1 or self.embed_dim % self.heads:
-            raise ValueError(f"mldecoder.embed_dim ({self.embed_dim}) must be a positive multiple of heads ({self.heads})")
+            raise ValueError(
+                f"mldecoder.embed_dim ({self.embed_dim}) must be a positive multiple of heads ({self.heads})"
+            )
         if self.ff_dim < 1 or self.query_chunk < 1 or not 0 <= self.dropout < 1:
             raise ValueError("mldecoder needs ff_dim >= 1, query_chunk >= 1 and 0 <= dropout < 1")
         if self.clip_loss_weight < 0 or self.cls_loss_weight < 0:
@@ -203,7 +205,12 @@ class GroupDecoderHead(_Decoder):
     """Closed-set ML-Decoder (module docstring): ``forward(tokens (B, P, F)) -> (B, C)`` logits."""
 
     def __init__(
-        self, token_dim: int, n_labels: int, params: MLDecoderParams = MLDecoderParams(), n_groups: int = -1, seed: int = 0
+        self,
+        token_dim: int,
+        n_labels: int,
+        params: MLDecoderParams = MLDecoderParams(),
+        n_groups: int = -1,
+        seed: int = 0,
     ) -> None:
         super().__init__(token_dim, params)
         self.n_labels = n_labels
@@ -213,7 +220,9 @@ class GroupDecoderHead(_Decoder):
         self.register_buffer("group_queries", torch.randn(self.n_groups, params.embed_dim, generator=gen))
         bound = 1.0 / math.sqrt(params.embed_dim)
         self.group_weight = nn.Parameter(
-            torch.empty(self.n_groups, params.embed_dim, self.per_group).uniform_(-bound, bound, generator=gen)
+            torch.empty(self.n_groups, params.embed_dim, self.per_group).uniform_(
+                -bound, bound, generator=gen
+            )
         )
         self.bias = nn.Parameter(torch.zeros(n_labels))
 
@@ -234,7 +243,9 @@ def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
         ValueError: the tower has no patch tokens (ResNet CLIP, attention-pool towers).
     """
     if not hasattr(visual, "output_tokens") or not hasattr(visual, "ln_post"):
-        raise ValueError(f"{type(visual).__name__} gives no patch tokens; the mldecoder learner needs a ViT CLIP model")
+        raise ValueError(
+            f"{type(visual).__name__} gives no patch tokens; the mldecoder learner needs a ViT CLIP model"
+        )
     if getattr(visual, "attn_pool", None) is not None:
         raise ValueError("attention-pooled vision towers (CoCa) are not supported by the mldecoder learner")
     before = visual.output_tokens
@@ -274,7 +285,9 @@ class HeadTrainParams:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError("mldecoder training needs epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0")
+            raise ValueError(
+                "mldecoder training needs epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0"
+            )
 
 
 @dataclass
@@ -302,7 +315,7 @@ def train_head(
     text: np.ndarray,
     params: HeadTrainParams = HeadTrainParams(),
     head_params: MLDecoderParams = MLDecoderParams(),
-    asl: AslParams = AslParams(),
+    asl: AslParams | None = None,
     progress: bool = True,
 ) -> HeadResult:
     """Train a :class:`CLIPDecoderHead` with ``β·ASL + α·L_clip`` (spec 7), backbone frozen.
@@ -313,6 +326,7 @@ def train_head(
         targets: ``(N, C)`` targets in [0, 1] over the training label set: ground truth of the seen
             labels (``supervision: gt_seen``) or CDUL pseudo-labels (``pseudo``); see
             :mod:`s3a.multilabel.supervision`.
+        asl: the ASL settings (``None``: the defaults of :class:`~s3a.multilabel.losses.AslParams`).
         text: ``(C, D)`` CLIP text embeddings of the training label set.
 
     Cost: ``epochs · N`` image passes of the head (module docstring); memory: the head, one batch
@@ -322,6 +336,7 @@ def train_head(
     n, _, f = tokens.shape
     if targets.shape[0] != n or targets.shape[1] != text.shape[0]:
         raise ValueError(f"targets {targets.shape} must be (N={n}, C={text.shape[0]})")
+    asl = asl or AslParams()
     torch.manual_seed(params.seed)
     dev = torch.device(params.device)
     head = CLIPDecoderHead(f, text.shape[1], head_params).to(dev)

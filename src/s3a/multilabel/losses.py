@@ -49,7 +49,9 @@ class AslParams:
             )
 
 
-def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, params: AslParams = AslParams()) -> torch.Tensor:
+def asymmetric_loss(
+    logits: torch.Tensor, targets: torch.Tensor, params: AslParams = AslParams()
+) -> torch.Tensor:
     """ASL summed over images and labels (a scalar); ``logits`` and ``targets`` ``(B, C)``, targets in
     [0, 1] (hard or soft). See the module docstring."""
     if logits.shape != targets.shape:

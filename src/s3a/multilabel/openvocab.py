@@ -84,9 +84,9 @@ def view_topk(
     n, d = global_emb.shape
     m = 0 if tile_emb is None else tile_emb.shape[1]
     if tile_emb is not None and tile_emb.shape[::2] != (n, d) or vocab_classifier.shape[1] != d:
+        tiles = None if tile_emb is None else tile_emb.shape
         raise ValueError(
-            f"shapes disagree: global {global_emb.shape}, tiles {None if tile_emb is None else tile_emb.shape}, "
-            f"vocabulary {vocab_classifier.shape}"
+            f"shapes disagree: global {global_emb.shape}, tiles {tiles}, vocabulary {vocab_classifier.shape}"
         )
     scale = logit_scale(temperature)
     k = min(topk, len(vocab_classifier))
@@ -141,18 +141,20 @@ def _aggregate_chunk(rows: pd.DataFrame, n_tiles: int, params: PseudoParams) -> 
 
 
 def image_scores(
-    view_table: pd.DataFrame, n_tiles: int, params: PseudoParams = PseudoParams(), image_chunk: int = 65536
+    view_table: pd.DataFrame, n_tiles: int, params: PseudoParams | None = None, image_chunk: int = 65536
 ) -> pd.DataFrame:
     """Per-image vocabulary scores (module docstring, step 2) from a :func:`view_topk` table.
 
     Args:
         n_tiles: M, the number of tile views (0 when only the global view was kept).
-        params: the aggregation's ζ, λ and ``local_reduce`` (``temperature`` was applied upstream).
+        params: the aggregation's ζ, λ and ``local_reduce`` (``temperature`` was applied upstream;
+            ``None``: the defaults).
         image_chunk: images aggregated at a time (memory linear in their rows).
 
     Returns:
         :data:`SCORE_COLUMNS`, one row per (image, kept name), sorted by (image_id, vocab_index).
     """
+    params = params or PseudoParams()
     ids = view_table["image_id"].to_numpy()
     unique = np.unique(ids)
     parts = []
@@ -162,7 +164,9 @@ def image_scores(
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in SCORE_COLUMNS})
     out = pd.concat(parts, ignore_index=True).sort_values(["image_id", "vocab_index"], kind="stable")
-    return out.astype({"image_id": np.int64, "vocab_index": np.int64}).reset_index(drop=True)[list(SCORE_COLUMNS)]
+    return out.astype({"image_id": np.int64, "vocab_index": np.int64}).reset_index(drop=True)[
+        list(SCORE_COLUMNS)
+    ]
 
 
 def discover_frequency(scores: pd.DataFrame, n_labels: int) -> pd.DataFrame:
@@ -200,7 +204,11 @@ def read_wordnet_hypernyms(wordnet_dir: str | Path) -> dict[str, tuple[str, ...]
             at = 4 + 2 * n_words
             n_ptr = int(fields[at])
             ptrs = fields[at + 1 : at + 1 + 4 * n_ptr]
-            ups = tuple(f"n{ptrs[i + 1]}" for i in range(0, len(ptrs), 4) if ptrs[i] in ("@", "@i") and ptrs[i + 2] == "n")
+            ups = tuple(
+                f"n{ptrs[i + 1]}"
+                for i in range(0, len(ptrs), 4)
+                if ptrs[i] in ("@", "@i") and ptrs[i + 2] == "n"
+            )
             if ups:
                 parents[f"n{fields[0]}"] = ups
     return parents
@@ -241,7 +249,11 @@ def label_subtrees(
     synsets_of = dict(zip(vocabulary["vocab_index"], vocabulary["synset_ids"], strict=True))
     owners: dict[str, list[int]] = {}
     for c, (wnid, v) in enumerate(zip(label_set["wnid"], vidx, strict=True)):
-        own = [str(wnid)] if isinstance(wnid, str) and wnid else (list(synsets_of.get(int(v), ())) if v >= 0 else [])
+        own = (
+            [str(wnid)]
+            if isinstance(wnid, str) and wnid
+            else (list(synsets_of.get(int(v), ())) if v >= 0 else [])
+        )
         for s in own:
             owners.setdefault(s, []).append(c)
     up = _ancestors(hypernyms)
@@ -271,7 +283,9 @@ def subtree_scores(
     row = pd.Index(image_ids).get_indexer(rows["image_id"].to_numpy())
     keep = row >= 0
     best = (
-        pd.DataFrame({"r": row[keep], "c": rows["label"].to_numpy()[keep], "s": rows[column].to_numpy()[keep]})
+        pd.DataFrame(
+            {"r": row[keep], "c": rows["label"].to_numpy()[keep], "s": rows[column].to_numpy()[keep]}
+        )
         .groupby(["r", "c"])["s"]
         .max()
     )
@@ -285,7 +299,7 @@ def evaluate_openvocab(
     labels: pd.DataFrame,
     label_set: pd.DataFrame,
     subtrees: Sequence[np.ndarray],
-    params: EvalParams = EvalParams(),
+    params: EvalParams | None = None,
     **keys: str,
 ) -> pd.DataFrame:
     """One metrics row (:data:`~s3a.multilabel.metrics.EVAL_COLUMNS`, subset ``all``) of open-vocabulary
@@ -293,6 +307,7 @@ def evaluate_openvocab(
     how many; labels outside the vocabulary cannot be scored). Stage ``ov_exact`` with exact
     subtrees, ``ov_hier`` with hierarchical ones (pass it in ``keys``). Softmax-derived scores:
     CP..OF1 are NaN."""
+    params = params or EvalParams()
     image_ids = np.asarray(image_ids, dtype=np.int64)
     cols = np.array([c for c, t in enumerate(subtrees) if len(t)], dtype=np.int64)
     y, difficult, _ = label_matrix(labels, image_ids, len(label_set))

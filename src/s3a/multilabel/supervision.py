@@ -93,7 +93,9 @@ def zsl_split(manifest: pd.DataFrame, labels: pd.DataFrame, label_set: pd.DataFr
     )
 
 
-def gt_targets(labels: pd.DataFrame, image_ids: np.ndarray, label_indices: np.ndarray, n_labels: int) -> np.ndarray:
+def gt_targets(
+    labels: pd.DataFrame, image_ids: np.ndarray, label_indices: np.ndarray, n_labels: int
+) -> np.ndarray:
     """``(n, len(label_indices))`` float32 hard targets of ``image_ids`` over the chosen label columns
     (e.g. :attr:`ZslSplit.seen`); ``n_labels`` is the size of the whole label set."""
     y, _, _ = label_matrix(labels, image_ids, n_labels)
@@ -123,7 +125,7 @@ def evaluate_zsl(
     labels: pd.DataFrame,
     label_set: pd.DataFrame,
     setting: str,
-    params: EvalParams = EvalParams(),
+    params: EvalParams | None = None,
     thresholded: bool = True,
     **keys: str,
 ) -> pd.DataFrame:
@@ -139,6 +141,7 @@ def evaluate_zsl(
         thresholded: False for softmax scores (CP..OF1 left NaN).
         keys: ``dataset, model, stage, split`` copied into the row.
     """
+    params = params or EvalParams()
     if setting not in ZSL_SETTINGS:
         raise ValueError(f"setting must be one of {ZSL_SETTINGS}, got {setting!r}")
     image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -149,7 +152,9 @@ def evaluate_zsl(
         if scores.shape[1] == c:
             scores = scores[:, unseen]
         elif scores.shape[1] != len(unseen):
-            raise ValueError(f"zsl scores must have {len(unseen)} (unseen) or {c} columns, got {scores.shape}")
+            raise ValueError(
+                f"zsl scores must have {len(unseen)} (unseen) or {c} columns, got {scores.shape}"
+            )
         y, difficult = y[:, unseen], difficult[:, unseen]
     elif scores.shape[1] != c:
         raise ValueError(f"gzsl scores must have {c} columns, got {scores.shape}")
