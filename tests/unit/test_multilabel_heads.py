@@ -169,3 +169,28 @@ def test_training_fits_and_predictions_agree():
     idx, val = head_topk(res.head, tokens, text, k=2, image_chunk=40)
     np.testing.assert_allclose(val, -np.sort(-scores, axis=1)[:, :2], atol=1e-6)
     assert (np.take_along_axis(y, idx, axis=1) == 1).mean() > 0.9
+
+
+def test_encode_patch_tokens_reads_files_like_the_embedder(tiny_clip, tmp_path):
+    from PIL import Image
+
+    from s3a.embed import EmbedParams
+    from s3a.multilabel.heads import encode_patch_tokens
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    paths.insert(1, str(tmp_path / "bad.png"))
+    params = EmbedParams(batch_size=2, num_workers=0, decoder="pil")
+    index, tokens, failed = encode_patch_tokens(
+        tiny_clip.model, tiny_clip.preprocess, paths, params, dtype=np.float32
+    )
+    assert index.tolist() == [0, 2, 3] and [p for p, _ in failed] == [paths[1]]
+    with torch.no_grad():
+        images = torch.stack([tiny_clip.preprocess(Image.open(paths[i]).convert("RGB")) for i in (0, 2, 3)])
+        expected = patch_tokens(tiny_clip.model.visual, images).numpy()
+    np.testing.assert_allclose(tokens, expected, atol=1e-5)
