@@ -131,18 +131,16 @@ def test_real_wordnet_dog_subtree():
     assert index["tabby"] not in set(dog.tolist())
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+def _embeddings(seed: int, n: int, m: int, v: int, d: int = 8):
+    """Random unit ``(global (n, d), tiles (n, m, d), vocabulary (v, d))``."""
+    rng = np.random.default_rng(seed)
+    out = [rng.normal(size=shape) for shape in ((n, d), (n, m, d), (v, d))]
+    return [(a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32) for a in out]
 
 
 def test_topk_over_the_whole_vocabulary_equals_the_dense_aggregation():
-    rng = np.random.default_rng(0)
-    n, m, v, d = 7, 4, 30, 8
-    glob, tiles, vocab = (
-        _unit(rng.normal(size=(n, d))),
-        _unit(rng.normal(size=(n, m, d))),
-        _unit(rng.normal(size=(v, d))),
-    )
+    n, m, v = 7, 4, 30
+    glob, tiles, vocab = _embeddings(0, n, m, v)
     ids = np.arange(100, 100 + n)
     table = view_topk(ids, glob, tiles, vocab, topk=v, temperature=10.0, chunk=3)
     assert list(table.columns) == list(OV_COLUMNS) and len(table) == n * (m + 1) * v
@@ -160,13 +158,8 @@ def test_topk_over_the_whole_vocabulary_equals_the_dense_aggregation():
 
 
 def test_topk_keeps_each_views_best_names():
-    rng = np.random.default_rng(1)
-    n, m, v, d = 5, 3, 40, 8
-    glob, tiles, vocab = (
-        _unit(rng.normal(size=(n, d))),
-        _unit(rng.normal(size=(n, m, d))),
-        _unit(rng.normal(size=(v, d))),
-    )
+    n, m, v = 5, 3, 40
+    glob, tiles, vocab = _embeddings(1, n, m, v)
     table = view_topk(np.arange(n), glob, tiles, vocab, topk=4)
     dense = view_scores(glob, tiles, vocab)
     g = table[table["view"] == -1]
