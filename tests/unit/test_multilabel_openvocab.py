@@ -155,6 +155,8 @@ def test_topk_over_the_whole_vocabulary_equals_the_dense_aggregation():
         np.testing.assert_allclose(
             got["score"].to_numpy().reshape(n, v), aggregate(dense, params)[1], atol=1e-6
         )
+    shuffled = image_scores(table.sample(frac=1.0, random_state=0), m, image_chunk=3)
+    np.testing.assert_allclose(shuffled["score"], image_scores(table, m)["score"], atol=1e-7)
 
 
 def test_topk_keeps_each_views_best_names():

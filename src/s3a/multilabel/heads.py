@@ -22,9 +22,9 @@ Memory (the image side) is a CLIP ViT's patch tokens mapped into CLIP space (:fu
 backbone with layer decay is not built here.
 
 Cost of one forward, B images, P tokens, C labels, E = 768, FF = 2048: about
-``2·B·C·(2·P·E + 2·E² + 2·E·FF)`` FLOP (B = 64, P = 196, C = 20,071: ~1.2 TFLOP; C = 1,006: ~60
-GFLOP); activation memory per chunk ``B · query_chunk · (4·E + FF)`` floats (B = 64, chunk 2,048:
-~2.6 GB fp32), logits ``B · C``.
+``2·B·C·(2·P·E + 2·E² + 2·E·FF)`` FLOP (B = 64, P = 196, C = 20,071: ~12 TFLOP; C = 1,006: ~0.6
+TFLOP); activation memory per chunk about ``B · query_chunk · (4·E + FF)`` floats (B = 64, chunk
+2,048: ~2.7 GB fp32), logits ``B · C``.
 """
 
 from __future__ import annotations

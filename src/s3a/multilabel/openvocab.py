@@ -156,11 +156,15 @@ def image_scores(
     """
     params = params or PseudoParams()
     ids = view_table["image_id"].to_numpy()
+    if len(ids) and (np.diff(ids) < 0).any():  # view_topk writes it sorted; others may not
+        view_table = view_table.sort_values("image_id", kind="stable")
+        ids = view_table["image_id"].to_numpy()
     unique = np.unique(ids)
     parts = []
     for s in range(0, len(unique), image_chunk):
         lo, hi = unique[s], unique[min(len(unique), s + image_chunk) - 1]
-        parts.append(_aggregate_chunk(view_table[(ids >= lo) & (ids <= hi)], n_tiles, params))
+        a, b = np.searchsorted(ids, lo, "left"), np.searchsorted(ids, hi, "right")
+        parts.append(_aggregate_chunk(view_table.iloc[a:b], n_tiles, params))
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in SCORE_COLUMNS})
     out = pd.concat(parts, ignore_index=True).sort_values(["image_id", "vocab_index"], kind="stable")
