@@ -33,7 +33,9 @@ demo: venv
 ## Slurm that `ci/local-slurm.sh up` starts (root + apt) and `down` stops afterwards, pass or fail.
 ## Without one the slurm tests skip (S3A_REQUIRE_SLURM=1 makes them fail). A Slurm already up from
 ## `ci/local-slurm.sh up` is used and left running. `make test SLURM=0` skips the start.
+## `ci/browser.sh` installs chromium (root + apt) for the gallery's headless-browser test.
 test: venv lint
+	@ci/browser.sh
 	@started=0; \
 	trap 'if [ $$started = 1 ]; then $(LOCAL_SLURM) down; fi' EXIT; trap 'exit 130' INT TERM; \
 	if [ "$(SLURM)" = 1 ] && ! $(LOCAL_SLURM) status >/dev/null 2>&1; then \

@@ -28,8 +28,10 @@ from s3a.decode import (  # noqa: F401 (re-exported: s3a.embed was their home)
     GPU_JPEG_CODECS,
     FastDecode,
     GpuDecode,
+    _DeviceNormalized,
     _Finished,
     _nvimgcodec,
+    _pil_pixels,
     resize_center_crop,
 )
 from s3a.vocab import fill_templates

@@ -384,3 +384,12 @@ def best_epoch_row(per_epoch: pd.DataFrame, metric: str) -> pd.DataFrame:
     best["selected_by"] = metric
     best["selection"] = BEST_SELECTION
     return best
+
+
+def add_skipped(rows: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Insert after ``n`` the column ``skipped``: images of each row's split with no prediction
+    (unreadable files), i.e. the split's manifest size minus ``n``. Returns ``rows`` (changed in place)."""
+    sizes = manifest.split.value_counts()
+    rows.insert(rows.columns.get_loc("n") + 1, "skipped", [int(sizes.get(s, 0)) for s in rows.split])
+    rows["skipped"] -= rows["n"]
+    return rows

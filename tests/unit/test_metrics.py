@@ -298,3 +298,13 @@ def test_epoch_metrics_and_best_epoch_by_hand():
     assert best_epoch_row(per_epoch.iloc[:2], "top1").epoch.tolist() == [0]
     with pytest.raises(ValueError, match="no evaluated epoch"):
         epoch_metrics(manifest, vocabulary, epochs.iloc[:0])
+
+
+def test_add_skipped_counts_the_images_of_each_split_without_a_prediction():
+    from s3a.metrics import add_skipped
+
+    manifest = pd.DataFrame({"split": ["train"] * 5 + ["test"] * 3})
+    rows = pd.DataFrame({"split": ["train", "test", "test"], "n": [4, 3, 3], "top1": [1.0, 2.0, 3.0]})
+    add_skipped(rows, manifest)
+    assert rows.columns.tolist() == ["split", "n", "skipped", "top1"]
+    assert rows.skipped.tolist() == [1, 0, 0]

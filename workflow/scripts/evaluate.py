@@ -5,7 +5,7 @@ import pandas as pd
 from s3a.discover.describe import wordnet_fallback_clusters
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.metrics import candidate_recall, gt_vocab_index, load_soft_scorer, stage_metrics
+from s3a.metrics import add_skipped, candidate_recall, gt_vocab_index, load_soft_scorer, stage_metrics
 
 
 def main(smk) -> None:
@@ -25,11 +25,7 @@ def main(smk) -> None:
             rows["candidate_recall"] = candidate_recall(partition.cluster.to_numpy(), candidates, gt)
             # clusters the LLM could not describe (llm.on_failure: wordnet)
             rows["llm_fallback_clusters"] = len(wordnet_fallback_clusters(descriptions))
-        # images of the split that could not be read, hence have no prediction
-        rows.insert(
-            rows.columns.get_loc("n") + 1, "skipped", [int((manifest.split == s).sum()) for s in rows.split]
-        )
-        rows["skipped"] -= rows["n"]
+        add_skipped(rows, manifest)  # images of the split that could not be read
         rows.insert(0, "dataset", smk.wildcards.dataset)
         rows.insert(1, "model", smk.wildcards.model)
         rows.insert(2, "stage", smk.wildcards.stage)

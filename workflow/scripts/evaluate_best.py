@@ -2,7 +2,7 @@
 
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.metrics import best_epoch_row, epoch_metrics, load_soft_scorer
+from s3a.metrics import add_skipped, best_epoch_row, epoch_metrics, load_soft_scorer
 
 
 def main(smk) -> None:
@@ -13,7 +13,7 @@ def main(smk) -> None:
         scorer = load_soft_scorer(smk.params.soft_model)
         per_epoch = epoch_metrics(manifest, vocabulary, epochs, scorer, column="student_vocab_index")
         log.info("student on the test split per evaluated epoch:\n%s", per_epoch.to_string(index=False))
-        best = best_epoch_row(per_epoch, "soft_acc" if smk.params.oov else "top1")
+        best = add_skipped(best_epoch_row(per_epoch, "soft_acc" if smk.params.oov else "top1"), manifest)
         best.insert(0, "dataset", smk.wildcards.dataset)
         best.insert(1, "model", smk.wildcards.model)
         best.insert(2, "stage", "student_best")

@@ -1,0 +1,224 @@
+"""Local views: a g x g grid of crops per image, embedded with one decode per image (spec 4).
+
+Grid geometry on the full-resolution image of width W and height H: ``w = W // g``, ``h = H // g``;
+tile ``t = r·g + c`` (row-major) has box ``(c·w, r·h, (c+1)·w, (r+1)·h)``; the right/bottom
+remainder (< g px) is dropped. Each tile then goes through the model's input geometry: ``fit:
+center_crop`` (shorter side to the input size, bicubic, centre crop: the evaluation transform) or
+``squash`` (the whole tile resized to a square, nothing cut).
+
+Reading reuses :mod:`s3a.embed`: its file dataset, the ``resize_center_crop`` geometry, device-side
+normalisation and bf16 autocast. A loader worker decodes an image once and emits its M crops as
+uint8 ``(M, 3, S, S)``; the main process normalises them on the device and encodes ``images x M``
+crops per forward.
+
+Cost at full scale: COCO train (82k images, M = 9) is 740k crops, i.e. 9x the forward passes of
+``embed_images``; the output is ``N·M·D`` floats (1.5 GB float32 at D = 512, half with ``dtype:
+float16``). Host memory: a few loader batches of ``images x M x 3 x S x S`` uint8.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from s3a.embed import _autocast, _DeviceNormalized, _ImageFiles, _pil_pixels, resize_center_crop
+
+__all__ = ["FITS", "TileParams", "tile_boxes", "TileEmbeddings", "encode_tiles", "tiles_table", "read_tiles"]
+
+log = logging.getLogger(__name__)
+FITS = ("center_crop", "squash")
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """Settings of tile embedding (config ``multilabel.tiles``).
+
+    Attributes:
+        grid: g; M = g² tiles per image (3 -> 9).
+        fit: ``center_crop`` (the model's evaluation geometry, as CDUL does) or ``squash``.
+        dtype: stored embedding type, ``float32`` or ``float16``.
+        batch_size: crops per forward pass (images per batch = ``max(1, batch_size // M)``).
+        num_workers: loader worker processes (0 = in the main process).
+        device: ``None`` picks the model's device.
+    """
+
+    grid: int = 3
+    fit: str = "center_crop"
+    dtype: str = "float32"
+    batch_size: int = 256
+    num_workers: int = 4
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid < 1:
+            raise ValueError(f"grid must be >= 1, got {self.grid}")
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+
+    @property
+    def n_tiles(self) -> int:
+        return self.grid * self.grid
+
+
+def tile_boxes(width: int, height: int, grid: int, name: str = "image") -> list[tuple[int, int, int, int]]:
+    """The g² boxes ``(x0, y0, x1, y1)`` of the grid, row-major (see the module docstring).
+
+    Example: 500 x 375, g = 3 -> tile 0 ``(0, 0, 166, 125)``, tile 8 ``(332, 250, 498, 375)``.
+
+    Raises:
+        ValueError: naming ``name`` when the image is narrower or lower than ``grid`` pixels.
+    """
+    if width < grid or height < grid:
+        raise ValueError(f"{name}: {width}x{height} px is too small for a {grid}x{grid} tile grid")
+    w, h = width // grid, height // grid
+    return [(c * w, r * h, (c + 1) * w, (r + 1) * h) for r in range(grid) for c in range(grid)]
+
+
+class _TileLoad(_DeviceNormalized):
+    """Path -> ``(uint8 (M, 3, S, S) crops, int32 (M, 4) boxes)``: one decode, M crops."""
+
+    def __init__(self, size: int, mean, std, grid: int, fit: str) -> None:
+        super().__init__(size, mean, std)
+        self.grid, self.fit = grid, fit
+
+    def __call__(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with Image.open(path) as img:
+            pixels = _pil_pixels(img)
+        height, width = int(pixels.shape[1]), int(pixels.shape[2])
+        boxes = tile_boxes(width, height, self.grid, path)
+        crops = [pixels[:, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
+        if self.fit == "center_crop":
+            out = resize_center_crop(crops, self.size)
+        else:
+            batch = torch.stack(crops).float()
+            out = F.interpolate(
+                batch, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
+            )
+            out = out.round().clamp(0, 255).to(torch.uint8)
+        return out, torch.tensor(boxes, dtype=torch.int32)
+
+
+def _collate(batch):
+    ok = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, why) for i, x, why in batch if x is None]
+    if not ok:
+        return torch.zeros(0, dtype=torch.long), None, None, bad
+    return (
+        torch.tensor([i for i, _ in ok], dtype=torch.long),
+        torch.stack([x[0] for _, x in ok]),
+        torch.stack([x[1] for _, x in ok]),
+        bad,
+    )
+
+
+@dataclass
+class TileEmbeddings:
+    """Result of :func:`encode_tiles`: ``index`` ``(N',)`` positions of the decoded images,
+    ``boxes`` ``(N', M, 4)`` int32, ``embeddings`` ``(N', M, D)`` unit-norm float32, ``failed``
+    ``(path, reason)`` of the skipped images."""
+
+    index: np.ndarray
+    boxes: np.ndarray
+    embeddings: np.ndarray
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def encode_tiles(
+    model: torch.nn.Module,
+    transform: Callable,
+    paths: Sequence[str],
+    params: TileParams = TileParams(),
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> TileEmbeddings:
+    """Embed the g x g tiles of every image (unreadable or too small images are skipped and logged).
+
+    Args:
+        model: an open_clip model (``encode_image``).
+        transform: its evaluation transform, from which the input size and normalisation are read.
+        paths: ``N`` image files.
+
+    Memory: the ``(N, M, D)`` float32 result (COCO train at D = 512: 1.5 GB) plus loader batches.
+    """
+    device = device or (torch.device(params.device) if params.device else next(model.parameters()).device)
+    base = _DeviceNormalized.from_transform(transform)
+    reader = _TileLoad(base.size, base.mean, base.std, params.grid, params.fit)
+    m = params.n_tiles
+    loader = DataLoader(
+        _ImageFiles(paths, reader),
+        batch_size=max(1, params.batch_size // m),
+        num_workers=params.num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
+    index, boxes, chunks, failed = [], [], [], []
+    with torch.inference_mode(), _autocast(device):
+        for idx, crops, bxs, bad in tqdm(
+            loader, desc="embed tiles", unit="batch", disable=not progress, mininterval=5
+        ):
+            failed.extend((paths[i], why) for i, why in bad)
+            if crops is None:
+                continue
+            b = crops.shape[0]
+            x = reader.normalize(crops.to(device, non_blocking=True).reshape(b * m, *crops.shape[2:]))
+            feats = F.normalize(model.encode_image(x).float(), dim=-1)
+            chunks.append(feats.reshape(b, m, -1).cpu())
+            index.append(idx)
+            boxes.append(bxs)
+    for path, why in failed:
+        log.warning("skipped image %s (%s)", path, why)
+    if not chunks:
+        dim = int(getattr(model.visual, "output_dim", 0))
+        return TileEmbeddings(
+            np.zeros(0, np.int64), np.zeros((0, m, 4), np.int32), np.zeros((0, m, dim), np.float32), failed
+        )
+    return TileEmbeddings(
+        torch.cat(index).numpy().astype(np.int64),
+        torch.cat(boxes).numpy(),
+        torch.cat(chunks).numpy().astype(np.float32),
+        failed,
+    )
+
+
+def tiles_table(
+    image_ids: np.ndarray, boxes: np.ndarray, embeddings: np.ndarray, dtype: str = "float32"
+) -> pa.Table:
+    """The long ``ml/tiles/{split}.parquet`` table: ``image_id int64, tile int8, box
+    fixed_size_list<int32>[4], embedding fixed_size_list<float32|float16>[D]``, sorted by
+    (image_id, tile). Shapes: ids ``(N,)``, boxes ``(N, M, 4)``, embeddings ``(N, M, D)``."""
+    n, m, d = embeddings.shape
+    order = np.argsort(np.asarray(image_ids, dtype=np.int64), kind="stable")
+    ids = np.repeat(np.asarray(image_ids, dtype=np.int64)[order], m)
+    emb = np.ascontiguousarray(embeddings[order].reshape(n * m, d), dtype=np.dtype(dtype))
+    box = np.ascontiguousarray(boxes[order].reshape(n * m, 4), dtype=np.int32)
+    return pa.table(
+        {
+            "image_id": pa.array(ids),
+            "tile": pa.array(np.tile(np.arange(m, dtype=np.int8), n)),
+            "box": pa.FixedSizeListArray.from_arrays(pa.array(box.reshape(-1)), 4),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), d),
+        }
+    )
+
+
+def read_tiles(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(image_ids (N,), embeddings (N, M, D) float32)`` from a :func:`tiles_table` file."""
+    table = pq.read_table(path, columns=["image_id", "tile", "embedding"])
+    tiles = table.column("tile").to_numpy()
+    m = int(tiles.max()) + 1 if len(tiles) else 1
+    col = table.column("embedding").combine_chunks()
+    emb = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, m, col.type.list_size)
+    ids = table.column("image_id").to_numpy()[::m].astype(np.int64)
+    return ids, emb
