@@ -6,7 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.workflow.test_workflow import REPO, copy_workflow, run_snakemake
+
+#: snakemake runs in subprocesses: the slow tier (`make unit` leaves it out)
+pytestmark = pytest.mark.slow
 
 
 def test_missing_local_checkpoint_fails_at_parse_time_naming_key_and_path(tmp_path):
