@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -78,7 +80,7 @@ def test_group_count_and_closed_set_head():
 
 
 def test_alignment_term_trains_both_projections_with_a_frozen_backbone(tiny_clip):
-    visual = tiny_clip.model.visual
+    visual = copy.deepcopy(tiny_clip.model.visual)  # the session fixture stays trainable for other tests
     for p in visual.parameters():
         p.requires_grad_(False)
     images = torch.randn(2, 3, *visual.image_size)
