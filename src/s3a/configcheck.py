@@ -170,14 +170,22 @@ def add_folder_dataset(config: MutableMapping[str, Any]) -> str:
     The dataset is named after the folder, lower-cased with other characters than letters, digits
     and ``_`` turned into ``_`` (``/home/me/My Photos`` -> ``my_photos``; ``folder_<name>`` when a
     different entry already has that name). Its entry: kind ``folder``, the absolute root, ``k: auto``
-    with the K search starting at 2 (a photo folder may hold few images and few classes).
+    with the K search starting at 2 (a photo folder may hold few images and few classes), and
+    ``llm.on_failure: wordnet``: a cluster the LLM server cannot describe is described by its WordNet
+    definitions instead of stopping the run (the benchmarks keep ``fail``).
 
     Returns:
         the dataset name; ``config["datasets"]`` and ``config["run"]["datasets"]`` are updated.
     """
     root = os.path.abspath(os.path.expanduser(str(config["folder"])))
     name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
-    entry = {"kind": "folder", "params": {"root": root}, "k": "auto", "k_search": {"lo": 2}}
+    entry = {
+        "kind": "folder",
+        "params": {"root": root},
+        "k": "auto",
+        "k_search": {"lo": 2},
+        "llm": {"on_failure": "wordnet"},
+    }
     datasets = config.setdefault("datasets", {})
     if name in datasets and datasets[name] != entry:
         name = f"folder_{name}"

@@ -81,6 +81,7 @@ def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
         "params": {"root": str(tmp_path / "My Photos 2024")},
         "k": "auto",
         "k_search": {"lo": 2},
+        "llm": {"on_failure": "wordnet"},
     }
     assert config_problem(config, SCHEMA, "x") is None
     clash = _demo()
