@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 from s3a.train.augment import TwoViews, training_views
-from s3a.train.loop import TrainParams, param_groups, train_step
+from s3a.train.loop import TrainParams, train_step
+from s3a.train.optim import param_groups
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 

@@ -20,17 +20,8 @@ from s3a.data import build_manifest
 from s3a.embed import text_classifier
 from s3a.io import write_embeddings, write_table
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
-from s3a.train.loop import (
-    TrainParams,
-    TrainPaths,
-    cosine_lr,
-    ema_decay,
-    ema_update,
-    layer_id,
-    param_groups,
-    s3a_loss,
-    train,
-)
+from s3a.train.loop import TrainParams, TrainPaths, train
+from s3a.train.optim import cosine_lr, ema_decay, ema_update, layer_id, param_groups, s3a_loss
 from s3a.vocab import build_vocabulary
 
 

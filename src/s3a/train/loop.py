@@ -47,15 +47,8 @@ from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
-from s3a.train.optim import (  # noqa: F401 (re-exported: s3a.train.loop was their home)
-    cosine_lr,
-    ema_decay,
-    ema_update,
-    layer_id,
-    param_groups,
-    s3a_loss,
-)
-from s3a.train.params import ONLINE_STARTS, TEST_EPOCHS, TrainParams, TrainPaths  # noqa: F401
+from s3a.train.optim import cosine_lr, ema_decay, ema_update, param_groups, s3a_loss
+from s3a.train.params import TEST_EPOCHS, TrainParams, TrainPaths
 from s3a.train.state import ResumeState, run_fingerprint, seed_everything
 
 log = logging.getLogger(__name__)
