@@ -14,7 +14,8 @@ import pytest
 from test_multilabel_mosaic import StandIn, _photo_of
 
 from s3a.multilabel.data import build_mosaic, label_matrix
-from s3a.multilabel.heads import HeadTrainParams, MLDecoderParams, predict_head, train_head
+from s3a.multilabel.heads import MLDecoderParams
+from s3a.multilabel.headtrain import HeadTrainParams, predict_head, train_head
 from s3a.multilabel.metrics import mean_average_precision
 from s3a.multilabel.supervision import evaluate_zsl, gt_targets, zsl_split
 

@@ -9,7 +9,8 @@ Modules (see ``MULTILABEL_SPEC.md`` and ``README.md`` beside this file):
 * :mod:`.align` — latent-label updates and the ``linear`` gradient-alignment learner (spec 6);
 * :mod:`.metrics` — mAP, CP/CR/CF1, OP/OR/OF1, top-K P/R/F1 and the evaluation subsets (spec 9);
 * :mod:`.heads` — the CLIP-Decoder head (ML-Decoder with CLIP text queries, chunked label queries),
-  closed-set group decoding, patch tokens of an open_clip ViT, head training and prediction (spec 7);
+  closed-set group decoding, patch tokens of an open_clip ViT (spec 7);
+* :mod:`.headtrain` — training the head on precomputed tokens, dense and top-k prediction;
 * :mod:`.losses` — the asymmetric loss and the alignment term ``L_clip`` (spec 7);
 * :mod:`.supervision` — ``gt_seen`` (ZSL split, seen-label targets), ``pseudo`` (CDUL labels) and the
   ZSL/GZSL protocol metrics (spec 7, 9);

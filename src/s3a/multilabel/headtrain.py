@@ -1,0 +1,179 @@
+"""Training and prediction of the CLIP-Decoder head (spec 7) on precomputed patch tokens.
+
+:func:`train_head` fits a :class:`~s3a.multilabel.heads.CLIPDecoderHead` with ``β·ASL + α·L_clip``
+(backbone frozen: the tokens come from :func:`~s3a.multilabel.heads.encode_patch_tokens`);
+:func:`predict_head` scores a label set densely, :func:`head_topk` keeps each image's k best labels
+of a large label set (all 20,071 vocabulary names) without an ``N x C`` matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams
+from s3a.multilabel.losses import AslParams, alignment_loss, asymmetric_loss
+
+__all__ = ["HeadTrainParams", "HeadResult", "train_head", "predict_head", "head_topk"]
+
+
+@dataclass(frozen=True)
+class HeadTrainParams:
+    """Training of :class:`CLIPDecoderHead` on precomputed tokens (config ``multilabel.train`` for
+    ``learner: mldecoder``).
+
+    Attributes:
+        epochs: passes over the train images.
+        batch_size: images per step.
+        lr: Adam learning rate.
+        weight_decay: L2 weight decay (coupled, as torch Adam applies it) on matrices only; 1-D
+            parameters and biases get none.
+        seed: seed of the initialisation and the shuffle order.
+        device: ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(
+                "mldecoder training needs epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0"
+            )
+
+
+@dataclass
+class HeadResult:
+    """Result of :func:`train_head`: the head (on the CPU, eval mode) and the per-epoch ``history``
+    (``epoch, loss, loss_cls, loss_clip, kappa``; losses are means per image)."""
+
+    head: CLIPDecoderHead
+    history: pd.DataFrame
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
+    rest = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _as_tensor(array: np.ndarray, index: np.ndarray | slice, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array[index], dtype=np.float32)).to(device)
+
+
+def train_head(
+    tokens: np.ndarray,
+    targets: np.ndarray,
+    text: np.ndarray,
+    params: HeadTrainParams = HeadTrainParams(),
+    head_params: MLDecoderParams | None = None,
+    asl: AslParams | None = None,
+    progress: bool = True,
+) -> HeadResult:
+    """Train a :class:`CLIPDecoderHead` with ``β·ASL + α·L_clip`` (spec 7), backbone frozen.
+
+    Args:
+        tokens: ``(N, P, F)`` precomputed patch tokens (:func:`patch_tokens`; float16 or float32, a
+            ``numpy.memmap`` works: batches are read by index).
+        targets: ``(N, C)`` targets in [0, 1] over the training label set: ground truth of the seen
+            labels (``supervision: gt_seen``) or CDUL pseudo-labels (``pseudo``); see
+            :mod:`s3a.multilabel.supervision`.
+        text: ``(C, D)`` CLIP text embeddings of the training label set.
+        head_params: the head (``None``: the defaults of :class:`~s3a.multilabel.heads.MLDecoderParams`).
+        asl: the ASL settings (``None``: the defaults of :class:`~s3a.multilabel.losses.AslParams`).
+
+    Cost: ``epochs · N`` image passes of the head (module docstring); memory: the head, one batch
+    of tokens and its activations. At NUS-WIDE scale (150k x 196 x 512 float16 tokens) the token
+    array is 30 GB: pass a memmap.
+    """
+    n, _, f = tokens.shape
+    if targets.shape[0] != n or targets.shape[1] != text.shape[0]:
+        raise ValueError(f"targets {targets.shape} must be (N={n}, C={text.shape[0]})")
+    asl = asl or AslParams()
+    head_params = head_params or MLDecoderParams()
+    torch.manual_seed(params.seed)
+    dev = torch.device(params.device)
+    head = CLIPDecoderHead(f, text.shape[1], head_params).to(dev)
+    opt = torch.optim.Adam(_param_groups(head, params.weight_decay), lr=params.lr)
+    w = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)).to(dev)
+    rng = np.random.default_rng(params.seed)
+    rows = []
+    head.train()
+    for epoch in tqdm(range(1, params.epochs + 1), desc="mldecoder", unit="epoch", disable=not progress):
+        order = rng.permutation(n)
+        sums = np.zeros(3)
+        for s in range(0, n, params.batch_size):
+            idx = np.sort(order[s : s + params.batch_size])  # sorted: memmap reads in file order
+            t, y = _as_tensor(tokens, idx, dev), _as_tensor(targets, idx, dev)
+            memory = head.memory(t)
+            logits = head.decode(memory, head.queries(w))
+            l_cls = asymmetric_loss(logits, y, asl)
+            v, q = head.align_embeddings(w, memory=memory)
+            l_clip = alignment_loss(v, q, y, head.kappa)
+            loss = head_params.cls_loss_weight * l_cls + head_params.clip_loss_weight * l_clip * len(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += [float(loss.detach()), float(l_cls.detach()), float(l_clip.detach()) * len(idx)]
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": sums[0] / n,
+                "loss_cls": sums[1] / n,
+                "loss_clip": sums[2] / n,
+                "kappa": float(head.kappa.detach()),
+            }
+        )
+    head.eval()
+    return HeadResult(head.cpu(), pd.DataFrame(rows))
+
+
+def _scores(head: CLIPDecoderHead, tokens: np.ndarray, text: np.ndarray, chunk: int, device: str):
+    dev = torch.device(device)
+    head = head.to(dev).eval()
+    w = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)).to(dev)
+    with torch.inference_mode():
+        q = head.queries(w)
+        for s in range(0, len(tokens), chunk):
+            yield s, torch.sigmoid(head.decode(head.memory(_as_tensor(tokens, slice(s, s + chunk), dev)), q))
+
+
+def predict_head(
+    head: CLIPDecoderHead, tokens: np.ndarray, text: np.ndarray, image_chunk: int = 256, device: str = "cpu"
+) -> np.ndarray:
+    """``(N, C)`` float32 sigmoid scores of a label set (``text`` ``(C, D)``) for ``tokens`` ``(N, P,
+    F)``. Dense: meant for label sets (C <= a few thousand); over the vocabulary use :func:`head_topk`."""
+    out = np.empty((len(tokens), len(text)), np.float32)
+    for s, scores in _scores(head, tokens, text, image_chunk, device):
+        out[s : s + len(scores)] = scores.float().cpu().numpy()
+    return out
+
+
+def head_topk(
+    head: CLIPDecoderHead,
+    tokens: np.ndarray,
+    text: np.ndarray,
+    k: int,
+    image_chunk: int = 64,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices (N, k) int64, scores (N, k) float32)``: each image's k best labels of ``text``
+    ``(C, D)`` by sigmoid score, e.g. all 20,071 vocabulary names; memory ``image_chunk · C`` scores
+    at a time, never ``N · C``."""
+    k = min(k, len(text))
+    idx = np.empty((len(tokens), k), np.int64)
+    val = np.empty((len(tokens), k), np.float32)
+    for s, scores in _scores(head, tokens, text, image_chunk, device):
+        top = torch.topk(scores, k, dim=1)
+        idx[s : s + len(scores)] = top.indices.cpu().numpy()
+        val[s : s + len(scores)] = top.values.float().cpu().numpy()
+    return idx, val
