@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from s3a import embed
-from s3a.embed import DECODERS, EmbedParams, encode_images
+from s3a.config import DECODERS
+from s3a.embed import EmbedParams, encode_images
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
@@ -92,12 +93,13 @@ def image_paths(source: Path, n: int, copies_dir: str | None) -> list[str]:
 def breakdown(clip, paths: list[str], batch_size: int) -> None:
     """Per-stage time of one batch in the main process: JPEG decoding by each codec, resize + crop,
     the forward pass; says which stage bounds the ``gpu`` decoder."""
-    from s3a.embed import GpuDecode, _autocast, _nvimgcodec, resize_center_crop
+    from s3a.decode import GpuDecode, load_nvimgcodec, resize_center_crop
+    from s3a.embed import image_autocast
 
     data = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in paths[:batch_size]]
     sync = torch.cuda.synchronize if clip.device.type == "cuda" else (lambda: None)
     reader = GpuDecode.from_transform(clip.preprocess)
-    codecs = ["torchvision"] + (["nvimgcodec"] if _nvimgcodec() is not None else [])
+    codecs = ["torchvision"] + (["nvimgcodec"] if load_nvimgcodec() is not None else [])
     for codec in codecs:
         reader.codec = codec
         for _ in range(2):  # the first call creates the codec's handles
@@ -114,7 +116,7 @@ def breakdown(clip, paths: list[str], batch_size: int) -> None:
     sync()
     took = time.perf_counter() - start
     print(f"  resize + crop: {1e3 * took:7.1f} ms = {len(images) / took:8.0f} img/s")
-    with torch.inference_mode(), _autocast(clip.device):
+    with torch.inference_mode(), image_autocast(clip.device):
         x = reader.normalize(crops)
         clip.model.encode_image(x)
         sync()

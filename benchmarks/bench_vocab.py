@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from s3a.embed import _autocast, text_classifier
+from s3a.embed import image_autocast, text_classifier
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 from s3a.vocab import TEMPLATES, build_vocabulary, fill_templates
 
@@ -28,7 +28,7 @@ from s3a.vocab import TEMPLATES, build_vocabulary, fill_templates
 def plain_classifier(clip, names: list[str], templates, batch_size: int) -> np.ndarray:
     tokens = clip.tokenizer(fill_templates(names, templates))
     rows = []
-    with torch.inference_mode(), _autocast(clip.device):
+    with torch.inference_mode(), image_autocast(clip.device):
         for s in range(0, len(tokens), batch_size):
             rows.append(
                 F.normalize(

@@ -17,8 +17,9 @@ __all__ = ["LOGIT_SCALE", "vocabulary_logits", "zero_shot"]
 LOGIT_SCALE = 100.0
 
 
-def _fp32(device: torch.device):
-    """Autocast off on ``device`` (inside an outer autocast region too)."""
+def autocast_off(device: torch.device):
+    """Autocast off on ``device`` (inside an outer autocast region too): the context of fp32 text
+    encoding and logits over names, whose rounding decides labels."""
     return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", enabled=False)
 
 
@@ -31,7 +32,7 @@ def vocabulary_logits(
     teacher and student, zero-shot, the vote, evaluation). ``features`` ``(B, D)`` may come from an
     encoder run in bf16; ``classifier`` ``(C, D)`` holds unit-norm rows. Gradients flow to ``features``.
     """
-    with _fp32(features.device):
+    with autocast_off(features.device):
         return scale * F.normalize(features.float(), dim=-1) @ classifier.float().T
 
 

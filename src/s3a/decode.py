@@ -42,12 +42,16 @@ def resize_center_crop(images: Sequence[torch.Tensor], size: int) -> torch.Tenso
     return out
 
 
-def _pil_pixels(image: Image.Image) -> torch.Tensor:
+def pil_pixels(image: Image.Image) -> torch.Tensor:
+    """A PIL image (any mode) as uint8 RGB ``(3, H, W)`` pixels (a copy, owned by the tensor)."""
     return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
 
 
-class _DeviceNormalized:
-    """A decoder whose uint8 output is normalised on the device with the model's mean and std."""
+class DeviceNormalized:
+    """Base of the decoders whose uint8 output is normalised on the device with the model's mean and
+    std: ``from_transform`` reads ``size``, ``mean`` and ``std`` off an open_clip evaluation transform,
+    ``normalize`` maps a uint8 batch on the device to the model's float input. Subclasses add
+    ``__call__(path)`` (in a loader worker) and ``finish(batch, device) -> FinishedBatch``."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
@@ -74,7 +78,7 @@ class _DeviceNormalized:
         return (batch.float() / 255.0 - mean) / std
 
 
-class FastDecode(_DeviceNormalized):
+class FastDecode(DeviceNormalized):
     """Path -> ``(3, size, size)`` uint8 tensor in a worker: reduced-scale JPEG decoding, then
     :func:`resize_center_crop` in torch. Normalisation happens on the device."""
 
@@ -84,12 +88,12 @@ class FastDecode(_DeviceNormalized):
         with Image.open(path) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (self.size, self.size))
-            return _pil_pixels(img)
+            return pil_pixels(img)
 
     def __call__(self, path: str) -> torch.Tensor:
         return resize_center_crop([self._decode(path)], self.size)[0]
 
-    def finish(self, images: torch.Tensor, device: torch.device) -> _Finished:
+    def finish(self, images: torch.Tensor, device: torch.device) -> FinishedBatch:
         return list(range(len(images))), self.normalize(images.to(device, non_blocking=True)), []
 
 
@@ -102,7 +106,8 @@ GPU_JPEG_CODECS = ("auto", "nvimgcodec", "torchvision")
 _nvimgcodec_decoders: dict[str, Any] = {}
 
 
-def _nvimgcodec():
+def load_nvimgcodec():
+    """The ``nvidia.nvimgcodec`` module, or ``None`` when nvImageCodec is not installed."""
     try:
         from nvidia import nvimgcodec
     except ImportError:
@@ -116,7 +121,7 @@ def _nvimgcodec_decoder(device: torch.device):
     its CPU backend (how the tests run it)."""
     key = str(device)
     if key not in _nvimgcodec_decoders:
-        nv = _nvimgcodec()
+        nv = load_nvimgcodec()
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
             _nvimgcodec_decoders[key] = nv.Decoder(device_id=index)
@@ -126,7 +131,7 @@ def _nvimgcodec_decoder(device: torch.device):
     return _nvimgcodec_decoders[key]
 
 
-class GpuDecode(_DeviceNormalized):
+class GpuDecode(DeviceNormalized):
     """Batched JPEG decoding on the device.
 
     In a worker, :meth:`__call__` only reads the file: a JPEG stays its encoded bytes (1-D uint8),
@@ -145,7 +150,7 @@ class GpuDecode(_DeviceNormalized):
         codec = codec or os.environ.get("S3A_GPU_JPEG", "auto")
         if codec not in GPU_JPEG_CODECS:
             raise ValueError(f"S3A_GPU_JPEG must be one of {GPU_JPEG_CODECS}, got {codec!r}")
-        if codec == "nvimgcodec" and _nvimgcodec() is None:
+        if codec == "nvimgcodec" and load_nvimgcodec() is None:
             raise ValueError(
                 "S3A_GPU_JPEG=nvimgcodec, but nvImageCodec is not installed (pip install s3a[gpu])"
             )
@@ -161,7 +166,7 @@ class GpuDecode(_DeviceNormalized):
         if data[:3] == _JPEG_MAGIC:
             return torch.frombuffer(bytearray(data), dtype=torch.uint8)
         with Image.open(path) as img:
-            return _pil_pixels(img)
+            return pil_pixels(img)
 
     def _decode_alone(self, data: torch.Tensor, device: torch.device) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -171,12 +176,12 @@ class GpuDecode(_DeviceNormalized):
         except RuntimeError:
             pass
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-            return _pil_pixels(img).to(device)
+            return pil_pixels(img).to(device)
 
     def _decode_nvimgcodec(self, datas: list[torch.Tensor], device: torch.device):
         """``(images or None per input, the codec's image objects)``; the latter own the GPU memory the
         former view, so they must outlive every kernel that reads it."""
-        nv = _nvimgcodec()
+        nv = load_nvimgcodec()
         params = nv.DecodeParams(
             apply_exif_orientation=False, color_spec=nv.ColorSpec.SRGB, sample_format=nv.SampleFormat.I_RGB
         )
@@ -192,7 +197,7 @@ class GpuDecode(_DeviceNormalized):
         return [None if v is None else v.permute(2, 0, 1) for v in views], owners
 
     def _uses_nvimgcodec(self) -> bool:
-        return self.codec == "nvimgcodec" or (self.codec == "auto" and _nvimgcodec() is not None)
+        return self.codec == "nvimgcodec" or (self.codec == "auto" and load_nvimgcodec() is not None)
 
     def _decode_batch(self, datas: list[torch.Tensor], device: torch.device):
         if self._uses_nvimgcodec():
@@ -204,7 +209,7 @@ class GpuDecode(_DeviceNormalized):
         except RuntimeError:  # one bad file fails the whole call: decode one by one
             return [None] * len(datas), None
 
-    def finish(self, packed: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> _Finished:
+    def finish(self, packed: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> FinishedBatch:
         if self._in_use is not None:  # the previous batch's codec buffers, once its kernels have run
             self._in_use[1].synchronize()
             self._in_use = None
@@ -240,7 +245,7 @@ class GpuDecode(_DeviceNormalized):
 
 
 #: ``(positions kept, model input for them or None, [(position, reason)] of failures)``
-_Finished = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]
+FinishedBatch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]
 
 
 def _unpack(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:

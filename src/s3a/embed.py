@@ -22,16 +22,13 @@ from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from s3a.classify import LOGIT_SCALE, _fp32, vocabulary_logits, zero_shot  # noqa: F401 (re-exported)
+from s3a.classify import LOGIT_SCALE, autocast_off, vocabulary_logits, zero_shot  # noqa: F401 (re-exported)
 from s3a.config import Embed, Int
 from s3a.decode import (  # noqa: F401 (re-exported: s3a.embed was their home)
     GPU_JPEG_CODECS,
     FastDecode,
+    FinishedBatch,
     GpuDecode,
-    _DeviceNormalized,
-    _Finished,
-    _nvimgcodec,
-    _pil_pixels,
     resize_center_crop,
 )
 from s3a.vocab import fill_templates
@@ -76,8 +73,13 @@ class ImageEmbeddings:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _ImageFiles(Dataset):
-    """``load(paths[i])``; a failure yields the reason instead of an image."""
+class ImageFiles(Dataset):
+    """A map-style dataset of image files: item ``i`` is ``(i, load(paths[i]), "")``, or ``(i, None,
+    reason)`` when ``load`` raises (a corrupt or unreadable file is skipped and reported, never fatal).
+
+    ``load`` is any picklable path -> tensor callable (the PIL transform, :class:`FastDecode`,
+    :class:`GpuDecode`, the tile reader of :mod:`s3a.multilabel.tiles`), run in the loader's workers.
+    """
 
     def __init__(self, paths: Sequence[str], load: Callable[[str], torch.Tensor]) -> None:
         self.paths = list(paths)
@@ -103,7 +105,7 @@ class _PilLoad:
         with Image.open(path) as img:
             return self.transform(img.convert("RGB"))
 
-    def finish(self, images: torch.Tensor, device: torch.device) -> _Finished:
+    def finish(self, images: torch.Tensor, device: torch.device) -> FinishedBatch:
         return list(range(len(images))), images.to(device, non_blocking=True), []
 
 
@@ -161,7 +163,7 @@ def image_batches(
     else:
         reader, collate = _PilLoad(transform), _collate_stacked
     loader = DataLoader(
-        _ImageFiles(paths, reader),
+        ImageFiles(paths, reader),
         batch_size=params.batch_size,
         sampler=sampler,
         num_workers=params.num_workers,
@@ -177,7 +179,12 @@ def image_batches(
         yield idx[keep], ready, bad + [(int(idx[j]), why) for j, why in late]
 
 
-def _autocast(device: torch.device):
+def image_autocast(device: torch.device):
+    """The autocast context of the image encoders: bf16 on CUDA, off on the CPU (fp32 there).
+
+    Wrap image forward passes in it (``with torch.inference_mode(), image_autocast(device):``); text
+    encoding and logits over names run under :func:`s3a.classify.autocast_off` instead.
+    """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
@@ -212,7 +219,7 @@ def encode_images(
         chunks.append(host)
         index.append(idx)
 
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), image_autocast(device):
         for idx, images, bad in image_batches(paths, transform, params, device):
             failed.extend((paths[i], why) for i, why in bad)
             if images is None:
@@ -296,7 +303,7 @@ def encode_texts(
     tokens = tokenizer(list(texts))
     order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
     out = torch.empty(0)
-    with torch.inference_mode(), _fp32(device):
+    with torch.inference_mode(), autocast_off(device):
         starts = range(0, len(texts), batch_size)
         for s in tqdm(starts, desc="embed texts", unit="batch", disable=not progress, mininterval=5):
             idx = order[s : s + batch_size]

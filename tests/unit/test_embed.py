@@ -160,9 +160,9 @@ def _odd_images(tmp_path) -> list[str]:
 
 
 def _codec_or_skip(codec: str, monkeypatch) -> None:
-    from s3a.embed import _nvimgcodec
+    from s3a.decode import load_nvimgcodec
 
-    if codec == "nvimgcodec" and _nvimgcodec() is None:
+    if codec == "nvimgcodec" and load_nvimgcodec() is None:
         pytest.skip("nvImageCodec is not installed")
     monkeypatch.setenv("S3A_GPU_JPEG", codec)
 

@@ -269,12 +269,12 @@ def encode_patch_tokens(
         unreadable images are skipped and reported. Memory ``N · P · D`` of ``dtype``: ViT-B/16 on
         NUS-WIDE train (150k x 196 x 512) is 30 GB in float16 — write it in chunks of paths.
     """
-    from s3a.embed import EmbedParams, _autocast, image_batches
+    from s3a.embed import EmbedParams, image_autocast, image_batches
 
     params = params or EmbedParams()
     device = device or next(model.parameters()).device
     index, chunks, failed = [], [], []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), image_autocast(device):
         for idx, images, bad in image_batches(paths, transform, params, device, desc="patch tokens"):
             failed.extend((paths[i], why) for i, why in bad)
             if images is not None:

@@ -31,7 +31,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from s3a.embed import _autocast, _DeviceNormalized, _ImageFiles, _pil_pixels, resize_center_crop
+from s3a.decode import DeviceNormalized, pil_pixels, resize_center_crop
+from s3a.embed import ImageFiles, image_autocast
 
 __all__ = ["FITS", "TileParams", "tile_boxes", "TileEmbeddings", "encode_tiles", "tiles_table", "read_tiles"]
 
@@ -86,7 +87,7 @@ def tile_boxes(width: int, height: int, grid: int, name: str = "image") -> list[
     return [(c * w, r * h, (c + 1) * w, (r + 1) * h) for r in range(grid) for c in range(grid)]
 
 
-class _TileLoad(_DeviceNormalized):
+class _TileLoad(DeviceNormalized):
     """Path -> ``(uint8 (M, 3, S, S) crops, int32 (M, 4) boxes)``: one decode, M crops."""
 
     def __init__(self, size: int, mean, std, grid: int, fit: str) -> None:
@@ -95,7 +96,7 @@ class _TileLoad(_DeviceNormalized):
 
     def __call__(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
         with Image.open(path) as img:
-            pixels = _pil_pixels(img)
+            pixels = pil_pixels(img)
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         boxes = tile_boxes(width, height, self.grid, path)
         crops = [pixels[:, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
@@ -153,18 +154,18 @@ def encode_tiles(
     Memory: the ``(N, M, D)`` float32 result (COCO train at D = 512: 1.5 GB) plus loader batches.
     """
     device = device or (torch.device(params.device) if params.device else next(model.parameters()).device)
-    base = _DeviceNormalized.from_transform(transform)
+    base = DeviceNormalized.from_transform(transform)
     reader = _TileLoad(base.size, base.mean, base.std, params.grid, params.fit)
     m = params.n_tiles
     loader = DataLoader(
-        _ImageFiles(paths, reader),
+        ImageFiles(paths, reader),
         batch_size=max(1, params.batch_size // m),
         num_workers=params.num_workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )
     index, boxes, chunks, failed = [], [], [], []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), image_autocast(device):
         for idx, crops, bxs, bad in tqdm(
             loader, desc="embed tiles", unit="batch", disable=not progress, mininterval=5
         ):
