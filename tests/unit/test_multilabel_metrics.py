@@ -8,6 +8,7 @@ from sklearn.metrics import average_precision_score, f1_score, multilabel_confus
 
 from s3a.multilabel.metrics import (
     EVAL_COLUMNS,
+    SUBSETS,
     EvalParams,
     average_precisions,
     evaluate,
@@ -115,6 +116,26 @@ def test_small_subset_masks_large_positives_and_evaluate_rows():
     assert 0 <= rows[0]["map"] <= 100
     soft = evaluate(y, s, thresholded=False)[0]
     assert np.isnan(soft["c_prec"]) and not np.isnan(soft["p_at_3"])
+
+
+def test_every_subset_name_is_evaluated_and_unknown_names_are_refused():
+    """SUBSETS is the one list of subset names: evaluate accepts each, rows carry the name, and
+    ``gzsl`` keeps every label and the images with a positive (the GZSL protocol)."""
+    y = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 1, 0]], bool)
+    s = np.random.default_rng(0).random(y.shape)
+    area = np.full(y.shape, 100.0, np.float32)
+    seen = np.array([True, True, False])
+    rows = evaluate(y, s, None, area, seen, SUBSETS)
+    assert [r["subset"] for r in rows] == list(SUBSETS) == ["all", "seen", "unseen", "gzsl", "small"]
+    by = {r["subset"]: r for r in rows}
+    assert (by["all"]["n_images"], by["all"]["n_labels"]) == (4, 3)
+    assert (by["gzsl"]["n_images"], by["gzsl"]["n_labels"]) == (3, 3)  # image 2 has no label
+    assert (by["seen"]["n_images"], by["unseen"]["n_images"]) == (2, 1)
+    # a positive-free image changes no AP, but it counts in the top-K precision of ``all``
+    assert by["gzsl"]["map"] == pytest.approx(by["all"]["map"])
+    assert by["gzsl"]["p_at_3"] == pytest.approx(by["all"]["p_at_3"] * 4 / 3)
+    with pytest.raises(ValueError, match="unknown subset 'zsl'"):
+        evaluate(y, s, subsets=("zsl",))
 
 
 def test_shape_errors():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from s3a.multilabel.data import ImageRecord, assemble
-from s3a.multilabel.metrics import EVAL_COLUMNS, evaluate
+from s3a.multilabel.metrics import EVAL_COLUMNS, SUBSETS, evaluate
 from s3a.multilabel.pseudo import PseudoParams, ViewScores, aggregate, scores_table
 from s3a.multilabel.supervision import evaluate_zsl, gt_targets, pseudo_targets, zsl_split
 
@@ -60,6 +60,13 @@ def test_evaluate_zsl_and_gzsl(zsl_data):
     assert only.iloc[0]["map"] == pytest.approx(row["map"])
     gz = evaluate_zsl(ids, scores, zsl_data.labels, zsl_data.label_set, "gzsl").iloc[0]
     assert (gz["subset"], gz["n_images"], gz["n_labels"]) == ("gzsl", 3, 5)
+    assert {row["subset"], gz["subset"]} <= set(SUBSETS)
+    # the GZSL row is metrics.evaluate's gzsl subset on all test images (image 7 has no label)
+    y = np.zeros((4, 5), bool)
+    y[[0, 1, 2, 2], [0, 3, 2, 4]] = True
+    direct = evaluate(y, scores, subsets=("gzsl",))[0]
+    assert direct["subset"] == "gzsl" and direct["n_images"] == 3
+    assert gz["map"] == pytest.approx(direct["map"]) and gz["p_at_3"] == pytest.approx(direct["p_at_3"])
     perfect = np.zeros((4, 5), np.float32)
     perfect[[0, 1, 2, 2], [0, 3, 2, 4]] = 1
     best = evaluate_zsl(ids, perfect, zsl_data.labels, zsl_data.label_set, "gzsl").iloc[0]

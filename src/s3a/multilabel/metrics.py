@@ -38,7 +38,11 @@ __all__ = [
     "evaluate_stage",
 ]
 
-SUBSETS = ("all", "seen", "unseen", "small")
+#: evaluation subsets (spec 9): ``all`` every image and label; ``seen`` / ``unseen`` the labels of
+#: that kind and the images with a positive among them (``unseen``: the ZSL protocol); ``gzsl`` every
+#: label, the images with at least one positive (the GZSL protocol); ``small`` every image, large
+#: positives masked
+SUBSETS = ("all", "seen", "unseen", "gzsl", "small")
 EVAL_COLUMNS = (
     "dataset", "model", "stage", "split", "subset", "n_images", "n_labels", "n_labels_no_pos", "map",
     "c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1", "p_at_3", "r_at_3", "f1_at_3", "p_at_5",
@@ -179,7 +183,8 @@ def evaluate(
     """One metrics row (columns :data:`EVAL_COLUMNS`) per subset.
 
     ``seen``/``unseen`` keep the label columns where ``seen`` (``(C,)`` bool) is True/False and the
-    images with at least one positive among them; ``small`` masks large positives (see
+    images with at least one positive among them; ``gzsl`` keeps every label column and the images
+    with at least one positive; ``small`` masks large positives (see
     :func:`subset_mask`). ``thresholded=False`` (softmax scores) leaves CP..OF1 NaN. ``keys``
     (``dataset, model, stage, split``) are copied into each row.
     """

@@ -158,7 +158,8 @@ def evaluate_zsl(
         y, difficult = y[:, unseen], difficult[:, unseen]
     elif scores.shape[1] != c:
         raise ValueError(f"gzsl scores must have {c} columns, got {scores.shape}")
-    keep = y.any(axis=1)
-    rows = evaluate(y[keep], scores[keep], difficult[keep], params=params, thresholded=thresholded, **keys)
-    rows[0]["subset"] = "unseen" if setting == "zsl" else "gzsl"
+    # zsl: y and scores already hold the unseen columns only, every one of them unseen
+    seen = np.zeros(y.shape[1], bool) if setting == "zsl" else None
+    subset = "unseen" if setting == "zsl" else "gzsl"
+    rows = evaluate(y, scores, difficult, None, seen, (subset,), params, thresholded, **keys)
     return pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
