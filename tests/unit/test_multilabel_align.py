@@ -156,17 +156,17 @@ def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
     upd = LabelUpdateParams(every=2)
     whole = train_linear(x, labels, None, params, upd, progress=False)
     state = str(tmp_path / "state.pt")
-    real_save = align._save_state
+    real_save = align.save_state
 
     def save_then_die(path, st):
         real_save(path, st)
         if st["epoch"] == 4:  # killed right after an update epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(align, "_save_state", save_then_die)
+    monkeypatch.setattr(align, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_linear(x, labels, None, params, upd, progress=False, state_path=state)
-    monkeypatch.setattr(align, "_save_state", real_save)
+    monkeypatch.setattr(align, "save_state", real_save)
     resumed = train_linear(x, labels, None, params, upd, progress=False, state_path=state)
     np.testing.assert_array_equal(resumed.labels, whole.labels)
     for a, b in zip(resumed.head.state_dict().values(), whole.head.state_dict().values(), strict=True):

@@ -36,3 +36,44 @@ def test_training_fits_and_predictions_agree():
     idx, val = head_topk(res.head, tokens, text, k=2, image_chunk=40)
     np.testing.assert_allclose(val, -np.sort(-scores, axis=1)[:, :2], atol=1e-6)
     assert (np.take_along_axis(y, idx, axis=1) == 1).mean() > 0.9
+
+
+def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
+    """Killed after epoch 2 of 4 and rerun: the same head, history and predictions as one run
+    (dropout on, so the saved torch random state matters as much as the shuffle's)."""
+    import pytest
+    import torch
+
+    import s3a.multilabel.headtrain as headtrain
+
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(40, 5, 12)).astype(np.float16)
+    y = (rng.random((40, 6)) < 0.3).astype(np.float32)
+    text = rng.normal(size=(6, 10)).astype(np.float32)
+    params = HeadTrainParams(epochs=4, batch_size=16, lr=1e-3)
+    head_params = MLDecoderParams(embed_dim=16, heads=2, ff_dim=32, dropout=0.2, query_chunk=4)
+    whole = train_head(tokens, y, text, params, head_params, progress=False)
+    state = str(tmp_path / "state.pt")
+    real_save = headtrain.save_state
+
+    def save_then_die(path, st):
+        real_save(path, st)
+        if st["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(headtrain, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_head(tokens, y, text, params, head_params, progress=False, state_path=state)
+    monkeypatch.setattr(headtrain, "save_state", real_save)
+    torch.manual_seed(123)  # whatever the caller's generator holds, the resumed run restores its own
+    resumed = train_head(tokens, y, text, params, head_params, progress=False, state_path=state)
+    assert resumed.history["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_array_equal(resumed.history.to_numpy(), whole.history.to_numpy())
+    for a, b in zip(resumed.head.state_dict().values(), whole.head.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a finished state resumes to the end at once; other inputs start afresh
+    again = train_head(tokens, y, text, params, head_params, progress=False, state_path=state)
+    assert torch.equal(again.head.out.weight, whole.head.out.weight)
+    other = train_head(tokens, 1 - y, text, params, head_params, progress=False, state_path=state)
+    assert other.history["epoch"].tolist() == [1, 2, 3, 4]
+    assert not torch.equal(other.head.out.weight, whole.head.out.weight)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from s3a.multilabel.resume import fingerprint, load_state, save_state
+
 __all__ = [
     "EPS",
     "LABEL_LOSSES",
@@ -228,25 +230,6 @@ def _net_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tuple[to
     return loss, logp.detach().exp()
 
 
-def _fingerprint(
-    params: LinearParams, update: LabelUpdateParams, features: np.ndarray, labels: np.ndarray
-) -> str:
-    """Settings and a digest of the inputs (SHA-1 over the arrays: ~1 s for COCO's features)."""
-    import hashlib
-
-    digest = hashlib.sha1(repr((params, update, features.shape, labels.shape)).encode())
-    for array in (features, labels):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _save_state(path: str, state: dict) -> None:
-    from s3a.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def train_linear(
     features: np.ndarray,
     labels: np.ndarray,
@@ -284,22 +267,16 @@ def train_linear(
     y = torch.from_numpy(np.clip(labels, EPS, 1 - EPS).astype(np.float32)).to(dev)
     gen = torch.Generator().manual_seed(params.seed)
     n_updates, updating, rows, first = 0, True, [], 1
-    fingerprint = _fingerprint(params, update, x_all, labels) if state_path else ""
-    if state_path:
-        import os
-
-        if os.path.isfile(state_path):
-            state = torch.load(state_path, map_location=dev, weights_only=False)
-            if state.get("fingerprint") == fingerprint:
-                head.load_state_dict(state["head"])
-                opt.load_state_dict(state["opt"])
-                y = state["y"].to(dev)
-                gen.set_state(state["gen"])
-                n_updates, updating, rows = state["n_updates"], state["updating"], state["rows"]
-                first = state["epoch"] + 1
-                log.info("resuming the linear learner after epoch %d from %s", state["epoch"], state_path)
-            else:
-                log.info("ignoring %s: written for other settings or inputs", state_path)
+    digest = fingerprint((params, update), x_all, labels) if state_path else ""
+    state = load_state(state_path, digest, dev) if state_path else None
+    if state is not None:
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        y = state["y"].to(dev)
+        gen.set_state(state["gen"])
+        n_updates, updating, rows = state["n_updates"], state["updating"], state["rows"]
+        first = state["epoch"] + 1
+        log.info("resuming the linear learner after epoch %d from %s", state["epoch"], state_path)
     for epoch in tqdm(
         range(first, params.epochs + 1), desc="align", unit="epoch", disable=not progress, mininterval=5
     ):
@@ -349,13 +326,13 @@ def train_linear(
         )
         if state_path:
             state = {
-                "fingerprint": fingerprint,
+                "fingerprint": digest,
                 "epoch": epoch,
                 "head": head.state_dict(),
                 "opt": opt.state_dict(),
             }
             state.update(y=y.cpu(), gen=gen.get_state(), n_updates=n_updates, updating=updating, rows=rows)
-            _save_state(state_path, state)
+            save_state(state_path, state)
     return LinearResult(head.cpu(), y.cpu().numpy(), pd.DataFrame(rows))
 
 
