@@ -15,5 +15,7 @@ Modules (see ``MULTILABEL_SPEC.md`` and ``README.md`` beside this file):
 * :mod:`.supervision` — ``gt_seen`` (ZSL split, seen-label targets), ``pseudo`` (CDUL labels) and the
   ZSL/GZSL protocol metrics (spec 7, 9);
 * :mod:`.openvocab` — open-vocabulary multi-label over the 20K names: per-view top-k, aggregation,
-  frequency discovery, exact and WordNet-hierarchical evaluation (spec 8).
+  frequency discovery, exact and WordNet-hierarchical evaluation (spec 8);
+* :mod:`.discovery` — cluster-vote label discovery on tile/global views (spec 8, ``s3a.discover``);
+* :mod:`.resume` — resume files of the ``linear`` and ``mldecoder`` learners.
 """

@@ -9,7 +9,8 @@
    a name missing from a view scoring 0 there (so ``β`` is 0 unless all M tiles kept the name):
    long ``image_id, vocab_index, s_global, s_agg, score``.
 3. :func:`discover_frequency` — optional label discovery: the n names with the largest
-   ``Σ_i score`` (``ml/openvocab/label_set.parquet``). The cluster-vote variant is not built.
+   ``Σ_i score`` (``ml/openvocab/label_set.parquet``); the cluster-vote variant, in the same
+   columns, is :func:`s3a.multilabel.discovery.discover_cluster_vote`.
 4. Evaluation against a dataset's labels: :func:`label_subtrees` maps each label to vocabulary names —
    ``exact`` its own ``vocab_index``, ``hierarchical`` every name in its WordNet hyponym subtree
    (hypernym edges from :func:`read_wordnet_hypernyms`), so ``golden_retriever`` counts for ``dog``;
