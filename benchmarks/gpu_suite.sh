@@ -5,7 +5,8 @@
 #   benchmarks/gpu_suite.sh                       # all sections
 #   benchmarks/gpu_suite.sh embed-b16 vocab       # some of them
 #
-# Sections: test (the nvJPEG agreement test), embed-b16, embed-l14, vocab, kmeans, ksearch, train.
+# Sections: test (the nvJPEG agreement test), embed-b16, embed-l14, vocab, kmeans, ksearch, train,
+# tiles (tile crops/s against embed_images img/s, and the pseudo-label aggregation).
 # Sizes can be overridden for a smoke run on a CPU, e.g.
 #   B16=s3a-tiny L14=s3a-tiny IMAGES=200 KM_N=20000 KM_K=50 KS_N=6000 KS_K=30 TRAIN_ARCH=s3a-tiny \
 #   DEVICE=cpu benchmarks/gpu_suite.sh
@@ -49,11 +50,13 @@ run_section() {
         --device "$DEVICE" ;;
     train) section train 150 "$PY" bench_train.py --arch "${TRAIN_ARCH:-ViT-B-16}" --batch-size 256 \
         --workers "$WORKERS" --steps 20 --image-dir "$PHOTOS" ;;
+    tiles) section tiles 150 "$PY" bench_tiles.py --arch "${B16:-ViT-B-16}" --images "${TILE_IMAGES:-5000}" \
+        --batch-size 576 --workers "$WORKERS" --device "$DEVICE" --image-dir "$PHOTOS" ;;
     *) echo "unknown section $1" >&2 ;;
     esac
 }
 
 echo "gpu_suite on $(hostname): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU), $(nproc) cores"
-for s in "${@:-test embed-b16 embed-l14 vocab kmeans ksearch train}"; do
+for s in "${@:-test embed-b16 embed-l14 vocab kmeans ksearch train tiles}"; do
     for part in $s; do run_section "$part"; done
 done
