@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from s3a.device import pick_device
 
-__all__ = ["LOGIT_SCALE", "vocabulary_logits", "zero_shot"]
+__all__ = ["LOGIT_SCALE", "autocast_off", "vocabulary_logits", "zero_shot"]
 
 #: CLIP's logit scale (spec 2.3): logits are ``100 * cos``
 LOGIT_SCALE = 100.0
