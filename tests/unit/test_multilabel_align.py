@@ -131,12 +131,12 @@ def test_classifier_initialisation_predicts_about_ten_percent_positive():
 
 
 def test_kl_softmax_loss_matches_definition():
-    from s3a.multilabel.align import _net_loss
+    from s3a.multilabel.align import network_loss
 
     rng = np.random.default_rng(4)
     logits = torch.tensor(rng.normal(size=(3, 5)))
     y = torch.tensor(rng.uniform(0.1, 0.9, size=(3, 5)))
-    loss, p = _net_loss(logits, y, "kl_softmax")
+    loss, p = network_loss(logits, y, "kl_softmax")
     pn, yn = torch.softmax(logits, -1).numpy(), (y / y.sum(-1, keepdim=True)).numpy()
     assert abs(float(loss) - float(np.mean(np.sum(pn * np.log(pn / yn), axis=1)))) < 1e-10
     np.testing.assert_allclose(p.numpy(), pn)

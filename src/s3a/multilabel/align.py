@@ -43,6 +43,11 @@ __all__ = [
     "label_gradient",
     "update_labels",
     "is_update_epoch",
+    "label_step",
+    "UpdateCounter",
+    "NET_LOSSES",
+    "network_loss",
+    "init_linear_head",
     "LinearHead",
     "LinearResult",
     "train_linear",
@@ -53,6 +58,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 EPS = 1e-4
 LABEL_LOSSES = ("bernoulli_kl", "categorical_kl")
+#: network losses of :func:`network_loss` (``asl``: :func:`s3a.multilabel.losses.asymmetric_loss`)
+NET_LOSSES = ("bce", "asl", "kl_softmax")
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,55 @@ def is_update_epoch(epoch: int, params: LabelUpdateParams) -> bool:
     return params.enabled and epoch > params.warmup and epoch % params.every == 0
 
 
+def label_step(
+    y: torch.Tensor, p: torch.Tensor, params: LabelUpdateParams
+) -> tuple[torch.Tensor, float, float]:
+    """One batch of an update epoch: ``(new y, Σ KL(y ‖ p) over the batch's cells, Σ |Δy|)``.
+
+    ``y`` are the batch's current latent labels and ``p`` the network's predictions of the same
+    forward (before its step), both ``(B, C)``; the KL sum (Bernoulli, per cell) is the history's
+    ``loss_label``. Shared by every learner (``linear``, ``finetune``, ``mldecoder``).
+    """
+    pc = p.clamp(EPS, 1 - EPS)
+    lab = y * (y / pc).log() + (1 - y) * ((1 - y) / (1 - pc)).log()
+    new = update_labels(y, p, params)
+    return new, float(lab.sum()), float((new - y).abs().sum())
+
+
+@dataclass
+class UpdateCounter:
+    """Which epochs update the labels, and when updates stop (``max_updates``, ``min_label_change``);
+    its two counters belong in a learner's resume state.
+
+    Attributes:
+        params: the schedule.
+        n_updates: update epochs done.
+        updating: False once a stopping rule fired (labels frozen for the rest of the run).
+    """
+
+    params: LabelUpdateParams
+    n_updates: int = 0
+    updating: bool = True
+
+    def due(self, epoch: int) -> bool:
+        """Whether 1-based ``epoch`` updates the labels."""
+        limit = self.params.max_updates
+        return (
+            self.updating
+            and is_update_epoch(epoch, self.params)
+            and (limit is None or self.n_updates < limit)
+        )
+
+    def record(self, epoch: int, mean_dy: float) -> None:
+        """Count a finished update epoch whose mean ``|Δy|`` was ``mean_dy``; apply the stopping rules."""
+        self.n_updates += 1
+        if self.params.max_updates is not None and self.n_updates >= self.params.max_updates:
+            self.updating = False
+        if mean_dy < self.params.min_label_change:
+            self.updating = False
+            log.info("epoch %d: mean |dy| %.2e < min_label_change; labels frozen", epoch, mean_dy)
+
+
 class LinearHead(torch.nn.Module):
     """Logits ``x A^T + b``: ``(B, D)`` features -> ``(B, C)`` logits."""
 
@@ -199,7 +255,12 @@ def _label_map(gt: np.ndarray | None, y: np.ndarray) -> float:
     return mean_average_precision(gt, y)[0]
 
 
-def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | None, s0: float) -> None:
+def init_linear_head(
+    head: LinearHead, features: np.ndarray, classifier: np.ndarray | None, s0: float
+) -> None:
+    """Start ``head`` at ``s0 · W`` (tiled over concatenated views) with bias ``−s0 · q90`` of each
+    label's cosines over ``features`` ``(N, D)`` (about 10 % predicted positive), or at zero without
+    a classifier. Memory: the ``(N, C)`` cosines over the label set (COCO: 82k x 80)."""
     with torch.no_grad():
         if classifier is None:
             head.linear.weight.zero_()
@@ -215,13 +276,24 @@ def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | 
         head.linear.bias.copy_(torch.from_numpy((-s0 * q90).astype(np.float32)))
 
 
-def _net_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def network_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str, asl=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, p)``: ``bce`` — BCE summed over labels, mean over images (= Σ_c KL(y_c ‖ p_c) + const
-    per image), ``p = σ(logits)``; ``kl_softmax`` (the CDUL reproduction) — ``KL(p ‖ ỹ)`` with
+    per image), ``p = σ(logits)``; ``asl`` — the asymmetric loss (:mod:`s3a.multilabel.losses`,
+    settings ``asl``) divided by the batch, i.e. also summed over labels and averaged over images,
+    ``p = σ(logits)``; ``kl_softmax`` (the CDUL reproduction) — ``KL(p ‖ ỹ)`` with
     ``p = softmax(logits)`` and ``ỹ = y / Σ y``, mean over images."""
     if kind == "bce":
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)
         return loss, torch.sigmoid(logits.detach())
+    if kind == "asl":
+        from s3a.multilabel.losses import AslParams, asymmetric_loss
+
+        loss = asymmetric_loss(logits, target, asl or AslParams()) / len(target)
+        return loss, torch.sigmoid(logits.detach())
+    if kind != "kl_softmax":
+        raise ValueError(f"unknown net_loss {kind!r}; expected one of {NET_LOSSES}")
     logp = F.log_softmax(logits, dim=-1)
     log_t = (target / target.sum(-1, keepdim=True)).log()
     loss = (logp.exp() * (logp - log_t)).sum(-1).mean()
@@ -276,14 +348,14 @@ def train_linear(
     torch.manual_seed(params.seed)
     dev = torch.device(params.device)
     head = LinearHead(d, labels.shape[1])
-    _init_head(head, x_all, classifier, params.init_scale)
+    init_linear_head(head, x_all, classifier, params.init_scale)
     head.to(dev)
     opt_cls = torch.optim.Adam if params.optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     x = torch.from_numpy(x_all).to(dev)
     y = torch.from_numpy(np.clip(labels, EPS, 1 - EPS).astype(np.float32)).to(dev)
     gen = torch.Generator().manual_seed(params.seed)
-    n_updates, updating, rows, first = 0, True, [], 1
+    counter, rows, first = UpdateCounter(update), [], 1
     fingerprint = _fingerprint(params, update, x_all, labels) if state_path else ""
     if state_path:
         import os
@@ -295,7 +367,8 @@ def train_linear(
                 opt.load_state_dict(state["opt"])
                 y = state["y"].to(dev)
                 gen.set_state(state["gen"])
-                n_updates, updating, rows = state["n_updates"], state["updating"], state["rows"]
+                counter.n_updates, counter.updating = state["n_updates"], state["updating"]
+                rows = state["rows"]
                 first = state["epoch"] + 1
                 log.info("resuming the linear learner after epoch %d from %s", state["epoch"], state_path)
             else:
@@ -303,25 +376,17 @@ def train_linear(
     for epoch in tqdm(
         range(first, params.epochs + 1), desc="align", unit="epoch", disable=not progress, mininterval=5
     ):
-        do_update = (
-            updating
-            and is_update_epoch(epoch, update)
-            and (update.max_updates is None or n_updates < update.max_updates)
-        )
+        do_update = counter.due(epoch)
         order = torch.randperm(n, generator=gen).to(dev)
         loss_sum = lab_sum = dy_sum = gap_sum = 0.0
         for s in range(0, n, params.batch_size):
             idx = order[s : s + params.batch_size]
             target = y[idx]
-            loss, p = _net_loss(head(x[idx]), target, params.net_loss)
+            loss, p = network_loss(head(x[idx]), target, params.net_loss)
             gap_sum += float((target - p).abs().sum())
             if do_update:
-                pc = p.clamp(EPS, 1 - EPS)
-                lab = target * (target / pc).log() + (1 - target) * ((1 - target) / (1 - pc)).log()
-                lab_sum += float(lab.sum())
-                new = update_labels(target, p, update)
-                dy_sum += float((new - target).abs().sum())
-                y[idx] = new
+                y[idx], lab, dy = label_step(target, p, update)
+                lab_sum, dy_sum = lab_sum + lab, dy_sum + dy
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -329,12 +394,7 @@ def train_linear(
         cells = n * labels.shape[1]
         mean_dy = dy_sum / cells if do_update else float("nan")
         if do_update:
-            n_updates += 1
-            if update.max_updates is not None and n_updates >= update.max_updates:
-                updating = False
-            if mean_dy < update.min_label_change:
-                updating = False
-                log.info("epoch %d: mean |dy| %.2e < min_label_change; labels frozen", epoch, mean_dy)
+            counter.record(epoch, mean_dy)
         rows.append(
             {
                 "epoch": epoch,
@@ -343,7 +403,7 @@ def train_linear(
                 "loss_label": lab_sum / n if do_update else float("nan"),
                 "mean_abs_dy": mean_dy,
                 "mean_abs_y_minus_p": gap_sum / cells,
-                "n_updates": n_updates,
+                "n_updates": counter.n_updates,
                 "gt_label_map": _label_map(gt, y.cpu().numpy()) if do_update or epoch == 1 else float("nan"),
             }
         )
@@ -354,7 +414,8 @@ def train_linear(
                 "head": head.state_dict(),
                 "opt": opt.state_dict(),
             }
-            state.update(y=y.cpu(), gen=gen.get_state(), n_updates=n_updates, updating=updating, rows=rows)
+            state.update(y=y.cpu(), gen=gen.get_state(), n_updates=counter.n_updates, rows=rows)
+            state["updating"] = counter.updating
             _save_state(state_path, state)
     return LinearResult(head.cpu(), y.cpu().numpy(), pd.DataFrame(rows))
 
