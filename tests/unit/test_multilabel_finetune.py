@@ -250,19 +250,38 @@ def test_mldecoder_finetune_and_gt_seen(world):
 
 
 @pytest.mark.slow
-def test_torchrun_two_gloo_processes(world):
+@pytest.mark.parametrize("learner", ["finetune", "mldecoder"])
+def test_torchrun_two_gloo_processes(world, learner):
     root, spec, _ = world
-    params = {**FAST, "epochs": 2, "label_update": {"every": 1}, "augment": "none"}
+    params = {**FAST, "epochs": 2, "label_update": {"every": 1}, "augment": "none",
+              "mldecoder": {**SMALL_HEAD, "backbone": "finetune"}}  # fmt: skip
+    run = f"ddp_{learner}"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "s3a.multilabel.train", *cli(root, spec, "ddp", params)]  # fmt: skip
+               "-m", "s3a.multilabel.train", *cli(root, spec, run, params, learner)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    history = pd.read_parquet(root / "ddp" / "history.parquet")
+    history = pd.read_parquet(root / run / "history.parquet")
     assert history.n_updates.tolist() == [1, 2] and (history.mean_abs_dy > 0).all()
-    y = refined(root, "ddp")
+    y = refined(root, run)
     start = np.clip(initial_targets(root), 1e-4, 1 - 1e-4)
     # every image sits in one of the two shards (24 = 2 x 12), so every row was updated and synced
     assert (np.abs(y - start).max(axis=1) > 1e-6).all()
-    state = torch.load(root / "ddp" / "state.pt", weights_only=False)
+    state = torch.load(root / run / "state.pt", weights_only=False)
     np.testing.assert_array_equal(state["labels"], y)
+
+
+def test_cli_errors_name_the_input_before_any_model(world, tmp_path):
+    root, spec, _ = world
+    args = cli(root, spec, "bad", {**FAST, "epochs": 1})
+    missing = args.copy()
+    missing[missing.index("--pseudo") + 1] = str(tmp_path / "nope.parquet")
+    with pytest.raises(FileNotFoundError, match="--pseudo not found"):
+        main(missing)
+    with pytest.raises(ValueError, match="unknown multilabel.train keys"):
+        main(cli(root, spec, "bad", {"epochz": 1}))
+    gt = cli(root, spec, "bad", {**FAST, "supervision": "gt_seen"}, learner="mldecoder")
+    gt = gt[: gt.index("--labels")] + gt[gt.index("--labels") + 2 :]
+    with pytest.raises(ValueError, match="--labels is required with supervision gt_seen"):
+        main(gt)
+    assert not (root / "bad").exists()

@@ -64,11 +64,11 @@ class TrainInputs:
     gt: np.ndarray | None
 
 
-def _need(args: argparse.Namespace, *names: str) -> None:
+def _need(args: argparse.Namespace, supervision: str, *names: str) -> None:
     for name in names:
         value = getattr(args, name.replace("-", "_"))
         if value is None:
-            raise ValueError(f"--{name} is required with supervision {args.supervision}")
+            raise ValueError(f"--{name} is required with supervision {supervision}")
         if not Path(value).is_file():
             raise FileNotFoundError(f"multi-label training input --{name} not found: {value}")
 
@@ -79,8 +79,8 @@ def load_inputs(args: argparse.Namespace, params: ImageTrainParams, pseudo: Pseu
     Raises:
         FileNotFoundError / ValueError: a missing input, or tables that disagree (named).
     """
-    args.supervision = params.supervision
-    _need(args, "manifest", "label-classifier")
+    need = params.supervision
+    _need(args, need, "manifest", "label-classifier")
     manifest = read_table(args.manifest, columns=["image_id", "path", "split"])
     label_ids, w = read_embeddings(args.label_classifier, id_column="label_index")
     order = np.argsort(label_ids)
@@ -88,17 +88,17 @@ def load_inputs(args: argparse.Namespace, params: ImageTrainParams, pseudo: Pseu
         raise ValueError(f"{args.label_classifier}: label_index must be 0..C-1")
     w = w[order]
     if params.supervision == "pseudo":
-        _need(args, "pseudo")
+        _need(args, need, "pseudo")
         table = pq.read_table(args.pseudo)
         ids = table.column("image_id").to_numpy().astype(np.int64)
         targets = pseudo_targets(table, ids, pseudo)
         text = w
         gt = None
         if args.labels is not None:
-            _need(args, "labels")
+            _need(args, need, "labels")
             gt = label_matrix(read_table(args.labels), ids, len(w))[0]
     else:
-        _need(args, "labels", "label-set")
+        _need(args, need, "labels", "label-set")
         labels, label_set = read_table(args.labels), read_table(args.label_set)
         split = zsl_split(read_table(args.manifest), labels, label_set)
         ids, text, gt = split.train_ids, w[split.seen], None
