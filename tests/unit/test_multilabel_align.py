@@ -1,4 +1,5 @@
-"""Latent-label updates and the linear gradient-alignment learner (MULTILABEL_SPEC 6, 11.1)."""
+"""Latent-label updates (``labels``), the network losses and the ``linear`` gradient-alignment learner
+(MULTILABEL_SPEC 6, 11.1)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from s3a.multilabel.align import (
-    EPS,
-    LabelUpdateParams,
-    LinearParams,
-    is_update_epoch,
-    label_gradient,
-    predict_linear,
-    psi,
-    train_linear,
-    update_labels,
-)
+from s3a.multilabel.labels import EPS, LabelUpdateParams, is_update_epoch, label_gradient, psi, update_labels
+from s3a.multilabel.linear import LinearParams, predict_linear, train_linear
+from s3a.multilabel.losses import network_loss
 from s3a.multilabel.metrics import mean_average_precision
 
 
@@ -131,8 +124,6 @@ def test_classifier_initialisation_predicts_about_ten_percent_positive():
 
 
 def test_kl_softmax_loss_matches_definition():
-    from s3a.multilabel.align import network_loss
-
     rng = np.random.default_rng(4)
     logits = torch.tensor(rng.normal(size=(3, 5)))
     y = torch.tensor(rng.uniform(0.1, 0.9, size=(3, 5)))
@@ -149,24 +140,24 @@ def test_kl_softmax_loss_matches_definition():
 
 
 def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
-    import s3a.multilabel.align as align
+    import s3a.multilabel.linear as linear
 
     x, labels, _ = _alignment_sim(6, n=300)
     params = LinearParams(epochs=6, batch_size=64, lr=1e-2)
     upd = LabelUpdateParams(every=2)
     whole = train_linear(x, labels, None, params, upd, progress=False)
     state = str(tmp_path / "state.pt")
-    real_save = align._save_state
+    real_save = linear._save_state
 
     def save_then_die(path, st):
         real_save(path, st)
         if st["epoch"] == 4:  # killed right after an update epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(align, "_save_state", save_then_die)
+    monkeypatch.setattr(linear, "_save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_linear(x, labels, None, params, upd, progress=False, state_path=state)
-    monkeypatch.setattr(align, "_save_state", real_save)
+    monkeypatch.setattr(linear, "_save_state", real_save)
     resumed = train_linear(x, labels, None, params, upd, progress=False, state_path=state)
     np.testing.assert_array_equal(resumed.labels, whole.labels)
     for a, b in zip(resumed.head.state_dict().values(), whole.head.state_dict().values(), strict=True):

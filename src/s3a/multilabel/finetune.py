@@ -4,7 +4,8 @@ One network serves both learners that train on images rather than on cached feat
 
 * ``finetune`` (spec 6, CDUL): the visual tower's global embedding, L2-normalised, through a linear
   head over the label set that starts where the ``linear`` learner starts (``s0 · W``, bias
-  ``−s0 · q90`` of each label's cosines over the train images; :func:`s3a.multilabel.align.init_linear_head`).
+  ``−s0 · q90`` of each label's cosines over the train images;
+  :func:`s3a.multilabel.linear.init_linear_head`).
   The backbone is always fine-tuned.
 * ``mldecoder`` (spec 7, CLIP-Decoder): the tower's patch tokens in CLIP space
   (:func:`s3a.multilabel.heads.patch_tokens`) through a :class:`~s3a.multilabel.heads.CLIPDecoderHead`
@@ -37,9 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from s3a.io import atomic_path
-from s3a.multilabel.align import NET_LOSSES, LabelUpdateParams, LinearHead, network_loss
 from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams, patch_tokens
-from s3a.multilabel.losses import AslParams, alignment_loss, asymmetric_loss
+from s3a.multilabel.labels import LabelUpdateParams
+from s3a.multilabel.linear import LinearHead
+from s3a.multilabel.losses import NET_LOSSES, AslParams, alignment_loss, asymmetric_loss, network_loss
 from s3a.train.optim import param_groups
 
 __all__ = [
@@ -78,7 +80,7 @@ class ImageTrainParams:
         supervision: ``pseudo`` (CDUL pseudo-labels, latent labels updated) or ``gt_seen``
             (``mldecoder`` only: ground truth of the seen labels, never updated).
         net_loss: ``finetune``: ``bce``, ``asl`` or ``kl_softmax``
-            (:func:`~s3a.multilabel.align.network_loss`);
+            (:func:`~s3a.multilabel.losses.network_loss`);
             ``mldecoder`` always trains ``cls_loss_weight · ASL + clip_loss_weight · L_clip``.
         label_update: the latent-label schedule (``multilabel.train.label_update``).
         asl: asymmetric-loss settings (``multilabel.train.asl``).
@@ -212,7 +214,7 @@ def build_net(visual: nn.Module, text: np.ndarray, params: ImageTrainParams) -> 
     """The network of ``params.learner`` on ``visual`` (float32) for the label set ``text`` ``(C, D)``.
 
     The ``finetune`` head is left at zero here: start it with
-    :func:`~s3a.multilabel.align.init_linear_head` on the train images' embeddings (or load weights).
+    :func:`~s3a.multilabel.linear.init_linear_head` on the train images' embeddings (or load weights).
     The decoder head is initialised from ``params.seed``.
     """
     visual = visual.float()

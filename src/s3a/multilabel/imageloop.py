@@ -4,10 +4,10 @@ on images, one process or many (``torchrun``/``srun`` through :mod:`s3a.train.di
 Per batch (a training view of each image, :mod:`s3a.train.augment`): a forward of
 :class:`~s3a.multilabel.finetune.ImageLabelNet`, the loss against the batch's latent labels ``y``
 (:func:`~s3a.multilabel.finetune.image_loss`), and in *update epochs* the labels step of
-:func:`s3a.multilabel.align.label_step` with the predictions of that same forward (before the
+:func:`s3a.multilabel.labels.label_step` with the predictions of that same forward (before the
 network's step), then the network's step. Which epochs update, and when updates stop
 (``max_updates``, ``min_label_change``; never a test metric), is
-:class:`s3a.multilabel.align.UpdateCounter`. With ``supervision: gt_seen`` the targets are ground
+:class:`s3a.multilabel.labels.UpdateCounter`. With ``supervision: gt_seen`` the targets are ground
 truth and never change. Under DDP each process updates the labels of the images of its shard, and
 the rows are exchanged after every update epoch, so all processes hold the same ``y``.
 
@@ -41,8 +41,9 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.models import ModelSpec, load_clip
-from s3a.multilabel.align import EPS, UpdateCounter, init_linear_head, label_step
 from s3a.multilabel.finetune import ImageLabelNet, ImageTrainParams, build_net, image_loss, net_param_groups
+from s3a.multilabel.labels import EPS, UpdateCounter, label_step
+from s3a.multilabel.linear import init_linear_head
 from s3a.train import distributed
 from s3a.train.augment import OneView, training_views
 from s3a.train.optim import cosine_lr
@@ -63,7 +64,7 @@ class AlignState(SavedState):
         step: optimiser steps taken (the cosine schedule goes on from it).
         network, optimizer: ``state_dict()`` of each.
         labels: ``(N, C)`` float32 latent labels ``y`` after the last finished epoch.
-        n_updates, updating: the :class:`~s3a.multilabel.align.UpdateCounter`.
+        n_updates, updating: the :class:`~s3a.multilabel.labels.UpdateCounter`.
         history: one row per finished epoch.
     """
 
