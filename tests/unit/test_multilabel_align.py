@@ -9,7 +9,7 @@ import torch
 
 from s3a.multilabel.labels import EPS, LabelUpdateParams, is_update_epoch, label_gradient, psi, update_labels
 from s3a.multilabel.linear import LinearParams, predict_linear, train_linear
-from s3a.multilabel.losses import network_loss
+from s3a.multilabel.losses import AslParams, network_loss
 from s3a.multilabel.metrics import mean_average_precision
 
 
@@ -137,6 +137,27 @@ def test_kl_softmax_loss_matches_definition():
         LabelUpdateParams(every=1, loss="categorical_kl"), progress=False,
     )  # fmt: skip
     assert np.isfinite(res.labels).all() and res.history["n_updates"].iloc[-1] == 2
+
+
+def test_linear_learner_trains_with_asl():
+    """``net_loss: asl`` runs, differs from ``bce``, and its settings reach the loss: with γ± = 0 and
+    no margin ASL is the summed BCE, so the run matches ``bce``."""
+    x, labels, _ = _alignment_sim(7, n=300)
+    upd = LabelUpdateParams(every=1)
+    base = dict(epochs=3, batch_size=100, lr=1e-2)
+    bce = train_linear(x, labels, None, LinearParams(**base), upd, progress=False)
+    asl = train_linear(x, labels, None, LinearParams(**base, net_loss="asl"), upd, progress=False)
+    assert np.isfinite(asl.labels).all() and asl.history["n_updates"].iloc[-1] == 3
+    assert np.isfinite(asl.history["loss_net"]).all()
+    assert np.abs(asl.labels - bce.labels).max() > 1e-3
+    assert not np.allclose(asl.history["loss_net"], bce.history["loss_net"])
+    plain = {"gamma_neg": 0.0, "gamma_pos": 0.0, "clip": 0.0}  # a config mapping, converted
+    same = train_linear(x, labels, None, LinearParams(**base, net_loss="asl", asl=plain), upd, progress=False)
+    assert LinearParams(asl=plain).asl == AslParams(**plain)
+    np.testing.assert_allclose(same.labels, bce.labels, atol=1e-4)
+    np.testing.assert_allclose(same.history["loss_net"], bce.history["loss_net"], rtol=1e-4)
+    with pytest.raises(ValueError, match="net_loss"):
+        LinearParams(net_loss="focal")
 
 
 def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ Cost at full scale (COCO train 82k x D 512, C 80): one epoch is 82k x 512 x 80 x
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from s3a.multilabel.labels import EPS, LabelUpdateParams, UpdateCounter, label_step
-from s3a.multilabel.losses import network_loss
+from s3a.multilabel.losses import NET_LOSSES, AslParams, network_loss
 
 __all__ = [
     "LinearParams",
@@ -46,8 +47,9 @@ class LinearParams:
         batch_size: images per step.
         lr: learning rate.
         optimizer: ``adam`` (default) or ``sgd``.
-        net_loss: ``bce`` (sigmoid outputs, default) or ``kl_softmax`` (softmax outputs, the CDUL
-            reproduction's loss; pair it with ``label_update.loss: categorical_kl``).
+        net_loss: ``bce`` (sigmoid outputs, default), ``asl`` (the asymmetric loss with ``asl``,
+            sigmoid outputs) or ``kl_softmax`` (softmax outputs, the CDUL reproduction's loss; pair
+            it with ``label_update.loss: categorical_kl``); :func:`~s3a.multilabel.losses.network_loss`.
         weight_decay: L2 weight decay of the optimiser.
         init_scale: s0; the head starts at ``s0 · W`` with bias ``b_c = −s0 · q90(cos_{·c})``
             (about 10 % predicted positive at the start); ignored without a label classifier
@@ -55,6 +57,8 @@ class LinearParams:
             is ``s0 · [W, …, W] / k``, the mean of the views' cosines.
         seed: seed of the initial shuffle order and of torch.
         device: ``cpu`` (default; the learner is CPU-fast) or ``cuda``.
+        asl: asymmetric-loss settings for ``net_loss: asl`` (config ``multilabel.train.asl``, a
+            mapping is converted; default spec 7's γ− = 4, γ+ = 0, m = 0.05).
     """
 
     epochs: int = 100
@@ -66,12 +70,15 @@ class LinearParams:
     init_scale: float = 50.0
     seed: int = 0
     device: str = "cpu"
+    asl: AslParams = field(default_factory=AslParams)
 
     def __post_init__(self) -> None:
+        if isinstance(self.asl, Mapping):
+            object.__setattr__(self, "asl", AslParams(**self.asl))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.net_loss not in ("bce", "kl_softmax"):
-            raise ValueError(f"net_loss must be bce or kl_softmax, got {self.net_loss!r}")
+        if self.net_loss not in NET_LOSSES:
+            raise ValueError(f"net_loss must be one of {NET_LOSSES}, got {self.net_loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("linear learner needs epochs >= 1, batch_size >= 1, lr > 0")
 
@@ -212,7 +219,7 @@ def train_linear(
         for s in range(0, n, params.batch_size):
             idx = order[s : s + params.batch_size]
             target = y[idx]
-            loss, p = network_loss(head(x[idx]), target, params.net_loss)
+            loss, p = network_loss(head(x[idx]), target, params.net_loss, params.asl)
             gap_sum += float((target - p).abs().sum())
             if do_update:
                 y[idx], lab, dy = label_step(target, p, update)
