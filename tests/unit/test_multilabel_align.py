@@ -1,4 +1,5 @@
-"""Latent-label updates and the linear gradient-alignment learner (MULTILABEL_SPEC 6, 11.1)."""
+"""Latent-label updates (``labels``), the network losses and the ``linear`` gradient-alignment learner
+(MULTILABEL_SPEC 6, 11.1)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from s3a.multilabel.align import (
-    EPS,
-    LabelUpdateParams,
-    LinearParams,
-    is_update_epoch,
-    label_gradient,
-    predict_linear,
-    psi,
-    train_linear,
-    update_labels,
-)
+from s3a.multilabel.labels import EPS, LabelUpdateParams, is_update_epoch, label_gradient, psi, update_labels
+from s3a.multilabel.linear import LinearParams, predict_linear, train_linear
+from s3a.multilabel.losses import AslParams, network_loss
 from s3a.multilabel.metrics import mean_average_precision
 
 
@@ -131,12 +124,10 @@ def test_classifier_initialisation_predicts_about_ten_percent_positive():
 
 
 def test_kl_softmax_loss_matches_definition():
-    from s3a.multilabel.align import _net_loss
-
     rng = np.random.default_rng(4)
     logits = torch.tensor(rng.normal(size=(3, 5)))
     y = torch.tensor(rng.uniform(0.1, 0.9, size=(3, 5)))
-    loss, p = _net_loss(logits, y, "kl_softmax")
+    loss, p = network_loss(logits, y, "kl_softmax")
     pn, yn = torch.softmax(logits, -1).numpy(), (y / y.sum(-1, keepdim=True)).numpy()
     assert abs(float(loss) - float(np.mean(np.sum(pn * np.log(pn / yn), axis=1)))) < 1e-10
     np.testing.assert_allclose(p.numpy(), pn)
@@ -148,25 +139,46 @@ def test_kl_softmax_loss_matches_definition():
     assert np.isfinite(res.labels).all() and res.history["n_updates"].iloc[-1] == 2
 
 
+def test_linear_learner_trains_with_asl():
+    """``net_loss: asl`` runs, differs from ``bce``, and its settings reach the loss: with γ± = 0 and
+    no margin ASL is the summed BCE, so the run matches ``bce``."""
+    x, labels, _ = _alignment_sim(7, n=300)
+    upd = LabelUpdateParams(every=1)
+    base = dict(epochs=3, batch_size=100, lr=1e-2)
+    bce = train_linear(x, labels, None, LinearParams(**base), upd, progress=False)
+    asl = train_linear(x, labels, None, LinearParams(**base, net_loss="asl"), upd, progress=False)
+    assert np.isfinite(asl.labels).all() and asl.history["n_updates"].iloc[-1] == 3
+    assert np.isfinite(asl.history["loss_net"]).all()
+    assert np.abs(asl.labels - bce.labels).max() > 1e-3
+    assert not np.allclose(asl.history["loss_net"], bce.history["loss_net"])
+    plain = {"gamma_neg": 0.0, "gamma_pos": 0.0, "clip": 0.0}  # a config mapping, converted
+    same = train_linear(x, labels, None, LinearParams(**base, net_loss="asl", asl=plain), upd, progress=False)
+    assert LinearParams(asl=plain).asl == AslParams(**plain)
+    np.testing.assert_allclose(same.labels, bce.labels, atol=1e-4)
+    np.testing.assert_allclose(same.history["loss_net"], bce.history["loss_net"], rtol=1e-4)
+    with pytest.raises(ValueError, match="net_loss"):
+        LinearParams(net_loss="focal")
+
+
 def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
-    import s3a.multilabel.align as align
+    import s3a.multilabel.linear as linear
 
     x, labels, _ = _alignment_sim(6, n=300)
     params = LinearParams(epochs=6, batch_size=64, lr=1e-2)
     upd = LabelUpdateParams(every=2)
     whole = train_linear(x, labels, None, params, upd, progress=False)
     state = str(tmp_path / "state.pt")
-    real_save = align.save_state
+    real_save = linear.save_state
 
     def save_then_die(path, st):
         real_save(path, st)
         if st["epoch"] == 4:  # killed right after an update epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(align, "save_state", save_then_die)
+    monkeypatch.setattr(linear, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_linear(x, labels, None, params, upd, progress=False, state_path=state)
-    monkeypatch.setattr(align, "save_state", real_save)
+    monkeypatch.setattr(linear, "save_state", real_save)
     resumed = train_linear(x, labels, None, params, upd, progress=False, state_path=state)
     np.testing.assert_array_equal(resumed.labels, whole.labels)
     for a, b in zip(resumed.head.state_dict().values(), whole.head.state_dict().values(), strict=True):

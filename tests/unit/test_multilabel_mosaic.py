@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s3a.multilabel.align import (
-    LabelUpdateParams,
+from s3a.multilabel.data import build_mosaic, cover_resize, label_matrix
+from s3a.multilabel.labels import LabelUpdateParams
+from s3a.multilabel.linear import (
     LinearParams,
     linear_features,
     predict_linear,
     train_linear,
 )
-from s3a.multilabel.data import build_mosaic, cover_resize, label_matrix
 from s3a.multilabel.metrics import mean_average_precision
 from s3a.multilabel.pseudo import PseudoParams, aggregate, view_scores
 from s3a.multilabel.tiles import tile_boxes

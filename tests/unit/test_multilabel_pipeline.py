@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from s3a.embed import EmbedParams, encode_images
-from s3a.multilabel.align import (
-    LabelUpdateParams,
+from s3a.multilabel.data import build_generated_multilabel
+from s3a.multilabel.labels import LabelUpdateParams
+from s3a.multilabel.linear import (
     LinearParams,
     linear_features,
     predict_linear,
     train_linear,
 )
-from s3a.multilabel.data import build_generated_multilabel
 from s3a.multilabel.metrics import EVAL_COLUMNS, evaluate_stage
 from s3a.multilabel.pseudo import PseudoParams, aggregate, label_classifier, template_set, view_scores
 from s3a.multilabel.tiles import TileParams, encode_tiles

@@ -1,5 +1,8 @@
-"""Losses of the CLIP-Decoder head (spec 7): the asymmetric loss and the alignment term.
+"""Network losses of the multi-label learners (spec 6) and of the CLIP-Decoder head (spec 7).
 
+* :func:`network_loss` — a learner's ``net_loss`` on its latent labels: ``bce``, ``asl`` or
+  ``kl_softmax`` (the CDUL reproduction), returning the loss and the predictions ``p`` that the
+  latent-label update (:func:`s3a.multilabel.labels.label_step`) reads.
 * :func:`asymmetric_loss` — ASL as ML-Decoder trains it: ``p = σ(x)``, the negatives' probability
   shifted by the margin ``m`` (``q = min(1, 1 − p + m)``),
   ``L = −Σ [y·log p + (1−y)·log q] · (1 − p_t)^{γ+·y + γ−·(1−y)}`` with ``p_t = y·p + (1−y)·q``;
@@ -12,7 +15,7 @@
   head's E-space (:meth:`s3a.multilabel.heads.CLIPDecoderHead.align_embeddings`), so the term trains
   both projections even when the backbone is frozen.
 
-Cost: both are O(B·C) on top of a ``(B, E) x (E, C)`` product for the alignment term (trivial next to
+Cost: all are O(B·C) on top of a ``(B, E) x (E, C)`` product for the alignment term (trivial next to
 the decoder).
 """
 
@@ -23,7 +26,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AslParams", "asymmetric_loss", "alignment_loss"]
+__all__ = ["AslParams", "asymmetric_loss", "alignment_loss", "NET_LOSSES", "network_loss"]
+
+#: the ``net_loss`` values of :func:`network_loss`
+NET_LOSSES = ("bce", "asl", "kl_softmax")
 
 
 @dataclass(frozen=True)
@@ -82,3 +88,25 @@ def alignment_loss(
     if not bool(has.any()):
         return per_image.sum() * 0.0
     return per_image[has].mean()
+
+
+def network_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str, asl: AslParams | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, p)`` for ``(B, C)`` logits and targets, the loss summed over labels and averaged
+    over images: ``bce`` — BCE (= Σ_c KL(y_c ‖ p_c) + const per image), ``p = σ(logits)``; ``asl`` —
+    :func:`asymmetric_loss` with ``asl`` (default :class:`AslParams`) divided by the batch,
+    ``p = σ(logits)``; ``kl_softmax`` (the CDUL reproduction) — ``KL(p ‖ ỹ)`` with
+    ``p = softmax(logits)`` and ``ỹ = y / Σ y``."""
+    if kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)
+        return loss, torch.sigmoid(logits.detach())
+    if kind == "asl":
+        loss = asymmetric_loss(logits, target, asl or AslParams()) / len(target)
+        return loss, torch.sigmoid(logits.detach())
+    if kind != "kl_softmax":
+        raise ValueError(f"unknown net_loss {kind!r}; expected one of {NET_LOSSES}")
+    logp = F.log_softmax(logits, dim=-1)
+    log_t = (target / target.sum(-1, keepdim=True)).log()
+    loss = (logp.exp() * (logp - log_t)).sum(-1).mean()
+    return loss, logp.detach().exp()

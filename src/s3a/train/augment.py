@@ -97,3 +97,17 @@ class TwoViews(Dataset):
         with Image.open(self.paths[i]) as img:
             img = img.convert("RGB")
             return self.weak(img), self.strong(img), i
+
+
+class OneView(Dataset):
+    """``(view(image), index)`` of ``paths[index]`` (one augmented view per image)."""
+
+    def __init__(self, paths: Sequence[str], view: Callable) -> None:
+        self.paths, self.view = list(paths), view
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[i]) as img:
+            return self.view(img.convert("RGB")), i

@@ -38,8 +38,33 @@ def seed_everything(seed: int, epoch: int, rank: int) -> int:
     return value
 
 
+class SavedState:
+    """Save/load of a resume-state dataclass with a ``fingerprint`` field (a plain dict of its fields,
+    written atomically; a state of another run is ignored on load). :class:`ResumeState` and the
+    multi-label image learners' state (:mod:`s3a.multilabel.imageloop`) use it."""
+
+    fingerprint: str
+
+    def save(self, path: str | Path) -> None:
+        """Write the state atomically (a plain dict of these fields, read by :meth:`load`)."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, fingerprint: str):
+        """The state at ``path`` when it exists and belongs to ``fingerprint``, else None."""
+        if not Path(path).is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            log.warning("ignoring resume state %s: it belongs to another configuration", path)
+            return None
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
 @dataclass
-class ResumeState:
+class ResumeState(SavedState):
     """Everything a killed run needs to go on after its last finished epoch (saved after every epoch
     under ``resources/``, outside the declared outputs, which Snakemake deletes on failure).
 
@@ -63,20 +88,3 @@ class ResumeState:
     labels: np.ndarray
     partition: np.ndarray
     test_predictions: list[pd.DataFrame]
-
-    def save(self, path: str | Path) -> None:
-        """Write the state atomically (a plain dict of these fields, read by :meth:`load`)."""
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-
-    @classmethod
-    def load(cls, path: str | Path, fingerprint: str) -> ResumeState | None:
-        """The state at ``path`` when it exists and belongs to ``fingerprint``, else None."""
-        if not Path(path).is_file():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != fingerprint:
-            log.warning("ignoring resume state %s: it belongs to another configuration", path)
-            return None
-        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})

@@ -1,50 +1,34 @@
-"""Gradient-alignment training (spec 6): the network and per-image latent labels updated alternately.
+"""The ``linear`` learner of gradient-alignment training (spec 6): a logistic head on cached embeddings.
 
-State: a network with outputs ``p = σ(f(x)) ∈ (0,1)^C`` and latent labels ``y_i ∈ [ε, 1−ε]^C``
-initialised to the train split's ``S_final``. Per batch: (1) a network step on ``BCE(p, y)`` with y
-fixed (summed over labels, mean over images); (2) in *update epochs* only (1-based ``e > warmup``
-and ``e % every == 0``), with the predictions of the same forward (before the step)::
+A :class:`LinearHead` on the global embeddings (optionally with max-pooled tile embeddings,
+:func:`linear_features`) starts at ``s0 · W`` with a per-label bias (:func:`init_linear_head`) and
+is trained on the latent labels, which are updated in update epochs by
+:func:`s3a.multilabel.labels.label_step` (the formulas, schedule and stopping rules are in
+:mod:`s3a.multilabel.labels`; the network losses in :func:`s3a.multilabel.losses.network_loss`).
+A GT label mAP is only logged (``gt_label_map``) when targets are passed.
 
-    u = logit(y);  g = ∂L_lab(y, p)/∂y;  ψ(y) = exp(−(y − ½)² / 2σ²) / (σ√2π)
-    u ← u − η · ψ(y) ⊙ g;   y ← clamp(σ(u), ε, 1 − ε)
-
-``bernoulli_kl`` (default): ``L_lab = Σ_c KL(y_c ‖ p_c)``, ``g = logit(y) − logit(p)``, i.e. the
-label's logit moves towards the network's by the fraction ``η·ψ(y)`` (0.352-0.399 for σ = 1).
-``categorical_kl`` (the CDUL reproduction): ``KL(ỹ ‖ p̃)`` with ``~`` rescaling to sum 1, whose
-gradient is ``g_c = (log(ỹ_c / p̃_c) − KL) / Σ_k y_k``.
-
-No ground truth enters any decision: updates stop after ``max_updates`` update epochs or once an
-update epoch's mean ``|Δy|`` falls below ``min_label_change``; the model is the last epoch's. A GT
-label mAP is only logged (``gt_label_map``) when targets are passed.
-
-Learner ``linear`` (:func:`train_linear`): a logistic head on cached embeddings, CPU-fast. Cost at
-full scale (COCO train 82k x D 512, C 80): one epoch is 82k x 512 x 80 x 6 FLOP ≈ 20 GFLOP (a few
-seconds on a CPU); memory the features, ``y`` and one ``(N, C)`` label table.
+Cost at full scale (COCO train 82k x D 512, C 80): one epoch is 82k x 512 x 80 x 6 FLOP ≈ 20 GFLOP
+(a few seconds on a CPU); memory the features, ``y`` and one ``(N, C)`` label table.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from s3a.multilabel.labels import EPS, LabelUpdateParams, UpdateCounter, label_step
+from s3a.multilabel.losses import NET_LOSSES, AslParams, network_loss
 from s3a.multilabel.resume import fingerprint, load_state, save_state
 
 __all__ = [
-    "EPS",
-    "LABEL_LOSSES",
-    "LabelUpdateParams",
     "LinearParams",
-    "psi",
-    "label_gradient",
-    "update_labels",
-    "is_update_epoch",
+    "init_linear_head",
     "LinearHead",
     "LinearResult",
     "train_linear",
@@ -53,39 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-EPS = 1e-4
-LABEL_LOSSES = ("bernoulli_kl", "categorical_kl")
-
-
-@dataclass(frozen=True)
-class LabelUpdateParams:
-    """Latent-label updates (config ``multilabel.train.label_update``).
-
-    Attributes:
-        enabled: False trains on the fixed initial labels.
-        loss: ``bernoulli_kl`` or ``categorical_kl`` (see the module docstring).
-        every: update in epochs ``e`` with ``e % every == 0``.
-        warmup: and ``e > warmup``.
-        sigma: σ of the Gaussian weight ψ.
-        step: η.
-        max_updates: stop updating after this many update epochs (``None``: no limit).
-        min_label_change: stop updating once an update epoch's mean ``|Δy|`` is below this.
-    """
-
-    enabled: bool = True
-    loss: str = "bernoulli_kl"
-    every: int = 10
-    warmup: int = 0
-    sigma: float = 1.0
-    step: float = 1.0
-    max_updates: int | None = None
-    min_label_change: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LABEL_LOSSES:
-            raise ValueError(f"label_update.loss must be one of {LABEL_LOSSES}, got {self.loss!r}")
-        if self.every < 1 or self.warmup < 0 or self.sigma <= 0:
-            raise ValueError("label_update needs every >= 1, warmup >= 0 and sigma > 0")
 
 
 @dataclass(frozen=True)
@@ -97,8 +48,9 @@ class LinearParams:
         batch_size: images per step.
         lr: learning rate.
         optimizer: ``adam`` (default) or ``sgd``.
-        net_loss: ``bce`` (sigmoid outputs, default) or ``kl_softmax`` (softmax outputs, the CDUL
-            reproduction's loss; pair it with ``label_update.loss: categorical_kl``).
+        net_loss: ``bce`` (sigmoid outputs, default), ``asl`` (the asymmetric loss with ``asl``,
+            sigmoid outputs) or ``kl_softmax`` (softmax outputs, the CDUL reproduction's loss; pair
+            it with ``label_update.loss: categorical_kl``); :func:`~s3a.multilabel.losses.network_loss`.
         weight_decay: L2 weight decay of the optimiser.
         init_scale: s0; the head starts at ``s0 · W`` with bias ``b_c = −s0 · q90(cos_{·c})``
             (about 10 % predicted positive at the start); ignored without a label classifier
@@ -106,6 +58,8 @@ class LinearParams:
             is ``s0 · [W, …, W] / k``, the mean of the views' cosines.
         seed: seed of the initial shuffle order and of torch.
         device: ``cpu`` (default; the learner is CPU-fast) or ``cuda``.
+        asl: asymmetric-loss settings for ``net_loss: asl`` (config ``multilabel.train.asl``, a
+            mapping is converted; default spec 7's γ− = 4, γ+ = 0, m = 0.05).
     """
 
     epochs: int = 100
@@ -117,58 +71,17 @@ class LinearParams:
     init_scale: float = 50.0
     seed: int = 0
     device: str = "cpu"
+    asl: AslParams = field(default_factory=AslParams)
 
     def __post_init__(self) -> None:
+        if isinstance(self.asl, Mapping):
+            object.__setattr__(self, "asl", AslParams(**self.asl))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.net_loss not in ("bce", "kl_softmax"):
-            raise ValueError(f"net_loss must be bce or kl_softmax, got {self.net_loss!r}")
+        if self.net_loss not in NET_LOSSES:
+            raise ValueError(f"net_loss must be one of {NET_LOSSES}, got {self.net_loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("linear learner needs epochs >= 1, batch_size >= 1, lr > 0")
-
-
-def psi(y: np.ndarray | torch.Tensor, sigma: float = 1.0):
-    """Gaussian weight ``N(y; 0.5, σ²)`` elementwise (0.352-0.399 on [0, 1] for σ = 1)."""
-    lib = torch if isinstance(y, torch.Tensor) else np
-    return lib.exp(-((y - 0.5) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
-
-
-def _logit(x):
-    lib = torch if isinstance(x, torch.Tensor) else np
-    return lib.log(x) - lib.log1p(-x)
-
-
-def label_gradient(y: np.ndarray | torch.Tensor, p: np.ndarray | torch.Tensor, loss: str = "bernoulli_kl"):
-    """``∂L_lab(y, p)/∂y`` for ``(B, C)`` labels and predictions in (0, 1) (see the module docstring)."""
-    lib = torch if isinstance(y, torch.Tensor) else np
-    if loss == "bernoulli_kl":
-        return _logit(y) - _logit(p)
-    if loss == "categorical_kl":
-        total = y.sum(-1, keepdims=True) if lib is np else y.sum(-1, keepdim=True)
-        yt = y / total
-        pt = p / (p.sum(-1, keepdims=True) if lib is np else p.sum(-1, keepdim=True))
-        log_ratio = lib.log(yt) - lib.log(pt)
-        kl = (yt * log_ratio).sum(-1, keepdims=True) if lib is np else (yt * log_ratio).sum(-1, keepdim=True)
-        return (log_ratio - kl) / total
-    raise ValueError(f"unknown label loss {loss!r}; expected one of {LABEL_LOSSES}")
-
-
-def update_labels(y, p, params: LabelUpdateParams = LabelUpdateParams()):
-    """One latent-label step: ``y ← clamp(σ(logit(y) − η ψ(y) g), ε, 1 − ε)``; ``(B, C)`` in and out.
-
-    ``p`` is clamped to ``[ε, 1 − ε]`` before use so saturated predictions stay finite.
-    """
-    lib = torch if isinstance(y, torch.Tensor) else np
-    y = lib.clip(y, EPS, 1 - EPS) if lib is np else y.clamp(EPS, 1 - EPS)
-    p = lib.clip(p, EPS, 1 - EPS) if lib is np else p.clamp(EPS, 1 - EPS)
-    u = _logit(y) - params.step * psi(y, params.sigma) * label_gradient(y, p, params.loss)
-    out = 1.0 / (1.0 + lib.exp(-u))
-    return lib.clip(out, EPS, 1 - EPS) if lib is np else out.clamp(EPS, 1 - EPS)
-
-
-def is_update_epoch(epoch: int, params: LabelUpdateParams) -> bool:
-    """Whether 1-based ``epoch`` updates the labels (``e > warmup`` and ``e % every == 0``)."""
-    return params.enabled and epoch > params.warmup and epoch % params.every == 0
 
 
 class LinearHead(torch.nn.Module):
@@ -201,7 +114,12 @@ def _label_map(gt: np.ndarray | None, y: np.ndarray) -> float:
     return mean_average_precision(gt, y)[0]
 
 
-def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | None, s0: float) -> None:
+def init_linear_head(
+    head: LinearHead, features: np.ndarray, classifier: np.ndarray | None, s0: float
+) -> None:
+    """Start ``head`` at ``s0 · W`` (tiled over concatenated views) with bias ``−s0 · q90`` of each
+    label's cosines over ``features`` ``(N, D)`` (about 10 % predicted positive), or at zero without
+    a classifier. Memory: the ``(N, C)`` cosines over the label set (COCO: 82k x 80)."""
     with torch.no_grad():
         if classifier is None:
             head.linear.weight.zero_()
@@ -217,25 +135,12 @@ def _init_head(head: LinearHead, features: np.ndarray, classifier: np.ndarray | 
         head.linear.bias.copy_(torch.from_numpy((-s0 * q90).astype(np.float32)))
 
 
-def _net_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss, p)``: ``bce`` — BCE summed over labels, mean over images (= Σ_c KL(y_c ‖ p_c) + const
-    per image), ``p = σ(logits)``; ``kl_softmax`` (the CDUL reproduction) — ``KL(p ‖ ỹ)`` with
-    ``p = softmax(logits)`` and ``ỹ = y / Σ y``, mean over images."""
-    if kind == "bce":
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)
-        return loss, torch.sigmoid(logits.detach())
-    logp = F.log_softmax(logits, dim=-1)
-    log_t = (target / target.sum(-1, keepdim=True)).log()
-    loss = (logp.exp() * (logp - log_t)).sum(-1).mean()
-    return loss, logp.detach().exp()
-
-
 def train_linear(
     features: np.ndarray,
     labels: np.ndarray,
     classifier: np.ndarray | None = None,
     params: LinearParams = LinearParams(),
-    update: LabelUpdateParams = LabelUpdateParams(),
+    update: LabelUpdateParams | None = None,
     gt: np.ndarray | None = None,
     progress: bool = True,
     state_path: str | None = None,
@@ -246,12 +151,15 @@ def train_linear(
         features: ``(N, D)`` train features (global embeddings, optionally with pooled tiles).
         labels: ``(N, C)`` initial latent labels (``S_final`` of the train split), clamped to [ε, 1−ε].
         classifier: ``(C, D)`` unit label text embeddings for the initialisation, or ``None``.
+        update: the latent-label schedule (``None``: the defaults of
+            :class:`~s3a.multilabel.labels.LabelUpdateParams`).
         gt: ``(N, C)`` bool ground truth, only for the ``gt_label_map`` diagnostic column.
         state_path: resume file (kept outside the rule's outputs, e.g. under ``resources/``): the
             head, optimiser, latent labels, shuffle generator and history are saved after every
             epoch, and a run whose settings and inputs match continues from it with identical
             results. Size ``N·C`` floats (COCO: 26 MB).
     """
+    update = update or LabelUpdateParams()
     x_all = np.ascontiguousarray(features, dtype=np.float32)
     n, d = x_all.shape
     if labels.shape[0] != n:
@@ -259,14 +167,14 @@ def train_linear(
     torch.manual_seed(params.seed)
     dev = torch.device(params.device)
     head = LinearHead(d, labels.shape[1])
-    _init_head(head, x_all, classifier, params.init_scale)
+    init_linear_head(head, x_all, classifier, params.init_scale)
     head.to(dev)
     opt_cls = torch.optim.Adam if params.optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(head.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     x = torch.from_numpy(x_all).to(dev)
     y = torch.from_numpy(np.clip(labels, EPS, 1 - EPS).astype(np.float32)).to(dev)
     gen = torch.Generator().manual_seed(params.seed)
-    n_updates, updating, rows, first = 0, True, [], 1
+    counter, rows, first = UpdateCounter(update), [], 1
     digest = fingerprint((params, update), x_all, labels) if state_path else ""
     state = load_state(state_path, digest, dev) if state_path else None
     if state is not None:
@@ -274,31 +182,24 @@ def train_linear(
         opt.load_state_dict(state["opt"])
         y = state["y"].to(dev)
         gen.set_state(state["gen"])
-        n_updates, updating, rows = state["n_updates"], state["updating"], state["rows"]
+        counter.n_updates, counter.updating = state["n_updates"], state["updating"]
+        rows = state["rows"]
         first = state["epoch"] + 1
         log.info("resuming the linear learner after epoch %d from %s", state["epoch"], state_path)
     for epoch in tqdm(
         range(first, params.epochs + 1), desc="align", unit="epoch", disable=not progress, mininterval=5
     ):
-        do_update = (
-            updating
-            and is_update_epoch(epoch, update)
-            and (update.max_updates is None or n_updates < update.max_updates)
-        )
+        do_update = counter.due(epoch)
         order = torch.randperm(n, generator=gen).to(dev)
         loss_sum = lab_sum = dy_sum = gap_sum = 0.0
         for s in range(0, n, params.batch_size):
             idx = order[s : s + params.batch_size]
             target = y[idx]
-            loss, p = _net_loss(head(x[idx]), target, params.net_loss)
+            loss, p = network_loss(head(x[idx]), target, params.net_loss, params.asl)
             gap_sum += float((target - p).abs().sum())
             if do_update:
-                pc = p.clamp(EPS, 1 - EPS)
-                lab = target * (target / pc).log() + (1 - target) * ((1 - target) / (1 - pc)).log()
-                lab_sum += float(lab.sum())
-                new = update_labels(target, p, update)
-                dy_sum += float((new - target).abs().sum())
-                y[idx] = new
+                y[idx], lab, dy = label_step(target, p, update)
+                lab_sum, dy_sum = lab_sum + lab, dy_sum + dy
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -306,12 +207,7 @@ def train_linear(
         cells = n * labels.shape[1]
         mean_dy = dy_sum / cells if do_update else float("nan")
         if do_update:
-            n_updates += 1
-            if update.max_updates is not None and n_updates >= update.max_updates:
-                updating = False
-            if mean_dy < update.min_label_change:
-                updating = False
-                log.info("epoch %d: mean |dy| %.2e < min_label_change; labels frozen", epoch, mean_dy)
+            counter.record(epoch, mean_dy)
         rows.append(
             {
                 "epoch": epoch,
@@ -320,7 +216,7 @@ def train_linear(
                 "loss_label": lab_sum / n if do_update else float("nan"),
                 "mean_abs_dy": mean_dy,
                 "mean_abs_y_minus_p": gap_sum / cells,
-                "n_updates": n_updates,
+                "n_updates": counter.n_updates,
                 "gt_label_map": _label_map(gt, y.cpu().numpy()) if do_update or epoch == 1 else float("nan"),
             }
         )
@@ -331,7 +227,8 @@ def train_linear(
                 "head": head.state_dict(),
                 "opt": opt.state_dict(),
             }
-            state.update(y=y.cpu(), gen=gen.get_state(), n_updates=n_updates, updating=updating, rows=rows)
+            state.update(y=y.cpu(), gen=gen.get_state(), n_updates=counter.n_updates, rows=rows)
+            state["updating"] = counter.updating
             save_state(state_path, state)
     return LinearResult(head.cpu(), y.cpu().numpy(), pd.DataFrame(rows))
 
