@@ -31,7 +31,8 @@ rule self_train:
         "python -m torch.distributed.run --standalone --nproc_per_node={params.nproc}"
         " -m s3a.train --manifest {input.manifest} --vocabulary {input.vocabulary}"
         " --classifier {input.classifier} --structural-labels {input.structural_labels}"
-        " --out-dir results/{wildcards.dataset}/{wildcards.model}/train --state {params.state}"
+        " --student {output.student} --teacher {output.teacher} --history {output.history}"
+        " --test-epochs {output.test_epochs} --state {params.state}"
         " --model {params.model} --params {params.train} --device {params.device} > {log} 2>&1"
 
 
