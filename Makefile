@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the venv's bin/ leads PATH for every command here: Snakemake's rules run `python` and `torchrun`
+# from PATH (with `--software-deployment-method conda`, from workflow/envs/s3a.yaml instead)
+export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake
 # the single-node Slurm of the cluster test tier; SLURM=0 leaves it alone

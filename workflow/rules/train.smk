@@ -17,6 +17,8 @@ rule self_train:
         "logs/self_train/{dataset}/{model}.log",
     benchmark:
         "benchmarks/self_train/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -28,7 +30,7 @@ rule self_train:
         train=train_json,
         state="resources/train/{dataset}/{model}/state.pt",
     shell:
-        "python -m torch.distributed.run --standalone --nproc_per_node={params.nproc}"
+        "torchrun --standalone --nproc_per_node={params.nproc}"
         " -m s3a.train --manifest {input.manifest} --vocabulary {input.vocabulary}"
         " --classifier {input.classifier} --structural-labels {input.structural_labels}"
         " --student {output.student} --teacher {output.teacher} --history {output.history}"
@@ -49,6 +51,8 @@ rule predict:
         "logs/predict/{dataset}/{model}-{split}.log",
     benchmark:
         "benchmarks/predict/{dataset}/{model}-{split}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
