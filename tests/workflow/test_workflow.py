@@ -92,6 +92,18 @@ def test_lint_prints_no_warnings(config, tmp_path):
     assert "Lints for" not in output and "Congratulations, your workflow is in a good condition" in output
 
 
+def test_training_starts_one_process_per_gpu_of_the_job(tmp_path):
+    """`--set-resources self_train:gpu=N` (a profile's per-rule numbers) sets torchrun's process count."""
+    args = ["-n", "-p", "--configfile", "config/demo.yaml", "--forcerun", "self_train"]
+    args += ["--set-resources", "self_train:gpu=3", "--", "results/shapes/tiny/train/student.pt"]
+    result = run_snakemake(args, copy_workflow(tmp_path), timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    command = next(line for line in output.splitlines() if "torchrun" in line)
+    nproc = re.search(r"--nproc_per_node=(\$\(\(.*?\)\)) ", command).group(1)
+    assert subprocess.run(["bash", "-c", f"echo {nproc}"], capture_output=True, text=True).stdout == "3\n"
+
+
 def test_invalid_config_is_rejected_before_any_job(tmp_path):
     work = copy_workflow(tmp_path)
     (work / "config" / "bad.yaml").write_text(

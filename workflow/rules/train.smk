@@ -24,13 +24,13 @@ rule self_train:
         **gpu_resources(),
         runtime=config["compute"]["train_runtime"],
     params:
-        nproc=max(1, config["compute"]["gpu"]),
         device="cpu" if config["compute"]["gpu"] == 0 else "auto",
         model=model_json,
         train=train_json,
         state="resources/train/{dataset}/{model}/state.pt",
     shell:
-        "torchrun --standalone --nproc_per_node={params.nproc}"
+        # one process per GPU the job was given (so `--set-resources self_train:gpu=4` trains on 4)
+        "torchrun --standalone --nproc_per_node=$(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))"
         " -m s3a.train --manifest {input.manifest} --vocabulary {input.vocabulary}"
         " --classifier {input.classifier} --structural-labels {input.structural_labels}"
         " --student {output.student} --teacher {output.teacher} --history {output.history}"
