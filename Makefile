@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the venv's bin/ leads PATH for every command here: Snakemake's rules run `python` and `torchrun`
+# from PATH (with `--software-deployment-method conda`, from workflow/envs/s3a.yaml instead)
+export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake
 # the single-node Slurm of the cluster test tier; SLURM=0 leaves it alone
@@ -16,11 +19,13 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
-# reinstalled when pyproject.toml or the tested package set (constraints.txt) changes
+# reinstalled when pyproject.toml or the tested package set (constraints.txt) changes; the library
+# with every extra, and the development tools of pyproject's `dev` dependency group (PEP 735), which
+# needs pip >= 25.1 (a new venv may bring an older one: it is upgraded first, from the package index)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]' --group dev
 	touch $@
 
 ## demo: the whole pipeline on the embedded default (generated images, tiny random model, CPU);

@@ -5,6 +5,11 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
+# every rule's software with `--software-deployment-method conda` (Python and this package at the
+# tested versions of constraints.txt); without it, rules run `python` and `torchrun` from PATH (the venv)
+conda: "workflow/envs/s3a.yaml"
+
+
 # a `--configfile` given on the command line replaces the default config (no merge); `--config` updates it
 CONFIGFILES = ["config/config.yaml"]
 if not workflow.overwrite_configfiles:

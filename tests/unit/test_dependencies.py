@@ -24,7 +24,8 @@ def test_constraints_pin_the_tested_torch_and_satisfy_every_range():
     assert pinned["torch"] == "2.14.1" and pinned["torchvision"] == "0.29.1"
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    requirements = [*project["dependencies"], *extras["soft"], *extras["offline-soft"], *extras["dev"]]
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    requirements = [*project["dependencies"], *extras["soft"], *extras["offline-soft"], *dev]
     for text in requirements:
         req = Requirement(text)
         name = canonicalize_name(req.name)
@@ -37,3 +38,15 @@ def test_library_declares_ranges_and_bounds_open_clip():
     assert not [d for d in project["dependencies"] if "==" in d], "pyproject.toml declares ranges only"
     open_clip = next(Requirement(d) for d in project["dependencies"] if d.startswith("open_clip_torch"))
     assert not open_clip.specifier.contains("4.0"), "open_clip_torch needs an upper bound (<4)"
+
+
+def test_development_tools_are_a_dependency_group_that_make_installs():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    dev = {canonicalize_name(Requirement(r).name) for r in pyproject["dependency-groups"]["dev"]}
+    tools = {"pytest", "ruff", "snakefmt"}
+    assert tools <= dev
+    extras = pyproject["project"]["optional-dependencies"]
+    assert not tools & {canonicalize_name(Requirement(r).name) for reqs in extras.values() for r in reqs}
+    makefile = (REPO / "Makefile").read_text()
+    assert "--group dev" in makefile and "-c constraints.txt" in makefile
+    assert "'pip>=25.1'" in makefile  # the first pip that knows --group

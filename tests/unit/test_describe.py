@@ -486,6 +486,30 @@ def test_rate_limit_server_error_and_timeout_are_retried(tmp_path, llm, vocabula
     assert elapsed < 5.0
 
 
+def test_the_client_retries_with_the_configured_backoff(tmp_path, llm, vocabulary):
+    # backoff_s * 2^(k-1) capped at backoff_max_s, with jitter down to half: 3 retries sleep
+    # 0.15..0.3 s each; the client's own formula (0.5 s doubling) would sleep 2.6 s or more
+    llm.script(500, 500, 500)
+    cands = make_candidates(vocabulary, {7: ["parrot", "macaw"]})
+    params = params_for(tmp_path, llm, repeats=1, max_concurrency=1, backoff_s=0.3, backoff_max_s=0.3)
+    start = time.perf_counter()
+    describe_candidates(cands, vocabulary, params, progress=False)
+    elapsed = time.perf_counter() - start
+    assert len(llm.requests) == 4
+    assert 0.45 <= elapsed < 2.0
+
+
+def test_backoff_doubles_to_its_cap_and_honours_retry_after(tmp_path):
+    from s3a.discover.describe.client import _OpenAIRunner
+
+    runner = _OpenAIRunner(DescribeParams(backoff_s=1.0, backoff_max_s=5.0), cache=None)
+    for attempt, full in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (9, 5.0)):
+        assert all(full / 2 <= runner._backoff(attempt) <= full for _ in range(20))
+    assert runner._backoff(1, {"retry-after": "3"}) == 3.0  # longer than the back-off: the server's
+    assert runner._backoff(1, {"retry-after": "60"}) == 5.0  # up to backoff_max_s
+    assert runner._backoff(1, {"retry-after": "soon"}) <= 1.0  # unreadable: ignored
+
+
 def test_retries_exhausted_keep_received_answers(tmp_path, llm, vocabulary, candidates):
     llm.script("good", "good", *[500] * 10)
     params = params_for(tmp_path, llm, max_concurrency=1, max_retries=1)

@@ -118,3 +118,103 @@ def test_params_pick_the_datasets_official_template_set():
         RealignParams(templates="describe_both")
     with pytest.raises(ValueError, match="template_style"):
         RealignParams(template_style="tidy")
+
+
+def described_world(tiny_clip, params):
+    """Two clusters whose top-voted candidate is wrong and whose images look like the phrases of
+    the right name (embedded by the tiny model); vocabulary rows are not in name order."""
+    from s3a.embed import text_classifier
+
+    vocabulary = pd.DataFrame({"vocab_index": [3, 1, 0, 2], "name": ["cat", "dog", "fox", "owl"]})
+    descriptions = pd.DataFrame(
+        {
+            "cluster": [0, 0, 1, 1],
+            "name": ["cat", "owl", "fox", "dog"],
+            "phrase": ["whiskers", "feathers", "bushy tail", "barks"],
+            "count": [2, 2, 2, 2],
+        }
+    )
+    pairs = list(zip(descriptions.name, descriptions.phrase, strict=True))
+    phrases = text_classifier(tiny_clip.model, tiny_clip.tokenizer, pairs, params.description_templates)
+    rng = np.random.default_rng(0)
+    truth = np.repeat([2, 1], 4)  # owl (phrase 1) in cluster 0, dog (phrase 3) in cluster 1
+    features = unit(phrases[np.repeat([1, 3], 4)] + 0.01 * rng.normal(size=(8, phrases.shape[1])))
+    classifier = unit(rng.normal(size=(4, phrases.shape[1])))
+    classifier[2], classifier[1] = unit(features[:4].mean(0)), unit(features[4:].mean(0))
+    candidates = pd.DataFrame(
+        {
+            "cluster": [0, 0, 1, 1],
+            "rank": [0, 1, 0, 1],
+            "vocab_index": [3, 2, 0, 1],
+            "vote_fraction": [0.6, 0.4] * 2,
+        }
+    )
+    # the partition file lists the images in another order than the embeddings
+    partition = pd.DataFrame({"image_id": np.arange(8)[::-1] + 20, "cluster": np.repeat([1, 0], 4)})
+    data = (
+        np.arange(8) + 20,
+        features.astype(np.float32),
+        classifier.astype(np.float32),
+        partition,
+        candidates,
+    )
+    return data, descriptions, vocabulary, phrases, truth
+
+
+def test_structural_labels_embed_the_descriptions_and_pick_the_described_names(tiny_clip, tiny_checkpoint):
+    from s3a.discover.realign import structural_labels
+    from s3a.models import TINY_ARCH, ModelSpec
+
+    params = RealignParams(top_k_phrases=1)
+    data, descriptions, vocabulary, phrases, truth = described_world(tiny_clip, params)
+    labels = structural_labels(
+        *data, descriptions, vocabulary, ModelSpec(TINY_ARCH, str(tiny_checkpoint)), params
+    )
+    assert labels.image_id.tolist() == list(range(20, 28))
+    assert labels.vocab_index.tolist() == truth.tolist()  # not the most voted cat and fox
+    image_ids, features, classifier, partition, candidates = data
+    same = realign_labels(
+        image_ids,
+        features,
+        classifier,
+        np.repeat([0, 1], 4),
+        candidates,
+        descriptions.assign(vocab_index=[3, 2, 0, 1]),
+        phrases,
+        params,
+    )
+    pd.testing.assert_frame_equal(labels, same)
+
+
+def test_realign_labels_adapter(tmp_path, tiny_clip, tiny_checkpoint):
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from s3a.io import read_table, write_embeddings, write_table
+    from s3a.models import TINY_ARCH
+
+    params = RealignParams(top_k_phrases=1)
+    data, descriptions, vocabulary, _, truth = described_world(tiny_clip, params)
+    image_ids, features, classifier, partition, candidates = data
+    paths = {name: str(tmp_path / f"{name}.parquet") for name in ("embeddings", "classifier", "vocabulary")}
+    write_embeddings(image_ids, features, paths["embeddings"])
+    write_embeddings(np.arange(4), classifier, paths["classifier"], "vocab_index")
+    write_table(vocabulary, paths["vocabulary"])
+    for name, table in (("partition", partition), ("candidates", candidates), ("descriptions", descriptions)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        write_table(table, paths[name])
+    smk = SimpleNamespace(
+        input=SimpleNamespace(**paths),
+        output=[str(tmp_path / "structural_labels.parquet")],
+        params=SimpleNamespace(
+            model={"arch": TINY_ARCH, "pretrained": str(tiny_checkpoint)},
+            realign={"top_k_phrases": 1, "templates": params.templates},
+        ),
+        threads=1,
+        log=[str(tmp_path / "realign.log")],
+    )
+    script = Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "realign_labels.py"
+    runpy.run_path(str(script), run_name="adapter")["main"](smk)
+    assert read_table(smk.output[0]).vocab_index.tolist() == truth.tolist()
+    assert "structural labels: 8 images, 2 names" in (tmp_path / "realign.log").read_text()

@@ -62,7 +62,10 @@ def paths_for(root: Path, run: str) -> TrainPaths:
         vocabulary=str(root / "vocabulary.parquet"),
         classifier=str(root / "classifier.parquet"),
         structural_labels=str(root / "structural_labels.parquet"),
-        out_dir=str(root / run / "out"),
+        student=str(root / run / "out" / "student.pt"),
+        teacher=str(root / run / "out" / "teacher.pt"),
+        history=str(root / run / "out" / "history.parquet"),
+        test_epochs=str(root / run / "out" / "test_epochs.parquet"),
         state=str(root / run / "state.pt"),
     )
 
@@ -70,7 +73,9 @@ def paths_for(root: Path, run: str) -> TrainPaths:
 def cli_args(paths: TrainPaths, spec: ModelSpec, params: dict) -> list[str]:
     return [
         "--manifest", paths.manifest, "--vocabulary", paths.vocabulary, "--classifier", paths.classifier,
-        "--structural-labels", paths.structural_labels, "--out-dir", paths.out_dir, "--state", paths.state,
+        "--structural-labels", paths.structural_labels, "--student", paths.student,
+        "--teacher", paths.teacher, "--history", paths.history, "--test-epochs", paths.test_epochs,
+        "--state", paths.state,
         "--model", json.dumps({"arch": spec.arch, "pretrained": spec.pretrained}),
         "--params", json.dumps(params), "--device", "cpu",
     ]  # fmt: skip
@@ -197,19 +202,19 @@ def test_killed_run_resumes_to_the_same_result(world):
     assert proc.wait(timeout=60) == -signal.SIGKILL
     done = torch.load(killed.state, weights_only=False)["epoch"]
     assert 1 <= done < 4
-    assert not (Path(killed.out_dir) / "history.parquet").exists()
+    assert not Path(killed.history).exists()
     subprocess.run(
         [sys.executable, "-m", "s3a.train", *cli_args(killed, spec, params)], check=True, timeout=300
     )
 
     for name in ("student", "teacher"):
-        a = torch.load(Path(reference.out_dir) / f"{name}.pt")
-        b = torch.load(Path(killed.out_dir) / f"{name}.pt")
+        a = torch.load(getattr(reference, name))
+        b = torch.load(getattr(killed, name))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(
-        pd.read_parquet(Path(reference.out_dir) / "history.parquet"),
-        pd.read_parquet(Path(killed.out_dir) / "history.parquet"),
+        pd.read_parquet(reference.history),
+        pd.read_parquet(killed.history),
         rtol=1e-5,
     )
 
@@ -227,7 +232,7 @@ def test_two_process_gloo_agrees_with_one_process(world):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-        histories[nproc] = pd.read_parquet(Path(paths.out_dir) / "history.parquet")
+        histories[nproc] = pd.read_parquet(paths.history)
     columns = [
         "epoch",
         "samples",
@@ -459,7 +464,7 @@ def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world
     history = train(paths, params, spec, device="cpu")
     assert history.student_test_top1.isna().tolist() == [True, False, False]  # epochs 1 and 2 (last)
     assert history.teacher_test_cluster_acc.isna().tolist() == [True, False, False]
-    epochs = pd.read_parquet(Path(paths.out_dir) / "test_epochs.parquet")
+    epochs = pd.read_parquet(paths.test_epochs)
     manifest = pd.read_parquet(root / "manifest.parquet")
     test = manifest[manifest.split == "test"].set_index("image_id")
     assert sorted(epochs.epoch.unique()) == [1, 2]
@@ -477,7 +482,7 @@ def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world
             )
     # the last epoch's student predictions = the saved student's predictions (the predict rule's path)
     clip = load_clip(spec, device="cpu")
-    clip.model.visual.load_state_dict(torch.load(Path(paths.out_dir) / "student.pt"))
+    clip.model.visual.load_state_dict(torch.load(paths.student))
     last = epochs[epochs.epoch == 2]
     result = encode_images(
         clip.model, clip.preprocess, list(test.loc[last.image_id].path), EmbedParams(num_workers=0)

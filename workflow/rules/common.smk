@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shlex
-import sys
 
 from snakemake.utils import validate
 
@@ -39,9 +38,6 @@ check_config(config)
 # llm and train entries keep only the keys they override)
 validate(config, "../../config/config.schema.json", set_default=False)
 config.update(resolved(config))
-
-# shell rules run `python` from the environment running Snakemake (the one that has s3a installed)
-shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 DATASETS = list(config["run"]["datasets"] or config["datasets"])
 MODELS = list(config["run"]["models"] or config["models"])

@@ -14,6 +14,8 @@ rule prepare_manifest:
         "logs/prepare_manifest/{dataset}.log",
     benchmark:
         "benchmarks/prepare_manifest/{dataset}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     params:
         dataset=manifest_params,
     script:
@@ -27,6 +29,8 @@ rule build_vocabulary:
         "logs/build_vocabulary/vocabulary.log",
     benchmark:
         "benchmarks/build_vocabulary/vocabulary.tsv"
+    conda:
+        "../envs/s3a.yaml"
     params:
         extra_wnids=config["vocabulary"]["extra_wnids"],
     script:
@@ -38,5 +42,7 @@ rule create_random_model:
         "resources/models/random-{arch}-seed{seed}.pt",
     log:
         "logs/create_random_model/{arch}-seed{seed}.log",
+    conda:
+        "../envs/s3a.yaml"
     script:
         "../scripts/create_random_model.py"

@@ -14,6 +14,8 @@ rule estimate_k:
         "logs/estimate_k/{dataset}/{model}.log",
     benchmark:
         "benchmarks/estimate_k/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -32,6 +34,8 @@ rule cluster_images:
         "logs/cluster_images/{dataset}/{model}.log",
     benchmark:
         "benchmarks/cluster_images/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -55,6 +59,8 @@ rule vote_candidates:
         "logs/vote_candidates/{dataset}/{model}.log",
     benchmark:
         "benchmarks/vote_candidates/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -74,6 +80,8 @@ rule describe_candidates:
         "logs/describe_candidates/{dataset}/{model}.log",
     benchmark:
         "benchmarks/describe_candidates/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     params:
         llm=llm_settings,
     script:
@@ -95,6 +103,8 @@ rule realign_labels:
         "logs/realign_labels/{dataset}/{model}.log",
     benchmark:
         "benchmarks/realign_labels/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),

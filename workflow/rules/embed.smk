@@ -11,6 +11,8 @@ rule embed_vocabulary:
         "logs/embed_vocabulary/{model}.log",
     benchmark:
         "benchmarks/embed_vocabulary/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -32,6 +34,8 @@ rule embed_images:
         "logs/embed_images/{dataset}/{model}-{split}.log",
     benchmark:
         "benchmarks/embed_images/{dataset}/{model}-{split}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
@@ -55,6 +59,8 @@ rule zero_shot:
         "logs/zero_shot/{dataset}/{model}-{split}.log",
     benchmark:
         "benchmarks/zero_shot/{dataset}/{model}-{split}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),

@@ -21,6 +21,8 @@ rule evaluate:
         "logs/evaluate/{dataset}/{model}-{stage}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}/{model}-{stage}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     resources:
         mem_mb=evaluate_mem_mb,
     params:
@@ -39,6 +41,8 @@ rule evaluate_best:
         "results/{dataset}/{model}/eval/student_best.parquet",
     log:
         "logs/evaluate_best/{dataset}/{model}.log",
+    conda:
+        "../envs/s3a.yaml"
     resources:
         mem_mb=evaluate_mem_mb,
     params:
@@ -61,6 +65,8 @@ rule summarize:
         ),
     log:
         "logs/summarize/summary.log",
+    conda:
+        "../envs/s3a.yaml"
     params:
         oov={name: config["datasets"][name]["oov"] for name in DATASETS},
         random_weights=random_weight_models(),
@@ -90,6 +96,8 @@ rule plot_run:
         ),
     log:
         "logs/plot_run/{dataset}/{model}.log",
+    conda:
+        "../envs/s3a.yaml"
     script:
         "../scripts/plot_run.py"
 
@@ -104,6 +112,8 @@ rule name_images:
         "logs/name_images/{dataset}/{model}.log",
     benchmark:
         "benchmarks/name_images/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     script:
         "../scripts/name_images.py"
 
@@ -129,6 +139,8 @@ rule build_gallery:
         "logs/build_gallery/{dataset}/{model}.log",
     benchmark:
         "benchmarks/build_gallery/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     params:
         gallery=config["names"]["gallery"],
         labelled=is_labelled,

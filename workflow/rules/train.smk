@@ -17,21 +17,24 @@ rule self_train:
         "logs/self_train/{dataset}/{model}.log",
     benchmark:
         "benchmarks/self_train/{dataset}/{model}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),
         runtime=config["compute"]["train_runtime"],
     params:
-        nproc=max(1, config["compute"]["gpu"]),
         device="cpu" if config["compute"]["gpu"] == 0 else "auto",
         model=model_json,
         train=train_json,
         state="resources/train/{dataset}/{model}/state.pt",
     shell:
-        "python -m torch.distributed.run --standalone --nproc_per_node={params.nproc}"
+        # one process per GPU the job was given (so `--set-resources self_train:gpu=4` trains on 4)
+        "torchrun --standalone --nproc_per_node=$(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))"
         " -m s3a.train --manifest {input.manifest} --vocabulary {input.vocabulary}"
         " --classifier {input.classifier} --structural-labels {input.structural_labels}"
-        " --out-dir results/{wildcards.dataset}/{wildcards.model}/train --state {params.state}"
+        " --student {output.student} --teacher {output.teacher} --history {output.history}"
+        " --test-epochs {output.test_epochs} --state {params.state}"
         " --model {params.model} --params {params.train} --device {params.device} > {log} 2>&1"
 
 
@@ -48,6 +51,8 @@ rule predict:
         "logs/predict/{dataset}/{model}-{split}.log",
     benchmark:
         "benchmarks/predict/{dataset}/{model}-{split}.tsv"
+    conda:
+        "../envs/s3a.yaml"
     threads: config["compute"]["cpus_per_gpu"]
     resources:
         **gpu_resources(),

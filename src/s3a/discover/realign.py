@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from s3a.config import DatasetEntry, Realign
 from s3a.discover.vote import hungarian_names, reassign
 from s3a.metrics import candidate_recall  # noqa: F401 (re-exported: realign was its home)
-from s3a.vocab import DESCRIPTION_SETS, description_templates
+from s3a.models import ModelSpec
+from s3a.vocab import DESCRIPTION_SETS, description_templates, name_to_index
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,49 @@ def realign_labels(
     return pd.DataFrame(
         {"image_id": np.asarray(image_ids, np.int64), "vocab_index": labels, "cluster": clusters}
     )
+
+
+def structural_labels(
+    image_ids: np.ndarray,
+    features: np.ndarray,
+    classifier: np.ndarray,
+    partition: pd.DataFrame,
+    candidates: pd.DataFrame,
+    descriptions: pd.DataFrame,
+    vocabulary: pd.DataFrame,
+    model: ModelSpec,
+    params: RealignParams = RealignParams(),
+) -> pd.DataFrame:
+    """The realign step from its tables (rule realign_labels): embed the description phrases with
+    ``model``, then :func:`realign_labels`.
+
+    Args:
+        image_ids: ``(N,)`` ids of ``features`` ``(N, D)`` (unit-norm image embeddings).
+        classifier: ``(V, D)`` the vocabulary's text classifier, row ``i`` for vocab_index ``i``.
+        partition: image_id, cluster: the vote partition ``P_2`` (every id of ``image_ids``).
+        candidates: cluster, rank, vocab_index, vote_fraction.
+        descriptions: cluster, name, phrase, count (as :func:`s3a.discover.describe.describe_candidates`
+            writes them); names are looked up in ``vocabulary`` (vocab_index, name).
+        model: the CLIP model that embeds each ``(name, phrase)`` in the description templates of
+            ``params``.
+
+    Returns:
+        As :func:`realign_labels`. Cost: ``P x T`` prompts through the text tower (P phrases, about
+        C x 3 candidates x 5 phrases, T templates) and one pass over the ``N`` images per cluster.
+    """
+    from s3a.embed import text_classifier  # noqa: PLC0415 - PIL and torchvision only when a model runs
+    from s3a.models import load_clip  # noqa: PLC0415
+
+    clusters = partition.set_index("image_id").cluster.loc[image_ids].to_numpy()
+    descriptions = descriptions.assign(vocab_index=descriptions.name.map(name_to_index(vocabulary)))
+    clip = load_clip(model)
+    pairs = list(zip(descriptions.name, descriptions.phrase, strict=True))
+    phrases = text_classifier(clip.model, clip.tokenizer, pairs, params.description_templates)
+    labels = realign_labels(
+        image_ids, features, classifier, clusters, candidates, descriptions, phrases, params
+    )
+    log.info("structural labels: %d images, %d names", len(labels), labels.vocab_index.nunique())
+    return labels
 
 
 def _top_candidate(candidates: pd.DataFrame, n_clusters: int) -> np.ndarray:

@@ -6,7 +6,10 @@ One GPU (or the CPU)::
         --vocabulary results/vocabulary/vocabulary.parquet \\
         --classifier results/vocabulary/vit_b16/classifier.parquet \\
         --structural-labels results/sdogs/vit_b16/discover/structural_labels.parquet \\
-        --out-dir results/sdogs/vit_b16/train --state resources/train/sdogs/vit_b16/state.pt \\
+        --student results/sdogs/vit_b16/train/student.pt --teacher results/sdogs/vit_b16/train/teacher.pt \\
+        --history results/sdogs/vit_b16/train/history.parquet \\
+        --test-epochs results/sdogs/vit_b16/train/test_epochs.parquet \\
+        --state resources/train/sdogs/vit_b16/state.pt \\
         --model '{"arch": "ViT-B-16", "pretrained": "openai"}' --params '{"epochs": 30}'
 
 Several GPUs of one node (torchrun starts one process per GPU; ``batch_size`` is the global batch)::
@@ -17,7 +20,8 @@ Several nodes under Slurm (one task per GPU; ranks come from Slurm's variables):
 
     srun --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 python -m s3a.train <the same arguments>
 
-The Snakemake rule ``self_train`` runs the torchrun form with ``--nproc_per_node`` = the rule's GPUs.
+The Snakemake rule ``self_train`` runs the torchrun form with ``--nproc_per_node`` = the rule's GPUs
+and its declared outputs as ``--student``, ``--teacher``, ``--history`` and ``--test-epochs``.
 A run that is killed resumes from its last finished epoch when started again with the same arguments.
 """
 
@@ -32,11 +36,22 @@ from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.train.loop import TrainParams, TrainPaths, train
 
+#: the output files of a run (the declared outputs of the rule self_train)
+OUTPUTS = {
+    "student": "the student's image-encoder weights (.pt)",
+    "teacher": "the teacher's image-encoder weights (.pt)",
+    "history": "one row per epoch (.parquet)",
+    "test-epochs": "the test predictions of every evaluated epoch (.parquet)",
+}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m s3a.train", description=__doc__.split("\n")[0])
-    for name in ("manifest", "vocabulary", "classifier", "structural-labels", "out-dir", "state"):
-        parser.add_argument(f"--{name}", required=True)
+    for name in ("manifest", "vocabulary", "classifier", "structural-labels"):
+        parser.add_argument(f"--{name}", required=True, help="input file")
+    for name, what in OUTPUTS.items():
+        parser.add_argument(f"--{name}", required=True, help=f"output: {what}")
+    parser.add_argument("--state", required=True, help="resume state (kept across failed runs)")
     parser.add_argument("--model", required=True, help="model entry as JSON: arch, pretrained, cache_dir")
     parser.add_argument("--params", default="{}", help="TrainParams fields as JSON (others: defaults)")
     parser.add_argument(
@@ -56,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         vocabulary=args.vocabulary,
         classifier=args.classifier,
         structural_labels=args.structural_labels,
-        out_dir=args.out_dir,
+        student=args.student,
+        teacher=args.teacher,
+        history=args.history,
+        test_epochs=args.test_epochs,
         state=args.state,
     )
     paths.check()

@@ -28,7 +28,6 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,7 +47,7 @@ from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
 from s3a.train.optim import cosine_lr, ema_decay, ema_update, param_groups, s3a_loss
-from s3a.train.params import TEST_EPOCHS, TrainParams, TrainPaths
+from s3a.train.params import TrainParams, TrainPaths
 from s3a.train.state import ResumeState, run_fingerprint, seed_everything
 
 log = logging.getLogger(__name__)
@@ -254,7 +253,7 @@ def _load_inputs(paths: TrainPaths):
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:
     """Self-train, save student/teacher weights, ``history.parquet`` and ``test_epochs.parquet``
-    (per-epoch test predictions) under ``paths.out_dir``.
+    (per-epoch test predictions) to the output files of ``paths``.
 
     Returns:
         the history, one row per epoch.
@@ -378,18 +377,17 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
 
     frame = pd.DataFrame(history)
     if env.is_main:
-        out = Path(paths.out_dir)
-        for name, module in (("student", student), ("teacher", teacher)):
-            with atomic_path(out / f"{name}.pt") as tmp:
+        for path, module in ((paths.student, student), (paths.teacher, teacher)):
+            with atomic_path(path) as tmp:
                 torch.save(module.state_dict(), tmp)
-        write_table(_test_epochs(test_predictions), out / TEST_EPOCHS)
-        write_table(frame, out / "history.parquet")
+        write_table(_test_epochs(test_predictions), paths.test_epochs)
+        write_table(frame, paths.history)
     distributed.barrier()
     return frame
 
 
 def _test_epochs(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The per-epoch test predictions as one table (``TEST_EPOCHS``)."""
+    """The per-epoch test predictions as one table (:attr:`TrainPaths.test_epochs`)."""
     columns = ["image_id", "epoch", "student_vocab_index", "teacher_vocab_index"]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})

@@ -11,9 +11,6 @@ from pydantic import model_validator
 from s3a.config import DECODERS, Embed, Train
 
 ONLINE_STARTS = get_args(Train.model_fields["online_start"].annotation)
-#: per evaluated epoch, the test predictions of student and teacher: image_id, epoch,
-#: student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch)
-TEST_EPOCHS = "test_epochs.parquet"
 
 
 class TrainParams(Train):
@@ -55,13 +52,25 @@ class TrainParams(Train):
 
 @dataclass(frozen=True)
 class TrainPaths:
-    """Files of one training run: inputs, outputs, and the resume state (under ``resources/``)."""
+    """Files of one training run: inputs, outputs, and the resume state (under ``resources/``).
+
+    Attributes:
+        student, teacher: the image encoders' final weights (``state_dict`` of ``model.visual``).
+        history: one row per finished epoch (losses, and the test metrics of evaluated epochs).
+        test_epochs: per evaluated epoch, the test predictions of student and teacher: image_id,
+            epoch, student_vocab_index, teacher_vocab_index (N_test rows per evaluated epoch).
+        state: the resume state, written after every epoch; never a declared output of a rule
+            (Snakemake deletes those when a job fails).
+    """
 
     manifest: str
     vocabulary: str
     classifier: str
     structural_labels: str
-    out_dir: str
+    student: str
+    teacher: str
+    history: str
+    test_epochs: str
     state: str
 
     def check(self) -> None:

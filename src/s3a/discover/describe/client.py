@@ -1,4 +1,4 @@
-"""The HTTP side: an OpenAI-compatible client with bounded concurrency, retries, re-asks and key scrubbing."""
+"""The HTTP side: the ``openai`` client (which retries) with bounded concurrency, re-asks, key scrubbing."""
 
 from __future__ import annotations
 
@@ -76,7 +76,13 @@ class _Gate:
 
 
 class _OpenAIRunner:
-    """Sends the missing requests through the ``openai`` client with our retry and re-ask policy."""
+    """Sends the missing requests through the ``openai`` client, which retries them (``max_retries``,
+    with the back-off of :meth:`_backoff`); we add the re-asks, the gate and the key scrubbing.
+
+    Every HTTP attempt passes through :meth:`_send` (a transport under the client's HTTP client): it
+    counts requests and retries, logs each failed attempt naming the cluster, and after a time-out
+    lowers the concurrency to 1 and waits ``timeout_s`` before the client's retry.
+    """
 
     _RETRYABLE_NAMES = ("RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError")
 
@@ -86,6 +92,7 @@ class _OpenAIRunner:
         self.endpoint = params.base_url or DEFAULT_ENDPOINT
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._local = threading.local()  # the prompt a worker thread is asking, and its attempts
         self._gate = _Gate(params.max_concurrency)
         self.requests = self.retries = self.reasks = self.timeouts = 0
         self.models: set[str] = set()
@@ -106,9 +113,7 @@ class _OpenAIRunner:
                 "or use backend 'cache-only' / 'wordnet'"
             )
         self._key = key
-        client = openai.OpenAI(
-            api_key=key, base_url=self.params.base_url, max_retries=0, timeout=self.params.timeout_s
-        )
+        client = _client(openai, self, key)
         self._retryable = tuple(getattr(openai, n) for n in self._RETRYABLE_NAMES)
         results: dict[tuple[str, int], dict[str, list[str]]] = {}
         bar = tqdm(total=len(jobs), desc="describe: LLM answers", unit="answer", disable=not progress)
@@ -190,66 +195,37 @@ class _OpenAIRunner:
             raise
 
     def _ask(self, client, prompt: _Prompt, repeat: int) -> tuple[str, int, dict[str, list[str]]]:
-        """One valid answer for ``(prompt, repeat)``, written to the cache, with retries and re-asks."""
+        """One valid answer for ``(prompt, repeat)``, written to the cache; the client retries failed
+        requests, we re-ask after invalid answers."""
         p = self.params
-        attempt_errors = 0
         reasks = 0
         while True:
             if self._stop.is_set():
                 raise _Stop()
             if prompt.text in self.failed:
                 raise _Skip()
+            self._local.prompt, self._local.attempts = prompt, 0
             try:
                 with self._gate.slot(self._stop):
-                    self._count("requests")
                     response = client.chat.completions.create(
                         model=p.model,
                         messages=[{"role": "user", "content": prompt.text}],
                         temperature=p.temperature,
                         max_tokens=p.max_tokens,
                     )
-            except self._retryable as exc:
-                attempt_errors += 1
-                what = self._describe_failure(exc)
+            except self._retryable as exc:  # the client's retries are spent
                 timed_out = isinstance(exc, self._openai.APITimeoutError)
-                if attempt_errors > p.max_retries:
-                    unreachable = isinstance(exc, self._openai.APIConnectionError) and not timed_out
-                    error_type = DescribeError if unreachable else ClusterFailure
-                    raise error_type(
-                        f"no answer from the LLM endpoint {self.endpoint} for {prompt.where()} after "
-                        f"{attempt_errors} attempt(s); last failure: {what}. Check that base_url is right, "
-                        "the endpoint is up and reachable from this machine (the describe step needs "
-                        "network access; run it on a login node or use backend 'cache-only' / 'wordnet'), "
-                        f"and raise max_retries/timeout_s for a slow endpoint. Answers received so far are "
-                        f"kept in {self.cache.path}; a rerun requests only the missing ones."
-                    ) from None
-                delay = self._backoff(attempt_errors, exc)
-                self._count("retries")
-                if timed_out:
-                    # The server may still be generating the abandoned answer: wait for it as long as the
-                    # request itself was given, on top of the usual delay, and send one at a time.
-                    self._count("timeouts")
-                    delay += p.timeout_s
-                    old = self._gate.after_timeout(delay)
-                    if old is not None:
-                        log.warning(
-                            "describe: the LLM endpoint %s timed out; concurrency lowered from %d to 1 for "
-                            "the rest of this run, and every time-out pauses requests for timeout_s plus "
-                            "the back-off so a busy server can finish",
-                            self.endpoint,
-                            old,
-                        )
-                log.warning(
-                    "describe: %s: %s; retry %d/%d in %.2f s",
-                    prompt.where(),
-                    what,
-                    attempt_errors,
-                    p.max_retries,
-                    delay,
-                )
-                if not timed_out and self._stop.wait(delay):
-                    raise _Stop() from None
-                continue
+                unreachable = isinstance(exc, self._openai.APIConnectionError) and not timed_out
+                error_type = DescribeError if unreachable else ClusterFailure
+                raise error_type(
+                    f"no answer from the LLM endpoint {self.endpoint} for {prompt.where()} after "
+                    f"{self._local.attempts} attempt(s); last failure: {self._describe_failure(exc)}. "
+                    "Check that base_url is right, the endpoint is up and reachable from this machine (the "
+                    "describe step needs network access; run it on a login node or use backend "
+                    "'cache-only' / 'wordnet'), and raise max_retries/timeout_s for a slow endpoint. "
+                    f"Answers received so far are kept in {self.cache.path}; a rerun requests only the "
+                    "missing ones."
+                ) from None
             except self._openai.APIStatusError as exc:
                 raise self._status_error(exc, prompt) from None
             choice = response.choices[0] if response.choices else None
@@ -287,6 +263,61 @@ class _OpenAIRunner:
             self.cache.put(p.model, prompt.text, p.temperature, repeat, content, served)
             return prompt.text, repeat, answer
 
+    def _send(self, inner, request, http):
+        """One HTTP attempt of the client (the transport of :func:`_client` calls this).
+
+        Counts it, logs a failed attempt with the cluster it was for, and after a time-out pauses
+        every request for ``timeout_s`` plus the back-off and lowers the concurrency to 1: a
+        single-slot server is still generating the abandoned answer, and sending more only queues them
+        behind it until they time out too. The client's own retry cannot do this (its delay after a
+        time-out is the back-off alone), so the retrying worker waits ``timeout_s`` here first.
+        """
+        local, p = self._local, self.params
+        if self._stop.is_set():  # another worker failed: send nothing more
+            raise _Stop()
+        local.attempts = getattr(local, "attempts", 0) + 1
+        self._count("requests")
+        if local.attempts > 1:
+            self._count("retries")
+        last = local.attempts > p.max_retries
+        try:
+            response = inner.handle_request(request)
+        except http.TimeoutException:
+            self._count("timeouts")
+            self._log_attempt(f"timed out after {p.timeout_s:g} s", last)
+            old = self._gate.after_timeout(p.timeout_s + self._backoff(local.attempts))
+            if old is not None:
+                log.warning(
+                    "describe: the LLM endpoint %s timed out; concurrency lowered from %d to 1 for "
+                    "the rest of this run, and every time-out pauses requests for timeout_s plus "
+                    "the back-off so a busy server can finish",
+                    self.endpoint,
+                    old,
+                )
+            if not last and self._stop.wait(p.timeout_s):
+                raise _Stop() from None
+            raise
+        except http.TransportError as exc:
+            self._log_attempt(f"connection error ({self._scrub(str(exc))})", last)
+            raise
+        if response.status_code == 429 or response.status_code >= 500:
+            what = (
+                "rate limited (429)"
+                if response.status_code == 429
+                else f"server error ({response.status_code})"
+            )
+            self._log_attempt(what, last)
+        return response
+
+    def _log_attempt(self, what: str, last: bool) -> None:
+        prompt = getattr(self._local, "prompt", None)
+        where = prompt.where() if prompt is not None else self.endpoint
+        attempt, retries = self._local.attempts, self.params.max_retries
+        if last:
+            log.warning("describe: %s: %s; no retry left (%d attempts)", where, what, attempt)
+        else:
+            log.warning("describe: %s: %s; retry %d/%d", where, what, attempt, retries)
+
     def _describe_failure(self, exc: Exception) -> str:
         status = getattr(exc, "status_code", None)
         if isinstance(exc, self._openai.APITimeoutError):
@@ -297,17 +328,17 @@ class _OpenAIRunner:
             return "rate limited (429)"
         return f"server error ({status})"
 
-    def _backoff(self, attempt: int, exc: Exception) -> float:
+    def _backoff(self, attempt: int, headers=None) -> float:
+        """Delay before retry ``attempt`` (1, 2, ...): ``backoff_s * 2^(attempt-1)``, at most
+        ``backoff_max_s``, with jitter; a longer ``retry-after`` of the server is honoured, up to
+        ``backoff_max_s``."""
         p = self.params
         delay = min(p.backoff_max_s, p.backoff_s * 2 ** (attempt - 1))
         delay *= 0.5 + random.random() / 2  # jitter: spread concurrent retries apart
-        response = getattr(exc, "response", None)
-        retry_after = None
-        if response is not None:
-            try:
-                retry_after = float(response.headers.get("retry-after", ""))
-            except (TypeError, ValueError):
-                retry_after = None
+        try:
+            retry_after = float(headers.get("retry-after", "")) if headers is not None else None
+        except (TypeError, ValueError):
+            retry_after = None
         if retry_after is not None and retry_after > delay:
             delay = min(p.backoff_max_s, retry_after)
         return delay
@@ -326,3 +357,43 @@ class _OpenAIRunner:
             f"the LLM endpoint {self.endpoint} refused the request for {prompt.where()} ({status}): "
             f"{message}. Check model={self.params.model!r} and base_url"
         )
+
+
+def _client(openai, runner: _OpenAIRunner, key: str):
+    """An ``openai.OpenAI`` client that retries ``max_retries`` times with ``runner``'s back-off, whose
+    HTTP attempts all pass through ``runner._send``.
+
+    The client's own delay formula has fixed constants (0.5 s base, 8 s cap); ``llm.backoff_s`` and
+    ``llm.backoff_max_s`` are documented settings, so its one delay hook, ``_calculate_retry_timeout``,
+    returns :meth:`_OpenAIRunner._backoff` (tests/unit/test_describe.py checks that it is used).
+    The client sleeps that delay itself, not interruptibly: a stopped run waits at most
+    ``backoff_max_s`` for a worker between two attempts.
+    """
+    import importlib
+
+    httpx2 = getattr(openai, "DefaultHttpx2Client", None)  # openai >= 3 builds on httpx2, older on httpx
+    http = importlib.import_module("httpx2" if httpx2 is not None else "httpx")
+    make_http_client = httpx2 or openai.DefaultHttpxClient
+
+    class Watched(http.BaseTransport):
+        def __init__(self) -> None:
+            self.inner = http.HTTPTransport()
+
+        def handle_request(self, request):
+            return runner._send(self.inner, request, http)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class Client(openai.OpenAI):
+        def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None) -> float:
+            return runner._backoff(runner._local.attempts, response_headers)
+
+    p = runner.params
+    return Client(
+        api_key=key,
+        base_url=p.base_url,
+        max_retries=p.max_retries,
+        timeout=p.timeout_s,
+        http_client=make_http_client(transport=Watched()),
+    )
