@@ -65,7 +65,8 @@ def zero_shot(
     preds, probs = [], []
     with torch.inference_mode():
         for s in range(0, len(image_embeddings), chunk):
-            z = torch.from_numpy(np.ascontiguousarray(image_embeddings[s : s + chunk], np.float32)).to(dev)
+            # a copy of the chunk: the embeddings may be a read-only memmap
+            z = torch.from_numpy(np.array(image_embeddings[s : s + chunk], np.float32)).to(dev)
             p = torch.softmax(vocabulary_logits(z, w, scale), dim=-1)
             best, arg = p.max(dim=-1)
             preds.append(arg.cpu())
