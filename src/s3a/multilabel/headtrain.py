@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams
 from s3a.multilabel.losses import AslParams, alignment_loss, asymmetric_loss
-from s3a.multilabel.resume import fingerprint, load_state, save_state
+from s3a.resume import fingerprint, load_state, save_state
 
 __all__ = ["HeadTrainParams", "HeadResult", "train_head", "predict_head", "head_topk"]
 
@@ -110,7 +110,7 @@ def train_head(
         asl: the ASL settings (``None``: the defaults of :class:`~s3a.multilabel.losses.AslParams`).
         state_path: resume file (outside the rule's outputs, e.g. under ``resources/``): the head,
             the optimiser, the shuffle and dropout random states and the history are saved after
-            every epoch (:mod:`s3a.multilabel.resume`), and a run whose settings and inputs match
+            every epoch (:mod:`s3a.resume`), and a run whose settings and inputs match
             continues after the last saved epoch and ends identical to an uninterrupted run. Size:
             the head and Adam's two moments (E 768: ~80 MB); the inputs are hashed once per run.
 

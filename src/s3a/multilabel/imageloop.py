@@ -25,7 +25,6 @@ process (COCO 82k x 80: 26 MB; NUS-WIDE 150k x 925: 0.55 GB) plus the model and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -44,6 +43,7 @@ from s3a.models import ModelSpec, load_clip
 from s3a.multilabel.finetune import ImageLabelNet, ImageTrainParams, build_net, image_loss, net_param_groups
 from s3a.multilabel.labels import EPS, UpdateCounter, label_step
 from s3a.multilabel.linear import init_linear_head
+from s3a.resume import fingerprint
 from s3a.train import distributed
 from s3a.train.augment import OneView, training_views
 from s3a.train.optim import cosine_lr
@@ -100,10 +100,8 @@ def run_fingerprint(
 ) -> str:
     """Identity of a run (settings, model entry, images, initial targets, label text, process count)."""
     payload = [dataclasses.asdict(params), dataclasses.asdict(spec), list(paths), world]
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-    for array in (targets, text):
-        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    return digest.hexdigest()
+    settings = json.dumps(payload, sort_keys=True, default=str)
+    return fingerprint(settings, np.asarray(targets, np.float32), np.asarray(text, np.float32))
 
 
 def _label_map(gt: np.ndarray | None, y: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from s3a.multilabel.labels import EPS, LabelUpdateParams, UpdateCounter, label_step
 from s3a.multilabel.losses import NET_LOSSES, AslParams, network_loss
-from s3a.multilabel.resume import fingerprint, load_state, save_state
+from s3a.resume import fingerprint, load_state, save_state
 
 __all__ = [
     "LinearParams",

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from s3a.io import atomic_path
 from s3a.models import ModelSpec
+from s3a.resume import load_state, save_state
 from s3a.train.params import TrainParams, TrainPaths
 
 log = logging.getLogger(__name__)
@@ -47,20 +47,13 @@ class SavedState:
 
     def save(self, path: str | Path) -> None:
         """Write the state atomically (a plain dict of these fields, read by :meth:`load`)."""
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_state(str(path), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     @classmethod
     def load(cls, path: str | Path, fingerprint: str):
         """The state at ``path`` when it exists and belongs to ``fingerprint``, else None."""
-        if not Path(path).is_file():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != fingerprint:
-            log.warning("ignoring resume state %s: it belongs to another configuration", path)
-            return None
-        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        state = load_state(str(path), fingerprint)
+        return None if state is None else cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Resume files of the multi-label learners (``linear``, ``mldecoder``): a killed run goes on after
-its last finished epoch and ends identical to an uninterrupted one.
+"""Resume files of every learner (self-training, the multi-label ``linear``, ``mldecoder`` and image
+learners): a killed run goes on after its last finished epoch and ends identical to an uninterrupted
+one.
 
 A state is a plain dict saved with ``torch.save`` after every epoch, atomically, under
 ``resources/`` (outside the rule's outputs, which Snakemake deletes when a job fails). It carries a

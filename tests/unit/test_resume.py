@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import s3a.multilabel.resume as resume
+import s3a.resume as resume
 
 
 def test_fingerprint_reads_memmaps_in_blocks_and_sees_every_change(tmp_path, monkeypatch):
