@@ -109,15 +109,19 @@ def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[
     ``datasets.<name>.params``.
     """
     from s3a.data import DATASETS, builder_params
+    from s3a.multilabel import data as multilabel
 
     problems = []
     for name in names:
         entry = datasets[name]
-        if entry.get("kind") not in DATASETS:
+        kind, where = entry.get("kind"), f"datasets.{name}.params"
+        if kind in DATASETS:
+            accepted = builder_params(kind)
+        elif kind in multilabel.BUILDERS:
+            accepted = multilabel.builder_params(kind)
+        else:
             continue  # the schema check names unknown kinds
-        kind, where = entry["kind"], f"datasets.{name}.params"
         params = dict(entry.get("params") or {})
-        accepted = builder_params(kind)
         for key in sorted(set(params) - set(accepted)):
             problems.append(
                 f"{where}: unknown key {key!r} for kind {kind!r}; allowed keys: {', '.join(accepted)}"
@@ -132,6 +136,10 @@ def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[
     return problems
 
 
+#: kinds whose builder writes its images into ``root`` (the generated sets; mosaic composes from ``source``)
+WRITES_ROOT = ("generated", "generated_multilabel", "mosaic")
+
+
 def missing_roots(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
     """``datasets.<name>.params.root: no folder <path>`` for every root that does not exist.
 
@@ -142,7 +150,7 @@ def missing_roots(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str
         entry = datasets[name]
         params = dict(entry.get("params") or {})
         root = params.get("root")
-        if entry.get("kind") == "generated" or params.get("download") is True or not isinstance(root, str):
+        if entry.get("kind") in WRITES_ROOT or params.get("download") is True or not isinstance(root, str):
             continue
         path = os.path.abspath(os.path.expanduser(root))
         if not os.path.isdir(path):

@@ -14,7 +14,8 @@ from s3a import config as cfg
 
 REPO = Path(__file__).resolve().parents[2]
 #: blocks whose config.yaml values are the paper's, i.e. the model defaults, key for key
-DEFAULT_BLOCKS = ["splits", "vocabulary", "embed", "evaluate", "names", "compute", "discover", "llm", "train"]
+DEFAULT_BLOCKS = ["splits", "vocabulary", "embed", "evaluate", "names", "compute", "discover", "llm", "train",
+                  "multilabel"]  # fmt: skip
 REGENERATE = "regenerate: `python -m s3a.config schema > config/config.schema.json` (and readme)"
 
 
@@ -151,8 +152,75 @@ def test_model_errors_name_the_key():
 
 def test_dataset_kinds_are_the_registry():
     from s3a.data import DATASETS
+    from s3a.multilabel.data import BUILDERS
 
-    assert tuple(DATASETS) == cfg.DATASET_KINDS
+    assert tuple(DATASETS) == cfg.S3A_KINDS
+    assert tuple(BUILDERS) == cfg.MULTILABEL_KINDS
+    assert cfg.DATASET_KINDS == cfg.S3A_KINDS + cfg.MULTILABEL_KINDS
+
+
+def test_setting_zsl_only_for_multilabel_kinds():
+    assert cfg.DatasetEntry(kind="nuswide", setting="zsl").setting == "zsl"
+    with pytest.raises(ValueError, match="multi-label kinds"):
+        cfg.DatasetEntry(kind="cifar100", setting="zsl")
+    with pytest.raises(ValueError, match="needs setting zsl"):
+        cfg.DatasetEntry(kind="voc2012", supervision="gt_seen")
+    assert cfg.DatasetEntry(kind="nuswide", setting="zsl", supervision="gt_seen").supervision == "gt_seen"
+
+
+def _dataclass_defaults(cls) -> dict:
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+    }
+
+
+def _shared(block, defaults: dict, rename: dict | None = None) -> tuple[dict, dict]:
+    """(model values, dataclass values) of the keys both have (``rename``: model key -> dataclass key)."""
+    rename = rename or {}
+    values = {rename.get(k, k): v for k, v in block.model_dump().items()}
+    keys = sorted(set(values) & set(defaults))
+    assert keys, type(block).__name__
+    lists = (list, tuple)
+    return (
+        {k: list(values[k]) if isinstance(values[k], lists) else values[k] for k in keys},
+        {k: list(defaults[k]) if isinstance(defaults[k], lists) else defaults[k] for k in keys},
+    )
+
+
+def test_multilabel_parameters_take_their_defaults_from_the_models():
+    """The library's multi-label dataclasses and the config blocks agree key for key."""
+    from s3a.config import multilabel as ml
+    from s3a.multilabel.finetune import ImageTrainParams
+    from s3a.multilabel.headtrain import HeadTrainParams
+    from s3a.multilabel.heads import MLDecoderParams
+    from s3a.multilabel.labels import LabelUpdateParams
+    from s3a.multilabel.linear import LinearParams
+    from s3a.multilabel.losses import AslParams
+    from s3a.multilabel.metrics import EvalParams
+    from s3a.multilabel.pseudo import PseudoParams
+    from s3a.multilabel.tiles import TileParams
+
+    decoder = ml.MLDecoderLearner()
+    pairs = [
+        (ml.Tiles(), TileParams),
+        (ml.Pseudo(), PseudoParams),
+        (ml.LabelUpdate(), LabelUpdateParams),
+        (ml.Asl(), AslParams),
+        (ml.MultiLabelEvaluate(), EvalParams),
+        (ml.LinearLearner(), LinearParams),
+        (decoder, MLDecoderParams),
+        (decoder, HeadTrainParams),
+    ]
+    for block, params in pairs:
+        ours, theirs = _shared(block, _dataclass_defaults(params))
+        assert ours == theirs, params.__name__
+    image = _dataclass_defaults(ImageTrainParams)
+    ours, theirs = _shared(ml.FinetuneLearner(), image)
+    assert ours == theirs
+    assert ml.FinetuneLearner().label_every == image["label_update"].every
+    assert (decoder.backbone, decoder.backbone_lr) == (image["backbone"], image["backbone_lr"])
+    assert ml.MultiLabelTrain().seed == image["seed"] == _dataclass_defaults(LinearParams)["seed"]
 
 
 @pytest.mark.slow

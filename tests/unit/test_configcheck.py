@@ -87,3 +87,21 @@ def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
     clash = _demo()
     clash["folder"] = str(tmp_path / "shapes")  # a dataset of that name exists already
     assert add_folder_dataset(clash) == "folder_shapes" and clash["datasets"]["shapes"]["kind"] == "generated"
+
+
+def test_multilabel_dataset_params_are_checked_against_their_builder(tmp_path):
+    datasets = {
+        "voc": {"kind": "voc2012", "params": {"rot": str(tmp_path)}},
+        "gen": {"kind": "generated_multilabel", "params": {"root": str(tmp_path / "new"), "n_train": 4}},
+        "nus": {"kind": "nuswide", "params": {"root": str(tmp_path / "absent"), "label_space": "all"}},
+    }
+    problems = dataset_problems(datasets, ["voc", "gen", "nus"])
+    assert problems == [
+        "datasets.voc.params: unknown key 'rot' for kind 'voc2012'; allowed keys: root, difficult, "
+        "prompt_style; did you mean 'root'?",
+        "datasets.voc.params: kind 'voc2012' needs the key 'root'",
+    ]
+    # the generated set writes its own root; a benchmark's missing root is named
+    assert missing_roots(datasets, ["gen", "nus"]) == [
+        f"datasets.nus.params.root: no folder {tmp_path / 'absent'}"
+    ]

@@ -3,6 +3,7 @@ generated from them (:mod:`s3a.config.generate`): ``config/config.schema.json``,
 and the config with its defaults filled in. ``python -m s3a.config schema|readme`` prints a file.
 """
 
+from s3a.config.base import Block, Int
 from s3a.config.generate import BLOCKS, json_schema, readme, resolved
 from s3a.config.models import (
     DATASET_KINDS,
@@ -11,7 +12,7 @@ from s3a.config.models import (
     KMEANS_BACKENDS,
     LLM,
     OVERRIDES,
-    Block,
+    S3A_KINDS,
     Compute,
     Config,
     DatasetEntry,
@@ -19,7 +20,6 @@ from s3a.config.models import (
     Embed,
     Evaluate,
     Gallery,
-    Int,
     KMeans,
     KSearch,
     ModelEntry,
@@ -30,10 +30,11 @@ from s3a.config.models import (
     Vocabulary,
     Vote,
 )
+from s3a.config.multilabel import LEARNERS, MULTILABEL_KINDS, MultiLabel
 
 __all__ = [
-    "BLOCKS", "DATASET_KINDS", "DECODERS", "ENV_NAME", "KMEANS_BACKENDS", "LLM", "OVERRIDES", "Block",
-    "Compute", "Config", "DatasetEntry", "Discover", "Embed", "Evaluate", "Gallery", "Int", "KMeans",
-    "KSearch", "ModelEntry", "Names", "Realign", "Run", "Train", "Vocabulary", "Vote", "json_schema",
-    "readme", "resolved",
+    "BLOCKS", "Block", "Compute", "Config", "DATASET_KINDS", "DECODERS", "DatasetEntry", "Discover",
+    "ENV_NAME", "Embed", "Evaluate", "Gallery", "Int", "KMEANS_BACKENDS", "KMeans", "KSearch", "LEARNERS",
+    "LLM", "MULTILABEL_KINDS", "ModelEntry", "MultiLabel", "Names", "OVERRIDES", "Realign", "Run",
+    "S3A_KINDS", "Train", "Vocabulary", "Vote", "json_schema", "readme", "resolved",
 ]  # fmt: skip

@@ -29,13 +29,27 @@ from s3a.config.models import (
     Vocabulary,
     Vote,
 )  # fmt: skip
+from s3a.config.multilabel import (
+    Asl,
+    FinetuneLearner,
+    LabelUpdate,
+    LinearLearner,
+    MLDecoderLearner,
+    MultiLabel,
+    MultiLabelEvaluate,
+    MultiLabelTrain,
+    OpenVocab,
+    Pseudo,
+    Tiles,
+)
 
 __all__ = ["BLOCKS", "json_schema", "readme", "resolved"]
 
 #: every block, in the order config/README.md lists them
 BLOCKS: tuple[type[Block], ...] = (
     Config, DatasetEntry, ModelEntry, Run, Vocabulary, Embed, Evaluate, Names, Gallery, Compute,
-    Discover, KMeans, KSearch, Vote, Realign, LLM, Train,
+    Discover, KMeans, KSearch, Vote, Realign, LLM, Train, MultiLabel, Tiles, Pseudo, MultiLabelTrain,
+    LabelUpdate, Asl, LinearLearner, FinetuneLearner, MLDecoderLearner, MultiLabelEvaluate, OpenVocab,
 )  # fmt: skip
 _SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 

@@ -23,13 +23,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from annotated_types import Ge
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from s3a.config.base import NO_BOOL as _NO_BOOL
+from s3a.config.base import Block, Int
+from s3a.config.multilabel import MULTILABEL_KINDS, MultiLabel
 from s3a.vocab import DESCRIPTION_SETS
 
 __all__ = [
+    "S3A_KINDS",
     "Block",
     "Compute",
     "Config",
@@ -51,32 +54,17 @@ __all__ = [
 ]
 
 
-def _strict_int(value: Any) -> Any:
-    """Integers only: a bool is not a count, a numpy integer is one."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be an integer, not a boolean ({value!r})")
-    return int(value) if isinstance(value, np.integer) else value
-
-
-#: an integer field: no booleans, numpy integers accepted
-_NO_BOOL = BeforeValidator(_strict_int)
-Int = Annotated[int, _NO_BOOL]
 DECODERS = ("pil", "fast", "gpu")
 #: the builders of s3a.data.DATASETS (a test keeps the two in step; importing s3a.data here would load
-#: PIL into every step that reads its parameters)
-DATASET_KINDS = (
+#: PIL into every step that reads its parameters), then the multi-label ones of s3a.multilabel.data
+S3A_KINDS = (
     "imagenet1k", "imagenet100", "living17", "nonliving26", "entity13", "entity30", "stanford_dogs",
     "caltech101", "cifar100", "oxford_pet", "imagefolder", "generated", "folder",
 )  # fmt: skip
+DATASET_KINDS = S3A_KINDS + MULTILABEL_KINDS
 KMEANS_BACKENDS = ("auto", "torch", "faiss", "sklearn")
 #: environment variable names (``api_key_env``)
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class Block(BaseModel):
-    """A config block: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
 
 
 class Vocabulary(Block):
@@ -242,7 +230,8 @@ _OVERRIDE = {"default": {}}
 class DatasetEntry(Block):
     """One dataset: a short name (used in result paths) -> how to build its manifest."""
 
-    kind: Literal[DATASET_KINDS] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation).")  # type: ignore[valid-type]  # fmt: skip
+    kind: Literal[DATASET_KINDS] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation); voc2007, voc2012, coco2014, nuswide, mosaic and generated_multilabel are multi-label datasets (s3a.multilabel.data), which run the steps of the `multilabel` block instead of S3A's.")  # type: ignore[valid-type]  # fmt: skip
+    setting: Literal["standard", "zsl"] = Field("standard", description="Multi-label datasets only: zsl = also evaluate the zero-shot protocol (labels with seen = false are unseen: ZSL rows over them, GZSL rows over all); needed by multilabel.train.supervision gt_seen (NUS-WIDE with params.label_space: all).")  # fmt: skip
     params: dict[str, Any] = Field({}, description="Keyword arguments of the builder (root, download, seed, ...); see its docstring.")  # fmt: skip
     k: Annotated[int, Ge(2), _NO_BOOL] | Literal["auto"] = Field("auto", description="Number of classes for discovery: an integer, or 'auto' (the default) to estimate it (spec section 4).")  # fmt: skip
     k_search: KSearch = Field(default_factory=KSearch, json_schema_extra=_OVERRIDE, description="This dataset's K-search settings, overriding `discover.k_search` (only with k: auto).")  # fmt: skip
@@ -250,6 +239,18 @@ class DatasetEntry(Block):
     description_templates: Literal[DESCRIPTION_SETS] = Field("imagenet", description="Official template set that embeds the LLM phrases of this dataset (spec 5.4 and section 16; {0} = name, {1} = phrase): imagenet = ImageNet-100, sdogs = Stanford Dogs, make_* = BREEDS, imagenet1k, caltech101, cifar100; Oxford-IIIT Pet has no official set and uses imagenet. The strings ship in s3a/description_templates.json.")  # type: ignore[valid-type]  # fmt: skip
     llm: LLM = Field(default_factory=LLM, json_schema_extra=_OVERRIDE, description="This dataset's LLM settings, overriding the top-level `llm` ones (e.g. {on_failure: wordnet} for your own image folder).")  # fmt: skip
     train: Train = Field(default_factory=Train, json_schema_extra=_OVERRIDE, description="This dataset's self-training settings, overriding the top-level `train` defaults.")  # fmt: skip
+
+    supervision: Literal["pseudo", "gt_seen"] | None = Field(None, description="Multi-label datasets only: supervision of the mldecoder learner on this dataset (gt_seen needs setting zsl); null = multilabel.train.supervision.")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _multilabel_keys(self) -> DatasetEntry:
+        if (self.setting != "standard" or self.supervision is not None) and self.kind not in MULTILABEL_KINDS:
+            raise ValueError(
+                f"setting and supervision are for multi-label kinds ({', '.join(MULTILABEL_KINDS)})"
+            )
+        if self.supervision == "gt_seen" and self.setting != "zsl":
+            raise ValueError("supervision gt_seen needs setting zsl (the seen/unseen split of the labels)")
+        return self
 
 
 #: the fields of a dataset entry that override a top-level block with the keys they set
@@ -288,3 +289,4 @@ class Config(Block):
     discover: Discover = Field(Discover(), description="Discovery: K search, k-means, votes and realignment (spec 4-5).")  # fmt: skip
     llm: LLM = Field(LLM(), description="The LLM that describes the candidates (spec 5.4).")
     train: Train = Field(Train(), description="Self-training defaults (spec 6.4); a dataset's own `train` entry overrides any of them.")  # fmt: skip
+    multilabel: MultiLabel = Field(MultiLabel(), description="The multi-label task (CDUL pseudo-labels, gradient alignment, the CLIP-Decoder head, open-vocabulary multi-label) of the multi-label datasets.")  # fmt: skip

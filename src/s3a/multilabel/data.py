@@ -28,7 +28,9 @@ the mosaic and generated sets in :mod:`s3a.multilabel.synthetic`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
+from typing import Any
 
 from s3a.data.base import DatasetError
 from s3a.multilabel.sets import build_coco2014, build_nuswide, build_voc
@@ -67,6 +69,7 @@ __all__ = [
     "label_matrix",
     "BUILDERS",
     "build_multilabel",
+    "builder_params",
 ]
 
 #: kind -> builder (keyword parameters of the config's ``params``)
@@ -89,3 +92,11 @@ def build_multilabel(kind: str, params: Mapping[str, object] | None = None) -> M
         return BUILDERS[kind](**dict(params or {}))
     except TypeError as exc:
         raise DatasetError(f"{kind}: bad parameters {dict(params or {})}: {exc}") from exc
+
+
+def builder_params(kind: str) -> dict[str, Any]:
+    """The ``params`` a kind's builder takes: ``name -> default`` (``inspect.Parameter.empty`` if
+    required); VOC's ``year`` is fixed by the kind."""
+    builder = {"voc2007": build_voc, "voc2012": build_voc}.get(kind, BUILDERS[kind])
+    sig = inspect.signature(builder)
+    return {name: p.default for name, p in sig.parameters.items() if name != "year"}
