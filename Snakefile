@@ -27,6 +27,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/discover.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/multilabel.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -39,6 +40,7 @@ rule all:
         report_targets(),
         names_targets(),
         gallery_targets(),
+        ml_targets(),
 
 
 rule all_names:
@@ -50,6 +52,11 @@ rule all_names:
 rule all_zero_shot:
     input:
         zero_shot_targets(),
+
+
+rule all_multilabel:
+    input:
+        ml_targets(),
 
 
 rule all_embeddings:

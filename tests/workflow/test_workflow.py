@@ -311,3 +311,57 @@ def test_decoder_setting_reruns_embeddings_training_and_predictions(demo_run):
     result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
     counts = job_counts(result.stdout)
     assert counts["embed_images"] == 4 and counts["self_train"] == 2 and counts["predict"] == 4
+
+
+@pytest.mark.slow
+def test_multilabel_demo_runs_end_to_end(demo_run):
+    """The multi-label DAG of the demo: every stage's metrics, the learners, the open vocabulary."""
+    work = demo_run
+    summary = pd.read_parquet(work / "results/summary_multilabel.parquet")
+    assert set(summary.dataset) == {"shapes_ml"} and set(summary.model) == {"tiny"}
+    stages = {"zs_global", "zs_local", "zs_final", "pseudo_train", "linear", "refined_linear", "mldecoder"}
+    assert stages <= set(summary.stage)
+    rows = summary[summary.stage.isin(stages) & (summary.subset == "all")]
+    assert rows["mAP"].between(0, 100).all() and rows["mAP"].notna().all(), rows
+    labels = pd.read_parquet(work / "results/shapes_ml/labels.parquet")
+    label_set = pd.read_parquet(work / "results/shapes_ml/label_set.parquet")
+    manifest = pd.read_parquet(work / "results/shapes_ml/manifest.parquet")
+    assert len(label_set) == 6 and len(manifest) == 90 and labels.image_id.isin(manifest.image_id).all()
+    for split, n in manifest.groupby("split").size().items():
+        tiles = pd.read_parquet(work / f"results/shapes_ml/tiny/ml/tiles/{split}.parquet")
+        assert len(tiles) == 9 * n  # the 3x3 grid
+        pseudo = pd.read_parquet(work / f"results/shapes_ml/tiny/ml/pseudo/{split}.parquet")
+        assert len(pseudo) == n
+    history = pd.read_parquet(work / "results/shapes_ml/tiny/ml/linear/history.parquet")
+    assert len(history) == 20  # multilabel.train.linear.epochs of the demo
+    test = pd.read_parquet(work / "results/shapes_ml/tiny/ml/mldecoder/test.parquet")
+    assert len(test) == (manifest.split == "test").sum() and len(test.scores.iloc[0]) == 6
+    for table in ("ov_exact", "ov_hier"):
+        assert (work / f"results/shapes_ml/tiny/ml/eval/{table}.parquet").is_file()
+    markdown = (work / "results/summary_multilabel.md").read_text()
+    assert "shapes_ml" in markdown and "CDUL" in markdown  # ours beside the published numbers
+    # the S3A summary is untouched by the multi-label dataset
+    assert "shapes_ml" not in set(pd.read_parquet(work / "results/summary.parquet").dataset)
+
+
+@pytest.mark.slow
+def test_pseudo_label_setting_reruns_from_pseudo_labels_never_the_tiles(demo_run):
+    """Changing zeta reruns init_pseudolabels onward and never embed_tiles (params carry their slice)."""
+    config = variant(demo_run, "zeta", "\nmultilabel:\n", "\nmultilabel:\n  pseudo: {zeta: 0.5}\n")
+    result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert job_counts(result.stdout) == JOB_COUNTS["multilabel_zeta"]
+
+
+def test_image_learners_start_one_process_per_gpu_of_the_job(tmp_path):
+    """finetune trains through torchrun like self_train; `--set-resources train_images:gpu=N` sets N."""
+    work = copy_workflow(tmp_path)
+    args = ["-n", "-p", "--configfile", "config/demo.yaml", "--config"]
+    args += ["multilabel={'train': {'learners': ['finetune']}}", "--set-resources", "train_images:gpu=2"]
+    result = run_snakemake([*args, "--", "results/shapes_ml/tiny/ml/finetune/model.pt"], work, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    command = next(line for line in output.splitlines() if "s3a.multilabel.train" in line)
+    assert "--learner finetune" in command and "--supervision pseudo" in command
+    nproc = re.search(r"--nproc_per_node=(\$\(\(.*?\)\)) ", command).group(1)
+    assert subprocess.run(["bash", "-c", f"echo {nproc}"], capture_output=True, text=True).stdout == "2\n"

@@ -7,7 +7,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from s3a.config import resolved
+from s3a.config import MULTILABEL_KINDS, resolved
 from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
@@ -39,7 +39,10 @@ check_config(config)
 validate(config, "../../config/config.schema.json", set_default=False)
 config.update(resolved(config))
 
-DATASETS = list(config["run"]["datasets"] or config["datasets"])
+SELECTED = list(config["run"]["datasets"] or config["datasets"])
+# the S3A datasets (discovery, self-training, names) and the multi-label ones (workflow/rules/multilabel.smk)
+DATASETS = [d for d in SELECTED if config["datasets"].get(d, {}).get("kind") not in MULTILABEL_KINDS]
+MLDATASETS = [d for d in SELECTED if d not in DATASETS]
 MODELS = list(config["run"]["models"] or config["models"])
 SPLITS = list(config["splits"])
 # datasets with ground truth (evaluated); an unlabeled folder only gets names and a gallery
@@ -53,7 +56,7 @@ STAGES = {
     "teacher": ("results/{dataset}/{model}/train/{split}.parquet", "teacher_vocab_index", SPLITS),
 }
 
-for _name in DATASETS:
+for _name in SELECTED:
     if _name not in config["datasets"]:
         raise ValueError(f"run.datasets names {_name!r}, which is not under `datasets:` in the config")
 # the checkpoints that create_random_model makes (random weights); "None": no weights at all
@@ -86,8 +89,14 @@ def per_dataset(path, datasets=DATASETS):
     return list(dict.fromkeys(paths))
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (an empty list matches nothing, where "" would
+    mean no constraint)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset=one_of(SELECTED),
     model="|".join(MODELS),
     split="|".join(SPLITS),
     seed=r"\d+",

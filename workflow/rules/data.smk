@@ -8,6 +8,9 @@ localrules:
 
 
 rule prepare_manifest:
+    # the S3A datasets; a multi-label dataset's manifest comes from prepare_multilabel
+    wildcard_constraints:
+        dataset=one_of(DATASETS),
     output:
         "results/{dataset}/manifest.parquet",
     log:
