@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge
 from pydantic import Field
 
-from s3a.config.models import Block, Int
+from s3a.config.base import Block, Int
 
 __all__ = [
     "MULTILABEL_KINDS",
