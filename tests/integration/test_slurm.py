@@ -45,6 +45,7 @@ LOCAL_RULES = {
     "create_random_model",
     "describe_candidates",
     "summarize",
+    "summarize_multilabel",
     "all",
 }
 
