@@ -85,6 +85,8 @@ def test_summarize_orders_stages_and_subsets_and_rejects_duplicates():
     with pytest.raises(ValueError, match="duplicate multi-label metric rows"):
         summarize([rows("voc2012", "linear"), rows("voc2012", "linear")])
     assert summarize([]).columns.tolist() == list(EVAL_COLUMNS)
+    with pytest.raises(ValueError, match=r"lack the columns \['f1_at_5', 'map'\]"):
+        summarize([rows("voc2012", "linear").drop(columns=["map", "f1_at_5"])])
 
 
 def test_markdown_shows_ours_and_the_matching_published_rows():

@@ -65,11 +65,15 @@ def summarize(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     order, :data:`STAGE_ORDER`), split and subset (:data:`~s3a.multilabel.metrics.SUBSETS` order).
 
     Raises:
-        ValueError: two rows share a (dataset, model, stage, split, subset) key.
+        ValueError: a table lacks an evaluation column; two rows share a (dataset, model, stage,
+            split, subset) key.
     """
     frames = [t for t in tables if len(t)]
     if not frames:
         return pd.DataFrame(columns=list(EVAL_COLUMNS))
+    missing = sorted({c for t in frames for c in EVAL_COLUMNS if c not in t.columns})
+    if missing:
+        raise ValueError(f"multi-label metric tables lack the columns {missing}")
     summary = pd.concat(frames, ignore_index=True)
     extra = [c for c in summary.columns if c not in EVAL_COLUMNS]
     summary = summary[[*EVAL_COLUMNS, *extra]]
