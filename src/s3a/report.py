@@ -1,6 +1,8 @@
 """Cross-dataset summary of the metric rows: ``results/summary.parquet`` and a Markdown table.
 
-``python -m s3a.report results/summary.parquet`` prints the table and where the results are.
+``python -m s3a.report results/summary.parquet`` prints the table and where the results are, and the
+multi-label summary (our rows beside the published numbers) when ``summary_multilabel.parquet`` lies
+beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pandas as pd
 from s3a.io import atomic_path, read_table
 
 KEY_COLUMNS = ["dataset", "model", "stage", "label_set", "split"]
+#: the multi-label summary (rule summarize_multilabel), shown by :func:`main` when beside the summary
+MULTILABEL_SUMMARY = "summary_multilabel.parquet"
 METRIC_COLUMNS = ["n", "skipped", "top1", "cluster_acc", "soft_acc", "oov_fraction"]
 
 #: the stages in the order the pipeline makes them
@@ -170,16 +174,33 @@ def _save_figure(fig, path: str | Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Print the summary at ``argv[0]`` (default ``results/summary.parquet``) and, when
+    ``summary_multilabel.parquet`` lies beside it, the multi-label section (our rows and the
+    published numbers, :func:`s3a.multilabel.report.summary_markdown`). Returns 1 when neither exists.
+
+    Layers: ``s3a.multilabel`` builds on the core modules and this module is one of them, so it never
+    imports ``s3a.multilabel`` at import time; only this command line entry (the top of the stack)
+    loads the multi-label report, and only when there is a multi-label summary to show."""
     args = list(sys.argv[1:] if argv is None else argv)
     path = Path(args[0] if args else "results/summary.parquet")
-    if not path.is_file():
+    multilabel = path.with_name(MULTILABEL_SUMMARY)
+    if not path.is_file() and not multilabel.is_file():
         print(f"no summary at {path}: run the workflow first", file=sys.stderr)
         return 1
-    print(summary_markdown(read_table(path)))
-    print(
-        f"\nResults: {path.parent.resolve()}/ (summary: {path}, {path.with_suffix('.md')}; per dataset: "
-        f"{path.parent}/<dataset>/<model>/)"
-    )
+    if path.is_file():
+        print(summary_markdown(read_table(path)))
+        print(
+            f"\nResults: {path.parent.resolve()}/ (summary: {path}, {path.with_suffix('.md')}; per dataset: "
+            f"{path.parent}/<dataset>/<model>/)"
+        )
+    if multilabel.is_file():
+        from s3a.multilabel.report import summary_markdown as multilabel_markdown
+
+        print("\n## Multi-label\n\n" + multilabel_markdown(read_table(multilabel)))
+        print(
+            f"\nMulti-label results: {multilabel}, {multilabel.with_suffix('.md')}; per dataset: "
+            f"{path.parent}/<dataset>/<model>/ml/"
+        )
     return 0
 
 
