@@ -189,6 +189,7 @@ def test_prepare(chain):
     assert len(manifest) == 12 and manifest.split.value_counts().to_dict() == {"train": 8, "test": 4}
     assert list(labels.columns) == list(LABELS_COLUMNS) and labels.image_id.nunique() == 12
     assert list(label_set.columns) == list(LABEL_SET_COLUMNS) and len(label_set) == 6
+    assert label_set.prompt.tolist() == label_set.name.tolist()  # the builder takes prompt_style
     assert "6 labels" in chain["prepare_log"].read_text()
 
 
