@@ -275,3 +275,15 @@ def test_evaluate_errors(planted):
         evaluate_ml_stage("refined_mldecoder", narrow, manifest, labels, label_set, "train")
     with pytest.raises(ValueError, match="no 'scores' column"):
         stage_scores("finetune", narrow)
+
+
+def test_read_classifier_orders_and_checks_label_index(tmp_path):
+    from s3a.io import write_embeddings
+    from s3a.multilabel.steps import read_classifier
+
+    w = np.eye(3, dtype=np.float32)
+    write_embeddings(np.array([2, 0, 1]), w, tmp_path / "w.parquet", id_column="label_index")
+    np.testing.assert_array_equal(read_classifier(tmp_path / "w.parquet"), w[[1, 2, 0]])
+    write_embeddings(np.array([1, 2, 3]), w, tmp_path / "bad.parquet", id_column="label_index")
+    with pytest.raises(ValueError, match="label_index must be 0..C-1"):
+        read_classifier(tmp_path / "bad.parquet")
