@@ -87,3 +87,32 @@ def planted_multilabel(
                 v = v + distract * t[dd]
             tiles[i, j] = unit(v)
     return y, glob, tiles, t
+
+
+# ---------------------------------------- the multilabel.train slice (workflow contract)
+
+#: the resolved ``multilabel.train`` defaults of the workflow contract's config shape
+ML_TRAIN = {
+    "learners": ["linear"],
+    "supervision": "pseudo",
+    "label_update": {
+        "enabled": True, "loss": "bernoulli_kl", "every": 10, "warmup": 0, "sigma": 1.0, "step": 1.0,
+        "max_updates": None, "min_label_change": 0.0,
+    },
+    "asl": {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05, "eps": 1.0e-8},
+    "seed": 0,
+    "linear": {
+        "epochs": 100, "batch_size": 256, "lr": 1.0e-3, "weight_decay": 0.0, "optimizer": "adam",
+        "net_loss": "bce", "init_scale": 50.0, "tiles": False,
+    },
+    "finetune": {
+        "epochs": 30, "batch_size": 64, "lr": 1.0e-5, "weight_decay": 0.05, "layer_decay": 0.65,
+        "net_loss": "bce", "init_scale": 50.0, "augment": "weak", "num_workers": 4, "label_every": 5,
+    },
+    "mldecoder": {
+        "embed_dim": 768, "heads": 8, "ff_dim": 2048, "dropout": 0.1, "query_chunk": 2048,
+        "clip_loss_weight": 1.0, "cls_loss_weight": 1.0, "backbone": "frozen", "backbone_lr": 1.0e-5,
+        "epochs": 10, "batch_size": 64, "lr": 1.0e-4, "weight_decay": 1.0e-4, "layer_decay": 0.65,
+        "augment": "weak", "num_workers": 4,
+    },
+}  # fmt: skip

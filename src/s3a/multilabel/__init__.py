@@ -11,6 +11,8 @@ Modules (see ``MULTILABEL_SPEC.md`` and ``README.md`` beside this file):
 * :mod:`.finetune`, :mod:`.imageloop`, :mod:`.train` — the image learners ``finetune`` (CLIP visual
   encoder + linear head) and ``mldecoder`` with a trainable backbone (layer decay): one DDP loop with
   latent-label updates and resume, ``python -m s3a.multilabel.train``, ``predict_finetuned`` (spec 6, 7);
+* :mod:`.learners`, :mod:`.steps`, :mod:`.stages` — the workflow glue: ``multilabel.train`` -> parameters,
+  one step per CDUL rule, the evaluation of a stage;
 * :mod:`.metrics` — mAP, CP/CR/CF1, OP/OR/OF1, top-K P/R/F1 and the evaluation subsets (spec 9);
 * :mod:`.heads` — the CLIP-Decoder head (ML-Decoder with CLIP text queries, chunked label queries),
   closed-set group decoding, patch tokens of an open_clip ViT (spec 7);

@@ -204,10 +204,11 @@ def template_set(name: str) -> tuple[str, ...]:
 
 
 def label_classifier(
-    model, tokenizer: Callable, prompts: Sequence[str], templates: str = "cdul"
+    model, tokenizer: Callable, prompts: Sequence[str], templates: str = "cdul", batch_size: int = 1024
 ) -> np.ndarray:
     """``W``: ``(C, D)`` unit rows for the label set's ``prompt`` column (spec 3), through
-    :func:`s3a.embed.text_classifier` (C x templates prompts; trivial cost for C <= 1,006)."""
+    :func:`s3a.embed.text_classifier` (C x templates prompts, ``batch_size`` prompts per forward;
+    trivial cost for C <= 1,006)."""
     from s3a.embed import text_classifier
 
-    return text_classifier(model, tokenizer, list(prompts), template_set(templates))
+    return text_classifier(model, tokenizer, list(prompts), template_set(templates), batch_size)

@@ -68,6 +68,7 @@ def _composed(
     paint,
     canvas: int,
     params: dict,
+    prompt_style: str = "readable",
 ) -> MultiLabelData:
     """Write (once) the composed images of ``draws`` = ``[(split, i, regions, labels, extra)]``."""
     base = abspath(root)
@@ -91,7 +92,7 @@ def _composed(
             for (x0, y0, x1, y1), lab in zip(regions, labels, strict=True)
         )
         records.append(ImageRecord(str(path), split, objs, float(canvas * canvas)))
-    return assemble(dataset, records, names, wnids=wnids)
+    return assemble(dataset, records, names, wnids=wnids, prompt_style=prompt_style)
 
 
 def _source_photos(source: Path) -> tuple[list[str], list[str | None], list[list[str]]]:
@@ -122,6 +123,7 @@ def build_mosaic(
     canvas: int = 672,
     seed: int = 0,
     layout_probs: Sequence[float] = LAYOUT_PROBS,
+    prompt_style: str = "readable",
 ) -> MultiLabelData:
     """Multi-label images composed from real single-label photos, with known labels (spec 11.2).
 
@@ -135,7 +137,8 @@ def build_mosaic(
     photo, so train and test mosaics reuse the same photos in new combinations — fine for pipeline
     checks, not a generalisation benchmark. The canvas is 2x2 cells (672 px = 3x3 tiles of exactly
     224 px); JPEG quality 90; files ``<root>/<split>/mosaic_<i:05d>.jpg``; the area of a label is its
-    region's. Files are rewritten only when the parameters change.
+    region's. Files are rewritten only when the parameters change; ``prompt_style`` as
+    :func:`~s3a.multilabel.tables.readable_prompt`.
     """
     dataset = "mosaic"
     src = abspath(source)
@@ -184,7 +187,7 @@ def build_mosaic(
     }
     names = [all_names[i] for i in chosen]
     wnids = [all_wnids[i] for i in chosen]
-    return _composed(dataset, root, names, wnids, draws, paint, canvas, params)
+    return _composed(dataset, root, names, wnids, draws, paint, canvas, params, prompt_style)
 
 
 def build_generated_multilabel(
@@ -194,10 +197,12 @@ def build_generated_multilabel(
     n_test: int = 30,
     canvas: int = 192,
     seed: int = 0,
+    prompt_style: str = "readable",
 ) -> MultiLabelData:
     """The offline demo's multi-label set: 1-4 drawn shapes (:mod:`s3a.data.generated`) per 2x2
     canvas, laid out as :func:`build_mosaic` does (same layouts and probabilities); each region's
-    shape is drawn with ``RandomState([seed, split, i, region])``. Files ``<root>/<split>/mosaic_<i>.jpg``."""
+    shape is drawn with ``RandomState([seed, split, i, region])``. Files
+    ``<root>/<split>/mosaic_<i>.jpg``; ``prompt_style`` as :func:`~s3a.multilabel.tables.readable_prompt`."""
     from s3a.data.generated import SHAPES, draw_image
 
     dataset = "generated_multilabel"
@@ -227,7 +232,9 @@ def build_generated_multilabel(
         "seed": seed,
         "kind": dataset,
     }
-    return _composed(dataset, root, classes, [None] * len(classes), draws, paint, canvas, params)
+    return _composed(
+        dataset, root, classes, [None] * len(classes), draws, paint, canvas, params, prompt_style
+    )
 
 
 #: kind -> builder (keyword parameters of the config's ``params``)

@@ -1,0 +1,179 @@
+"""The resolved ``multilabel.train`` config slice -> the learners' parameter objects.
+
+The config groups the settings by learner (``MULTILABEL_SPEC.md`` section 10 and the workflow
+contract)::
+
+    train:
+      learners: [linear]           # any of linear, finetune, mldecoder
+      supervision: pseudo          # pseudo | gt_seen (gt_seen: mldecoder only)
+      label_update: {...}          # LabelUpdateParams, shared
+      asl: {...}                   # AslParams, shared
+      seed: 0
+      linear:    {epochs, batch_size, lr, weight_decay, optimizer, net_loss, init_scale, tiles}
+      finetune:  {epochs, batch_size, lr, weight_decay, layer_decay, net_loss, init_scale, augment,
+                  num_workers, label_every}
+      mldecoder: {embed_dim, heads, ff_dim, dropout, query_chunk, clip_loss_weight, cls_loss_weight,
+                  backbone, backbone_lr, epochs, batch_size, lr, weight_decay, layer_decay, augment,
+                  num_workers}
+
+while the library's dataclasses are flat per learner: :class:`~s3a.multilabel.linear.LinearParams`
+(+ :class:`~s3a.multilabel.labels.LabelUpdateParams`), :class:`~s3a.multilabel.finetune.ImageTrainParams`
+(the image learners; :meth:`~s3a.multilabel.finetune.ImageTrainParams.from_config` reads the flat
+dict of :func:`image_train_config`) and, for the decoder head on cached patch tokens,
+:class:`~s3a.multilabel.headtrain.HeadTrainParams`, :class:`~s3a.multilabel.heads.MLDecoderParams`
+and :class:`~s3a.multilabel.losses.AslParams`.
+
+A key missing from the slice takes the library default of the learner it belongs to (the
+``mldecoder`` preset of epochs, batch size, lr and weight decay is :class:`HeadTrainParams`'s);
+an unknown learner or key is a ``ValueError`` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from s3a.multilabel.finetune import BACKBONE_KEYS, ImageTrainParams
+from s3a.multilabel.heads import MLDecoderParams
+from s3a.multilabel.headtrain import HeadTrainParams
+from s3a.multilabel.labels import LabelUpdateParams
+from s3a.multilabel.linear import LinearParams
+from s3a.multilabel.losses import AslParams
+
+__all__ = [
+    "ALL_LEARNERS",
+    "TRAIN_KEYS",
+    "LEARNER_KEYS",
+    "learner_params",
+    "linear_uses_tiles",
+    "image_train_config",
+    "head_params",
+]
+
+ALL_LEARNERS = ("linear", "finetune", "mldecoder")
+#: the shared keys of ``multilabel.train`` besides the per-learner blocks
+TRAIN_KEYS = ("learners", "supervision", "label_update", "asl", "seed")
+_DECODER_ARCH = tuple(f.name for f in dataclasses.fields(MLDecoderParams))
+_HEAD_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
+#: the keys of each learner's block
+LEARNER_KEYS: dict[str, tuple[str, ...]] = {
+    "linear": (
+        "epochs", "batch_size", "lr", "weight_decay", "optimizer", "net_loss", "init_scale", "tiles",
+    ),
+    "finetune": (
+        "epochs", "batch_size", "lr", "weight_decay", "layer_decay", "net_loss", "init_scale",
+        "augment", "num_workers", "label_every",
+    ),
+    "mldecoder": _DECODER_ARCH + BACKBONE_KEYS + _HEAD_KEYS + ("layer_decay", "augment", "num_workers"),
+}  # fmt: skip
+
+
+def _block(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
+    """The learner's block of ``train`` after checking the learner and every key."""
+    if learner not in ALL_LEARNERS:
+        raise ValueError(f"unknown multi-label learner {learner!r}; expected one of {ALL_LEARNERS}")
+    unknown = sorted(set(train) - set(TRAIN_KEYS) - set(ALL_LEARNERS))
+    if unknown:
+        raise ValueError(
+            f"unknown multilabel.train keys {unknown}; known: {sorted(TRAIN_KEYS + ALL_LEARNERS)}"
+        )
+    bad = [name for name in train.get("learners", ()) if name not in ALL_LEARNERS]
+    if bad:
+        raise ValueError(f"multilabel.train.learners: unknown {bad}; expected any of {ALL_LEARNERS}")
+    block = dict(train.get(learner) or {})
+    unknown = sorted(set(block) - set(LEARNER_KEYS[learner]))
+    if unknown:
+        raise ValueError(
+            f"unknown multilabel.train.{learner} keys {unknown}; known: {sorted(LEARNER_KEYS[learner])}"
+        )
+    return block
+
+
+def _shared(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared keys that are present: supervision, label_update, asl, seed (nested as dicts)."""
+    out = {k: train[k] for k in ("supervision", "seed") if k in train}
+    for key in ("label_update", "asl"):
+        if train.get(key) is not None:
+            out[key] = dict(train[key])
+    return out
+
+
+def learner_params(
+    train: Mapping[str, Any], learner: str
+) -> tuple[LinearParams, LabelUpdateParams] | ImageTrainParams:
+    """The library's parameters of ``learner`` from the resolved ``multilabel.train`` slice.
+
+    Returns:
+        ``linear``: ``(LinearParams, LabelUpdateParams)`` (``asl`` and ``seed`` are the shared keys;
+        ``linear.tiles`` is read by :func:`linear_uses_tiles`); ``finetune`` / ``mldecoder``: the
+        :class:`ImageTrainParams` of :func:`image_train_config`.
+
+    Raises:
+        ValueError: an unknown learner or key, invalid values, or ``supervision: gt_seen`` with a
+            learner other than ``mldecoder``.
+    """
+    if learner != "linear":
+        return ImageTrainParams.from_config(image_train_config(train, learner))
+    block = _block(train, learner)
+    block.pop("tiles", None)
+    shared = _shared(train)
+    if shared.get("supervision", "pseudo") != "pseudo":
+        raise ValueError(
+            f"multilabel.train.supervision {shared['supervision']!r} needs learner mldecoder; "
+            "the linear learner trains on pseudo-labels only"
+        )
+    update = LabelUpdateParams(**shared.get("label_update", {}))
+    extra = {k: shared[k] for k in ("asl", "seed") if k in shared}
+    return LinearParams(**block, **extra), update
+
+
+def linear_uses_tiles(train: Mapping[str, Any]) -> bool:
+    """``multilabel.train.linear.tiles``: features ``[z, unit(max_j z_j)]`` (True) or ``z`` (False)."""
+    return bool(_block(train, "linear").get("tiles", False))
+
+
+def image_train_config(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
+    """The flat dict :meth:`ImageTrainParams.from_config` accepts (the ``--params`` JSON of
+    ``python -m s3a.multilabel.train``) for ``finetune`` or ``mldecoder``.
+
+    ``finetune``: its block's keys at the top level and ``label_every`` as ``label_update.every``.
+    ``mldecoder``: the architecture and backbone keys in the ``mldecoder`` sub-dict, the rest at
+    the top level (missing epochs / batch_size / lr / weight_decay take :class:`HeadTrainParams`'
+    defaults, the mldecoder preset). Both carry ``learner`` and the shared supervision,
+    label_update, asl and seed. JSON-serialisable.
+    """
+    if learner == "linear":
+        raise ValueError("image_train_config is for the image learners finetune and mldecoder, not linear")
+    block = _block(train, learner)
+    out: dict[str, Any] = {"learner": learner, **_shared(train)}
+    if learner == "finetune":
+        every = block.pop("label_every", None)
+        if every is not None:
+            out["label_update"] = {**out.get("label_update", {}), "every": every}
+        out.update(block)
+        return out
+    defaults = HeadTrainParams()
+    out.update({k: getattr(defaults, k) for k in _HEAD_KEYS})
+    out["mldecoder"] = {k: block.pop(k) for k in _DECODER_ARCH + BACKBONE_KEYS if k in block}
+    out.update(block)
+    return out
+
+
+def head_params(
+    train: Mapping[str, Any], device: str = "cpu"
+) -> tuple[HeadTrainParams, MLDecoderParams, AslParams]:
+    """``(HeadTrainParams, MLDecoderParams, AslParams)`` of the ``mldecoder`` head trained on cached
+    patch tokens (:func:`s3a.multilabel.headtrain.train_head`): the block's epochs, batch_size, lr,
+    weight_decay and the shared seed; its architecture keys; the shared ``asl``. The image-only
+    keys (backbone, backbone_lr, layer_decay, augment, num_workers) are not used on this path."""
+    block = _block(train, "mldecoder")
+    shared = _shared(train)
+    head = {k: block[k] for k in _HEAD_KEYS if k in block}
+    if "seed" in shared:
+        head["seed"] = shared["seed"]
+    return (
+        HeadTrainParams(**head, device=device),
+        MLDecoderParams(**{k: block[k] for k in _DECODER_ARCH if k in block}),
+        AslParams(**shared.get("asl", {})),
+    )
