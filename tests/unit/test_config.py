@@ -192,8 +192,8 @@ def test_multilabel_parameters_take_their_defaults_from_the_models():
     """The library's multi-label dataclasses and the config blocks agree key for key."""
     from s3a.config import multilabel as ml
     from s3a.multilabel.finetune import ImageTrainParams
-    from s3a.multilabel.headtrain import HeadTrainParams
     from s3a.multilabel.heads import MLDecoderParams
+    from s3a.multilabel.headtrain import HeadTrainParams
     from s3a.multilabel.labels import LabelUpdateParams
     from s3a.multilabel.linear import LinearParams
     from s3a.multilabel.losses import AslParams

@@ -67,7 +67,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
         "classifier": m / "ml" / "label_classifier.parquet",
     }
     f["prepare_log"] = run(
-        "ml_prepare",
+        "prepare_multilabel",
         tmp,
         params={
             "kind": "generated_multilabel",
@@ -85,7 +85,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
         wildcards={"mldataset": "gen"},
     )
     run(
-        "ml_embed_label_set",
+        "embed_label_set",
         tmp,
         input={"label_set": f["label_set"], "checkpoint": tiny_checkpoint},
         params={"model": model, "templates": "cdul", "batch_size": 4},
@@ -106,7 +106,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
             wildcards=sw,
         )
         run(
-            "ml_embed_tiles",
+            "embed_tiles",
             tmp,
             input={"manifest": f["manifest"], "checkpoint": tiny_checkpoint},
             params={"model": model, "tiles": TILES},
@@ -114,7 +114,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
             wildcards=sw,
         )
         run(
-            "ml_init_pseudolabels",
+            "init_pseudolabels",
             tmp,
             input={
                 "embeddings": f[f"embed_{split}"],
@@ -132,7 +132,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
     f.update(model=lin / "model.pt", history=lin / "history.parquet", refined=lin / "labels_refined.parquet")
     f["state"] = tmp / "resources" / "ml_train" / "gen" / "tiny" / "linear" / "state.pt"
     f["train_log"] = run(
-        "ml_train_linear",
+        "train_linear",
         tmp,
         input={
             "pseudo": f["pseudo_train"],
@@ -148,7 +148,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
     )
     f["linear_test"] = lin / "test.parquet"
     run(
-        "ml_predict_linear",
+        "predict_linear",
         tmp,
         input={"model": f["model"], "embeddings": f["embed_test"], "tiles": f["tiles_test"]},
         params={"train": train},
@@ -163,7 +163,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
     ):
         f[f"eval_{stage}"] = m / "ml" / "eval" / f"{stage}.parquet"
         run(
-            "ml_evaluate",
+            "evaluate_multilabel",
             tmp,
             input={
                 "scores": f[scores],
@@ -265,7 +265,7 @@ def test_predict_images(chain, tiny_clip, tiny_checkpoint, tmp_path):
     save_model(net, tmp_path / "model.pt", ImageTrainParams())
     out = tmp_path / "finetune" / "test.parquet"
     log = run(
-        "ml_predict_images",
+        "predict_images",
         tmp_path,
         input={"model": tmp_path / "model.pt", "manifest": chain["manifest"], "checkpoint": tiny_checkpoint},
         params={
@@ -292,7 +292,7 @@ def test_predict_images(chain, tiny_clip, tiny_checkpoint, tmp_path):
 def test_pseudolabels_adapter_refuses_misaligned_inputs(chain, tmp_path):
     with pytest.raises(ValueError, match="different images"):
         run(
-            "ml_init_pseudolabels",
+            "init_pseudolabels",
             tmp_path,
             input={
                 "embeddings": chain["embed_train"],

@@ -17,9 +17,10 @@ from test_multilabel_openvocab import DATA_NOUN, VOCAB_NAMES, VOCAB_WNIDS
 from s3a.io import read_table, write_embeddings, write_table
 from s3a.models import TINY_ARCH
 from s3a.multilabel.data import ImageRecord, assemble, build_multilabel
-from s3a.multilabel.headsteps import load_tokens, read_predictions
+from s3a.multilabel.headsteps import load_tokens
 from s3a.multilabel.metrics import EVAL_COLUMNS
 from s3a.multilabel.pseudo import ViewScores, label_classifier, scores_table
+from s3a.multilabel.tables import read_predictions
 from s3a.multilabel.tiles import tiles_table
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
@@ -63,7 +64,7 @@ def test_patch_token_and_head_adapters(world, tmp_path):
     root, model, data = world
     for split in ("train", "test"):
         run(
-            "ml_embed_patch_tokens", tmp_path,
+            "embed_patch_tokens", tmp_path,
             input=SimpleNamespace(manifest=str(root / "manifest.parquet"), checkpoint=model["pretrained"]),
             params=SimpleNamespace(model=model, batch_size=4, decoder="pil"),
             wildcards=SimpleNamespace(split=split, mldataset="gen", model="tiny"),
@@ -79,7 +80,7 @@ def test_patch_token_and_head_adapters(world, tmp_path):
     for supervision, n_labels in (("pseudo", 6), ("gt_seen", 4)):
         out = tmp_path / supervision
         run(
-            "ml_train_mldecoder", tmp_path,
+            "train_mldecoder", tmp_path,
             input=SimpleNamespace(tokens=str(tmp_path / "train.npy"), ids=str(tmp_path / "train_ids.parquet"),
                                   **tables),
             params=SimpleNamespace(train=TRAIN, pseudo=PSEUDO, supervision=supervision,
@@ -90,9 +91,9 @@ def test_patch_token_and_head_adapters(world, tmp_path):
         history = read_table(out / "history.parquet")
         assert history["epoch"].tolist() == [1, 2] and np.isfinite(history["loss"]).all()
         assert (tmp_path / "state" / f"{supervision}.pt").is_file()  # the resume file
-        assert f"{n_labels} labels, 2 epochs" in (tmp_path / "ml_train_mldecoder.log").read_text()
+        assert f"{n_labels} labels, 2 epochs" in (tmp_path / "train_mldecoder.log").read_text()
         run(
-            "ml_predict_mldecoder", tmp_path,
+            "predict_mldecoder", tmp_path,
             input=SimpleNamespace(model=str(out / "model.pt"), tokens=str(tmp_path / "test.npy"),
                                   ids=str(tmp_path / "test_ids.parquet"), classifier=tables["classifier"]),
             params=SimpleNamespace(train=TRAIN),
@@ -141,7 +142,7 @@ def test_openvocab_and_summary_adapters(pets):
           "n_labels": 2, "views": "tiles", "max_points": None, "hierarchy": True,
           "wordnet_dir": str(pets / "wn")}  # fmt: skip
     run(
-        "ml_openvocab_scores", pets,
+        "openvocab_scores", pets,
         input=SimpleNamespace(embeddings=p["embed"], tiles=p["tiles"], vocabulary=p["vocab_classifier"]),
         params=SimpleNamespace(openvocab=ov),
         output=[str(pets / "views.parquet")],
@@ -150,7 +151,7 @@ def test_openvocab_and_summary_adapters(pets):
     assert len(views) == 6 * 5 * 3 and set(views["view"]) == {-1, 0, 1, 2, 3}
     for discovery in ("cluster_vote", "frequency"):
         run(
-            "ml_openvocab_labels", pets,
+            "openvocab_labels", pets,
             input=SimpleNamespace(views=str(pets / "views.parquet"), embeddings=p["embed"], tiles=p["tiles"],
                                   vocabulary=p["vocab_classifier"]),
             params=SimpleNamespace(openvocab={**ov, "discovery": discovery}, pseudo=PSEUDO,
@@ -162,7 +163,7 @@ def test_openvocab_and_summary_adapters(pets):
         # cat and dog are the two names the views point at, by either discovery
         assert sorted(read_table(pets / "found.parquet")["vocab_index"]) == [0, 1], discovery
     run(
-        "ml_evaluate_openvocab", pets,
+        "evaluate_openvocab", pets,
         input=SimpleNamespace(scores=str(pets / "scores.parquet"), discovered=str(pets / "found.parquet"),
                               labels=p["labels"], label_set=p["label_set"], manifest=p["manifest"],
                               vocabulary=p["vocabulary"]),
@@ -176,7 +177,7 @@ def test_openvocab_and_summary_adapters(pets):
         assert (row.dataset, row.model, row.stage, row.split) == ("pets", "tiny", stage, "test")
         assert row["map"] == 100.0 and row.n_images == 6 and row.discovery_recall == 100.0
     run(
-        "ml_summarize", pets,
+        "summarize_multilabel", pets,
         input=[str(pets / "ov_exact.parquet"), str(pets / "ov_hier.parquet")],
         output=SimpleNamespace(parquet=str(pets / "summary_multilabel.parquet"), md=str(pets / "summary.md")),
     )  # fmt: skip
@@ -186,4 +187,4 @@ def test_openvocab_and_summary_adapters(pets):
     )
     md = (pets / "summary.md").read_text()
     assert md.count("| pets ") == 2 and "100.0" in md
-    assert "multi-label summary of 2 metric rows" in (pets / "ml_summarize.log").read_text()
+    assert "multi-label summary of 2 metric rows" in (pets / "summarize_multilabel.log").read_text()

@@ -22,8 +22,6 @@ from s3a.multilabel.headsteps import (
     load_head_model,
     load_tokens,
     predict_mldecoder,
-    predictions_table,
-    read_predictions,
     save_head_model,
     train_mldecoder,
 )
@@ -32,6 +30,7 @@ from s3a.multilabel.losses import AslParams
 from s3a.multilabel.metrics import EVAL_COLUMNS
 from s3a.multilabel.openvocab import discover_frequency, image_scores, view_topk
 from s3a.multilabel.pseudo import PseudoParams, ViewScores, scores_table
+from s3a.multilabel.tables import predictions_table, read_predictions
 from s3a.multilabel.vocabsteps import (
     DISCOVERED_COLUMNS,
     DISCOVERY_METRIC_COLUMNS,

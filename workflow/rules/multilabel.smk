@@ -112,7 +112,7 @@ rule prepare_multilabel:
         kind=lambda w: ml_builder(w)["kind"],
         params=lambda w: ml_builder(w)["params"],
     script:
-        "../scripts/ml_prepare.py"
+        "../scripts/prepare_multilabel.py"
 
 
 rule embed_label_set:
@@ -133,7 +133,7 @@ rule embed_label_set:
         templates=ML["templates"],
         batch_size=config["embed"]["text_batch_size"],
     script:
-        "../scripts/ml_embed_label_set.py"
+        "../scripts/embed_label_set.py"
 
 
 rule embed_tiles:
@@ -155,7 +155,7 @@ rule embed_tiles:
         model=model_spec,
         tiles=ML["tiles"],
     script:
-        "../scripts/ml_embed_tiles.py"
+        "../scripts/embed_tiles.py"
 
 
 rule init_pseudolabels:
@@ -177,7 +177,7 @@ rule init_pseudolabels:
     params:
         pseudo=ML["pseudo"],
     script:
-        "../scripts/ml_init_pseudolabels.py"
+        "../scripts/init_pseudolabels.py"
 
 
 rule train_linear:
@@ -206,7 +206,7 @@ rule train_linear:
         pseudo=ML["pseudo"],
         state="resources/ml_train/{mldataset}/{model}/linear/state.pt",
     script:
-        "../scripts/ml_train_linear.py"
+        "../scripts/train_linear.py"
 
 
 rule predict_linear:
@@ -224,7 +224,7 @@ rule predict_linear:
     params:
         train=ML_TRAIN,
     script:
-        "../scripts/ml_predict_linear.py"
+        "../scripts/predict_linear.py"
 
 
 rule train_images:
@@ -290,7 +290,7 @@ rule predict_images:
         decoder=config["embed"]["decoder"],
         num_workers=ML["tiles"]["num_workers"],
     script:
-        "../scripts/ml_predict_images.py"
+        "../scripts/predict_images.py"
 
 
 if DECODER_ON_TOKENS:
@@ -316,7 +316,7 @@ if DECODER_ON_TOKENS:
             batch_size=config["embed"]["batch_size"],
             decoder=config["embed"]["decoder"],
         script:
-            "../scripts/ml_embed_patch_tokens.py"
+            "../scripts/embed_patch_tokens.py"
 
     rule train_mldecoder:
         input:
@@ -346,7 +346,7 @@ if DECODER_ON_TOKENS:
             supervision=ml_supervision,
             state="resources/ml_train/{mldataset}/{model}/mldecoder/state.pt",
         script:
-            "../scripts/ml_train_mldecoder.py"
+            "../scripts/train_mldecoder.py"
 
     rule predict_mldecoder:
         input:
@@ -366,7 +366,7 @@ if DECODER_ON_TOKENS:
         params:
             train=ML_TRAIN,
         script:
-            "../scripts/ml_predict_mldecoder.py"
+            "../scripts/predict_mldecoder.py"
 
 
 rule evaluate_multilabel:
@@ -392,7 +392,7 @@ rule evaluate_multilabel:
         evaluate=ML["evaluate"],
         pseudo=ML["pseudo"],
     script:
-        "../scripts/ml_evaluate.py"
+        "../scripts/evaluate_multilabel.py"
 
 
 rule openvocab_scores:
@@ -414,7 +414,7 @@ rule openvocab_scores:
     params:
         openvocab=ML["openvocab"],
     script:
-        "../scripts/ml_openvocab_scores.py"
+        "../scripts/openvocab_scores.py"
 
 
 rule openvocab_labels:
@@ -441,7 +441,7 @@ rule openvocab_labels:
         kmeans=config["discover"]["kmeans"],
         vote=config["discover"]["vote"],
     script:
-        "../scripts/ml_openvocab_labels.py"
+        "../scripts/openvocab_labels.py"
 
 
 rule evaluate_openvocab:
@@ -466,7 +466,7 @@ rule evaluate_openvocab:
     params:
         openvocab=ML["openvocab"],
     script:
-        "../scripts/ml_evaluate_openvocab.py"
+        "../scripts/evaluate_openvocab.py"
 
 
 rule summarize_multilabel:
@@ -480,4 +480,4 @@ rule summarize_multilabel:
     conda:
         "../envs/s3a.yaml"
     script:
-        "../scripts/ml_summarize.py"
+        "../scripts/summarize_multilabel.py"

@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from s3a.io import atomic_path, embeddings_table, write_table
+from s3a.io import atomic_path, write_table
+from s3a.multilabel import learners
 from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams, encode_patch_tokens
-from s3a.multilabel.headtrain import HeadTrainParams, predict_head, train_head
-from s3a.multilabel.losses import AslParams
+from s3a.multilabel.headtrain import predict_head, train_head
 from s3a.multilabel.pseudo import PseudoParams
 from s3a.multilabel.supervision import SUPERVISIONS, gt_targets, pseudo_targets, zsl_split
 
@@ -41,8 +41,6 @@ __all__ = [
     "save_head_model",
     "load_head_model",
     "predict_mldecoder",
-    "predictions_table",
-    "read_predictions",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,20 +148,6 @@ class _Rows:
 # ------------------------------------------------------------------------------- the head
 
 
-def _head_params(train: Mapping) -> tuple[HeadTrainParams, MLDecoderParams, AslParams]:
-    """The head's parameters from the resolved ``multilabel.train`` dict.
-
-    Replaced by ``s3a.multilabel.learners.head_params`` at merge (written in parallel)."""
-    md = dict(train.get("mldecoder", {}))
-    fit = HeadTrainParams(
-        **{k: md[k] for k in ("epochs", "batch_size", "lr", "weight_decay") if k in md},
-        seed=int(train.get("seed", 0)),
-    )
-    names = [f.name for f in dataclasses.fields(MLDecoderParams)]
-    head = MLDecoderParams(**{k: md[k] for k in names if k in md})
-    return fit, head, AslParams(**train.get("asl", {}))
-
-
 @dataclass
 class TrainedHead:
     """A CLIP-Decoder head trained on tokens: the head (CPU, eval mode), its settings, the training
@@ -237,8 +221,7 @@ def train_mldecoder(
     if len(rows) < len(token_ids):
         log.info("training on %d of the %d images with tokens", len(rows), len(token_ids))
     text = classifier[np.searchsorted(label_ids, columns)]
-    fit, head_params, asl = _head_params(train)
-    fit = dataclasses.replace(fit, device=str(pick_device(device)))
+    fit, head_params, asl = learners.head_params(train, device=str(pick_device(device)))
     subset = tokens if len(rows) == len(token_ids) else _Rows(tokens, rows)
     result = train_head(subset, targets, text, fit, head_params, asl, progress, state_path)
     return TrainedHead(result.head, head_params, np.asarray(columns, np.int64), result.history)
@@ -291,16 +274,3 @@ def predict_mldecoder(
 
     text = np.asarray(classifier)[np.argsort(label_ids)]
     return predict_head(head, tokens, text, image_chunk, str(pick_device(device)))
-
-
-def predictions_table(image_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """``image_id int64, scores fixed_size_list<float32>[C]`` (the ``ml/{learner}/{split}`` tables)."""
-    return embeddings_table(image_ids, scores).rename_columns(["image_id", "scores"])
-
-
-def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(image_ids (N,), scores (N, C) float32)`` of a :func:`predictions_table` file."""
-    table = pq.read_table(path, columns=["image_id", "scores"])
-    col = table.column("scores").combine_chunks()
-    flat = col.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return table.column("image_id").to_numpy().astype(np.int64), flat.reshape(len(col), col.type.list_size)

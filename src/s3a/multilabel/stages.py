@@ -35,6 +35,7 @@ from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
 from s3a.multilabel.pseudo import PseudoParams, aggregate, read_scores
 from s3a.multilabel.steps import check_split
 from s3a.multilabel.supervision import evaluate_zsl
+from s3a.multilabel.tables import list_matrix
 
 __all__ = ["ZS_STAGES", "SETTINGS", "stage_names", "stage_scores", "evaluate_ml_stage"]
 
@@ -46,13 +47,6 @@ SETTINGS = ("standard", "zsl")
 def stage_names() -> tuple[str, ...]:
     """Every stage name: the zero-shot ones, ``pseudo_train``, ``refined_<L>`` and ``<L>``."""
     return ZS_STAGES + ("pseudo_train",) + tuple(f"refined_{x}" for x in ALL_LEARNERS) + ALL_LEARNERS
-
-
-def _matrix(table: pa.Table, column: str) -> np.ndarray:
-    if column not in table.column_names:
-        raise ValueError(f"the scores table has no {column!r} column (columns {table.column_names})")
-    arr = table.column(column).combine_chunks()
-    return arr.values.to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
 
 
 def stage_scores(
@@ -73,7 +67,7 @@ def stage_scores(
         return ids, scores, False
     column = "y" if stage.startswith("refined_") else "scores"
     ids = table.column("image_id").to_numpy().astype(np.int64)
-    return ids, _matrix(table, column).astype(np.float32, copy=False), True
+    return ids, list_matrix(table, column).astype(np.float32, copy=False), True
 
 
 def evaluate_ml_stage(

@@ -45,6 +45,7 @@ from s3a.multilabel.learners import learner_params, linear_uses_tiles
 from s3a.multilabel.linear import LinearHead, linear_features, predict_linear, train_linear
 from s3a.multilabel.pseudo import PseudoParams, label_classifier, scores_table, view_scores
 from s3a.multilabel.supervision import pseudo_targets
+from s3a.multilabel.tables import predictions_table
 from s3a.multilabel.tiles import TileParams, encode_tiles, tiles_table
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "split_rows",
     "check_split",
     "align_views",
-    "predictions_table",
     "embed_label_set",
     "embed_tiles",
     "init_pseudolabels",
@@ -142,11 +142,6 @@ def align_views(
     if glob.shape[1] != tile_emb.shape[2]:
         raise ValueError(f"global embeddings {glob.shape} and tiles {tile_emb.shape} differ in D")
     return ids, glob, np.asarray(tile_emb)[torder]
-
-
-def predictions_table(image_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """A learner's predictions: ``image_id int64, scores fixed_size_list<float32>[C]``."""
-    return embeddings_table(image_ids, scores).rename_columns(["image_id", "scores"])
 
 
 def embed_label_set(

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from s3a.data.base import MANIFEST_COLUMNS, DatasetError
+from s3a.io import embeddings_table
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +220,28 @@ def label_matrix(
 
 
 # --------------------------------------------------------------------------------------------- VOC
+
+
+def predictions_table(image_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """A learner's predictions (``ml/{learner}/{split}``): ``image_id int64, scores
+    fixed_size_list<float32>[C]``."""
+    return embeddings_table(image_ids, scores).rename_columns(["image_id", "scores"])
+
+
+def list_matrix(table: pa.Table, column: str) -> np.ndarray:
+    """A ``fixed_size_list`` column as an ``(N, C)`` array (one copy).
+
+    Raises:
+        ValueError: the table has no such column (its columns named).
+    """
+    if column not in table.column_names:
+        raise ValueError(f"the table has no {column!r} column (columns {table.column_names})")
+    arr = table.column(column).combine_chunks()
+    return arr.values.to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
+
+
+def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(image_ids (N,) int64, scores (N, C) float32)`` of a :func:`predictions_table` file."""
+    table = pq.read_table(path, columns=["image_id", "scores"])
+    scores = list_matrix(table, "scores").astype(np.float32, copy=False)
+    return table.column("image_id").to_numpy().astype(np.int64), scores

@@ -4,7 +4,8 @@ import torch
 
 from s3a.io import read_embeddings, write_table
 from s3a.logs import log_to
-from s3a.multilabel.headsteps import load_head_model, load_tokens, predict_mldecoder, predictions_table
+from s3a.multilabel.headsteps import load_head_model, load_tokens, predict_mldecoder
+from s3a.multilabel.tables import predictions_table
 
 
 def main(smk) -> None:
