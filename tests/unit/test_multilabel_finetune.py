@@ -56,6 +56,19 @@ def world(tmp_path_factory, tiny_checkpoint, tiny_clip):
     return root, ModelSpec(TINY_ARCH, str(tiny_checkpoint)), data
 
 
+def nested(flat: dict, learner: str) -> dict:
+    """A flat ImageTrainParams dict as the config's ``multilabel.train`` block (shared keys + the
+    learner's block), the form ``--params`` takes."""
+    flat = dict(flat)
+    out = {k: flat.pop(k) for k in ("supervision", "seed", "label_update", "asl") if k in flat}
+    block = dict(flat.pop("mldecoder", {}))
+    if learner == "finetune":
+        block = {}
+    else:
+        flat.pop("init_scale", None)  # the linear head's start: not a key of the decoder
+    return {**out, learner: {**block, **flat}}
+
+
 def cli(root: Path, spec: ModelSpec, run: str, params: dict, learner: str = "finetune") -> list[str]:
     out = root / run
     return [
@@ -64,7 +77,7 @@ def cli(root: Path, spec: ModelSpec, run: str, params: dict, learner: str = "fin
         "--pseudo", str(root / "pseudo.parquet"),
         "--labels", str(root / "labels.parquet"), "--label-set", str(root / "label_set.parquet"),
         "--model", json.dumps({"arch": spec.arch, "pretrained": spec.pretrained}),
-        "--params", json.dumps(params), "--pseudo-params", "{}", "--device", "cpu",
+        "--params", json.dumps(nested(params, learner)), "--pseudo-params", "{}", "--device", "cpu",
         "--out-model", str(out / "model.pt"), "--out-history", str(out / "history.parquet"),
         "--out-labels", str(out / "labels_refined.parquet"), "--state", str(out / "state.pt"),
     ]  # fmt: skip
@@ -278,7 +291,7 @@ def test_cli_errors_name_the_input_before_any_model(world, tmp_path):
     missing[missing.index("--pseudo") + 1] = str(tmp_path / "nope.parquet")
     with pytest.raises(FileNotFoundError, match="--pseudo not found"):
         main(missing)
-    with pytest.raises(ValueError, match="unknown multilabel.train keys"):
+    with pytest.raises(ValueError, match=r"unknown multilabel.train.finetune keys \['epochz'\]"):
         main(cli(root, spec, "bad", {"epochz": 1}))
     gt = cli(root, spec, "bad", {**FAST, "supervision": "gt_seen"}, learner="mldecoder")
     gt = gt[: gt.index("--labels")] + gt[gt.index("--labels") + 2 :]

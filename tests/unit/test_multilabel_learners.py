@@ -78,10 +78,11 @@ def test_errors_name_the_problem():
         learner_params({**TRAIN, "learner": "linear"}, "finetune")
     with pytest.raises(ValueError, match=r"learners: unknown \['svm'\]"):
         head_params({**TRAIN, "learners": ["linear", "svm"]})
-    with pytest.raises(ValueError, match="needs learner mldecoder"):
-        learner_params({**TRAIN, "supervision": "gt_seen"}, "linear")
-    with pytest.raises(ValueError, match="needs learner mldecoder"):
-        learner_params({**TRAIN, "supervision": "gt_seen"}, "finetune")
+    # supervision is the mldecoder learner's: the others learn from the pseudo-labels regardless
+    assert (
+        learner_params({**TRAIN, "supervision": "gt_seen"}, "linear")[0] == learner_params(TRAIN, "linear")[0]
+    )
+    assert learner_params({**TRAIN, "supervision": "gt_seen"}, "finetune").supervision == "pseudo"
     assert learner_params({**TRAIN, "supervision": "gt_seen"}, "mldecoder").supervision == "gt_seen"
     with pytest.raises(ValueError, match="not linear"):
         image_train_config(TRAIN, "linear")

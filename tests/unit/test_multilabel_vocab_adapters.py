@@ -153,8 +153,9 @@ def test_openvocab_and_summary_adapters(pets):
         run(
             "openvocab_labels", pets,
             input=SimpleNamespace(views=str(pets / "views.parquet"), embeddings=p["embed"], tiles=p["tiles"],
-                                  vocabulary=p["vocab_classifier"]),
-            params=SimpleNamespace(openvocab={**ov, "discovery": discovery}, pseudo=PSEUDO,
+                                  vocabulary=p["vocab_classifier"], label_set=p["label_set"]),
+            # n_labels null: as many names as the dataset's labels (cat, dog)
+            params=SimpleNamespace(openvocab={**ov, "discovery": discovery, "n_labels": None}, pseudo=PSEUDO,
                                    kmeans={"n_init": 2, "seed": 0, "backend": "torch", "device": "cpu"},
                                    vote={"n_iter": 2}),
             output=SimpleNamespace(scores=str(pets / "scores.parquet"),
@@ -179,12 +180,18 @@ def test_openvocab_and_summary_adapters(pets):
     run(
         "summarize_multilabel", pets,
         input=[str(pets / "ov_exact.parquet"), str(pets / "ov_hier.parquet")],
-        output=SimpleNamespace(parquet=str(pets / "summary_multilabel.parquet"), md=str(pets / "summary.md")),
+        output=SimpleNamespace(
+            parquet=str(pets / "summary_multilabel.parquet"),
+            md=str(pets / "summary.md"),
+            html=str(pets / "multilabel.html"),
+        ),
     )  # fmt: skip
     summary = read_table(pets / "summary_multilabel.parquet")
     assert summary["stage"].tolist() == ["ov_exact", "ov_hier"] and list(summary.columns[:21]) == list(
         EVAL_COLUMNS
     )
+    html = (pets / "multilabel.html").read_text()
+    assert html.count("<td>pets</td>") == 2 and "<td>100.0</td>" in html
     md = (pets / "summary.md").read_text()
     assert md.count("| pets ") == 2 and "100.0" in md
     assert "multi-label summary of 2 metric rows" in (pets / "summarize_multilabel.log").read_text()

@@ -322,7 +322,7 @@ def test_multilabel_demo_runs_end_to_end(demo_run):
     stages = {"zs_global", "zs_local", "zs_final", "pseudo_train", "linear", "refined_linear", "mldecoder"}
     assert stages <= set(summary.stage)
     rows = summary[summary.stage.isin(stages) & (summary.subset == "all")]
-    assert rows["mAP"].between(0, 100).all() and rows["mAP"].notna().all(), rows
+    assert rows["map"].between(0, 100).all() and rows["map"].notna().all(), rows
     labels = pd.read_parquet(work / "results/shapes_ml/labels.parquet")
     label_set = pd.read_parquet(work / "results/shapes_ml/label_set.parquet")
     manifest = pd.read_parquet(work / "results/shapes_ml/manifest.parquet")

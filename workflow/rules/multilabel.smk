@@ -420,6 +420,7 @@ rule openvocab_scores:
 rule openvocab_labels:
     input:
         views=rules.openvocab_scores.output[0],
+        label_set=rules.prepare_multilabel.output.label_set,
         embeddings="results/{mldataset}/{model}/embed/{split}.parquet",
         tiles=rules.embed_tiles.output[0],
         vocabulary=rules.embed_vocabulary.output[0],
@@ -475,6 +476,11 @@ rule summarize_multilabel:
     output:
         parquet="results/summary_multilabel.parquet",
         md="results/summary_multilabel.md",
+        html=report(
+            "results/report/multilabel.html",
+            caption="../report/multilabel.rst",
+            category="Summary",
+        ),
     log:
         "logs/summarize_multilabel/summary.log",
     conda:

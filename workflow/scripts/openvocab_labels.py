@@ -12,6 +12,8 @@ def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         torch.set_num_threads(smk.threads)
         openvocab = dict(smk.params.openvocab)
+        if openvocab.get("n_labels") is None:  # null: discover as many names as the dataset has labels
+            openvocab["n_labels"] = len(read_table(smk.input.label_set, columns=["label_index"]))
         glob = tiles = vocab_ids = vocabulary = None
         if openvocab.get("discovery") == "cluster_vote":  # the embeddings only serve the cluster vote
             _, glob, tiles = read_views(smk.input.embeddings, smk.input.tiles)

@@ -3,7 +3,7 @@ rows beside the published numbers)."""
 
 from s3a.io import atomic_path, read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.report import summarize, summary_markdown
+from s3a.multilabel.report import summarize, summary_html, summary_markdown
 
 
 def main(smk) -> None:
@@ -12,6 +12,8 @@ def main(smk) -> None:
         write_table(summary, smk.output.parquet)
         with atomic_path(smk.output.md) as tmp:
             tmp.write_text(summary_markdown(summary) + "\n")
+        with atomic_path(smk.output.html) as tmp:
+            tmp.write_text(summary_html(summary))
         log.info("multi-label summary of %d metric rows: %s", len(summary), smk.output.md)
 
 

@@ -5,7 +5,7 @@ contract)::
 
     train:
       learners: [linear]           # any of linear, finetune, mldecoder
-      supervision: pseudo          # pseudo | gt_seen (gt_seen: mldecoder only)
+      supervision: pseudo          # of mldecoder: pseudo | gt_seen (the others: pseudo)
       label_update: {...}          # LabelUpdateParams, shared
       asl: {...}                   # AslParams, shared
       seed: 0
@@ -90,9 +90,11 @@ def _block(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
     return block
 
 
-def _shared(train: Mapping[str, Any]) -> dict[str, Any]:
-    """The shared keys that are present: supervision, label_update, asl, seed (nested as dicts)."""
-    out = {k: train[k] for k in ("supervision", "seed") if k in train}
+def _shared(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
+    """The shared keys that are present: label_update, asl, seed (nested as dicts) and, for
+    ``mldecoder`` only, supervision (linear and finetune always learn from the pseudo-labels)."""
+    keys = ("supervision", "seed") if learner == "mldecoder" else ("seed",)
+    out = {k: train[k] for k in keys if k in train}
     for key in ("label_update", "asl"):
         if train.get(key) is not None:
             out[key] = dict(train[key])
@@ -110,19 +112,14 @@ def learner_params(
         :class:`ImageTrainParams` of :func:`image_train_config`.
 
     Raises:
-        ValueError: an unknown learner or key, invalid values, or ``supervision: gt_seen`` with a
-            learner other than ``mldecoder``.
+        ValueError: an unknown learner or key, or invalid values. ``supervision`` is the
+            ``mldecoder`` learner's; the others always learn from the pseudo-labels.
     """
     if learner != "linear":
         return ImageTrainParams.from_config(image_train_config(train, learner))
     block = _block(train, learner)
     block.pop("tiles", None)
-    shared = _shared(train)
-    if shared.get("supervision", "pseudo") != "pseudo":
-        raise ValueError(
-            f"multilabel.train.supervision {shared['supervision']!r} needs learner mldecoder; "
-            "the linear learner trains on pseudo-labels only"
-        )
+    shared = _shared(train, learner)
     update = LabelUpdateParams(**shared.get("label_update", {}))
     extra = {k: shared[k] for k in ("asl", "seed") if k in shared}
     return LinearParams(**block, **extra), update
@@ -146,7 +143,7 @@ def image_train_config(train: Mapping[str, Any], learner: str) -> dict[str, Any]
     if learner == "linear":
         raise ValueError("image_train_config is for the image learners finetune and mldecoder, not linear")
     block = _block(train, learner)
-    out: dict[str, Any] = {"learner": learner, **_shared(train)}
+    out: dict[str, Any] = {"learner": learner, **_shared(train, learner)}
     if learner == "finetune":
         every = block.pop("label_every", None)
         if every is not None:
@@ -168,7 +165,7 @@ def head_params(
     weight_decay and the shared seed; its architecture keys; the shared ``asl``. The image-only
     keys (backbone, backbone_lr, layer_decay, augment, num_workers) are not used on this path."""
     block = _block(train, "mldecoder")
-    shared = _shared(train)
+    shared = _shared(train, "mldecoder")
     head = {k: block[k] for k in _HEAD_KEYS if k in block}
     if "seed" in shared:
         head["seed"] = shared["seed"]

@@ -1,5 +1,5 @@
 """The multi-label summary: every evaluation table in one, a Markdown report of our rows beside the
-published numbers of MULTILABEL_SPEC section 12 (rule ``summarize_multilabel``, and the multi-label
+published numbers of CDUL, ML-Decoder and CLIP-Decoder (rule ``summarize_multilabel``, and the multi-label
 section of ``python -m s3a.report``).
 
 Published numbers keep their source tag: ``sec`` (quoted by later work / a paper's secondary
@@ -17,7 +17,10 @@ import pandas as pd
 
 from s3a.multilabel.metrics import EVAL_COLUMNS, SUBSETS
 
-__all__ = ["PUBLISHED", "KEY_COLUMNS", "STAGE_ORDER", "SHOWN_METRICS", "summarize", "summary_markdown"]
+__all__ = [
+    "PUBLISHED", "KEY_COLUMNS", "STAGE_ORDER", "SHOWN_METRICS", "SOURCES_NOTE", "summarize", "summary_tables",
+    "summary_markdown", "summary_html",
+]  # fmt: skip
 
 KEY_COLUMNS = ["dataset", "model", "stage", "split", "subset"]
 #: the stages in the order the pipeline makes them (others follow alphabetically)
@@ -104,39 +107,54 @@ def _published_for(datasets: Sequence[str]) -> pd.DataFrame:
     return PUBLISHED[keep]
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """Markdown of the multi-label summary: our rows (dataset, model, stage, split, subset, images,
-    then mAP, CF1, OF1, F1@3, F1@5 in percent, one decimal, ``n/a`` where not defined — e.g. CF1/OF1
-    of softmax scores), then the published numbers (:data:`PUBLISHED`) of the matching datasets,
-    one row per method, dataset and setting with their source tags."""
-    shown = summary[[*KEY_COLUMNS, "n_images", *SHOWN_METRICS]].rename(columns=SHOWN_METRICS)
+#: what the published rows' source tags mean (printed under the table)
+SOURCES_NOTE = (
+    "[source]: sec = quoted by later work, readme = the authors' README, recalled = unverified, "
+    "inferred = derived from a published gain, issues = a GitHub issue (protocols may differ); "
+    "mAP gain = points over the prior best"
+)
+
+
+def summary_tables(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(ours, published)`` as shown: our rows (dataset, model, stage, split, subset, images, then
+    mAP, CF1, OF1, F1@3, F1@5 in percent, one decimal, ``n/a`` where not defined, e.g. CF1/OF1 of
+    softmax scores) and the published numbers (:data:`PUBLISHED`) of the matching datasets, one row
+    per method, dataset and setting, each value with its source tag."""
+    ours = summary[[*KEY_COLUMNS, "n_images", *SHOWN_METRICS]].rename(columns=SHOWN_METRICS)
     for header in SHOWN_METRICS.values():
-        shown[header] = shown[header].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
+        ours[header] = ours[header].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
+    published = _published_for(summary["dataset"].unique().tolist())
+    if not len(published):
+        return ours, pd.DataFrame(columns=["method", "dataset", "setting"])
+    wide = published.assign(
+        cell=[f"{_number(v)} [{s}]" for v, s in zip(published["value"], published["source"], strict=True)],
+        metric=published["metric"].map(lambda m: {**SHOWN_METRICS, "map_gain": "mAP gain"}.get(m, m)),
+    ).pivot_table(
+        index=["method", "dataset", "setting"], columns="metric", values="cell", aggfunc="first", sort=False
+    )
+    order = [m for m in ("mAP", "F1@3", "F1@5", "mAP gain") if m in wide.columns]
+    return ours, wide[order].fillna("-").reset_index()
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """Markdown of :func:`summary_tables`: our rows, then the published numbers with their sources."""
+    ours, published = summary_tables(summary)
     text = "Our results (percent):\n\n" + (
-        shown.to_markdown(index=False, disable_numparse=True)
-        if len(shown)
+        ours.to_markdown(index=False, disable_numparse=True)
+        if len(ours)
         else "(no multi-label evaluation rows)"
     )
-    published = _published_for(summary["dataset"].unique().tolist())
     if len(published):
-        wide = published.assign(
-            cell=[
-                f"{_number(v)} [{s}]" for v, s in zip(published["value"], published["source"], strict=True)
-            ],
-            metric=published["metric"].map(lambda m: {**SHOWN_METRICS, "map_gain": "mAP gain"}.get(m, m)),
-        ).pivot_table(
-            index=["method", "dataset", "setting"],
-            columns="metric",
-            values="cell",
-            aggfunc="first",
-            sort=False,
-        )
-        order = [m for m in ("mAP", "F1@3", "F1@5", "mAP gain") if m in wide.columns]
-        table = wide[order].fillna("-").reset_index()
-        text += (
-            "\n\nPublished (MULTILABEL_SPEC section 12; [source]: sec = quoted by later work, readme = "
-            "the authors' README, recalled = unverified, inferred = derived, issues = a GitHub issue, "
-            "protocols may differ; mAP gain = points over the prior best):\n\n"
-            + table.to_markdown(index=False, disable_numparse=True)
+        text += f"\n\nPublished ({SOURCES_NOTE}):\n\n" + published.to_markdown(
+            index=False, disable_numparse=True
         )
     return text
+
+
+def summary_html(summary: pd.DataFrame) -> str:
+    """HTML of :func:`summary_tables` for the Snakemake report (``results/report/multilabel.html``)."""
+    ours, published = summary_tables(summary)
+    parts = ["<h3>Our results (percent)</h3>", ours.to_html(index=False)]
+    if len(published):
+        parts += [f"<h3>Published</h3><p>{SOURCES_NOTE}</p>", published.to_html(index=False)]
+    return "\n".join(parts) + "\n"

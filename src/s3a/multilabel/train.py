@@ -9,23 +9,23 @@ is the global batch), or several nodes under Slurm (``srun``, one task per GPU),
         --label-classifier results/voc2012/vit_b16/ml/label_classifier.parquet \\
         --pseudo results/voc2012/vit_b16/ml/pseudo/train.parquet \\
         --labels results/voc2012/labels.parquet --label-set results/voc2012/label_set.parquet \\
-        --model '{"arch": "ViT-B-16", "pretrained": "openai"}' --params '{"epochs": 30, ...}' \\
+        --model '{"arch": "ViT-B-16", "pretrained": "openai"}' --params '{"finetune": {"epochs": 30}, ...}' \\
         --pseudo-params '{"zeta": 0.0}' --device auto \\
         --out-model results/voc2012/vit_b16/ml/finetune/model.pt \\
         --out-history results/voc2012/vit_b16/ml/finetune/history.parquet \\
         --out-labels results/voc2012/vit_b16/ml/finetune/labels_refined.parquet \\
         --state resources/ml_train/voc2012/vit_b16/finetune/state.pt
 
-``--params`` is the ``multilabel.train`` slice
-(:meth:`~s3a.multilabel.finetune.ImageTrainParams.from_config`); ``--learner`` overrides its
-``learner``. Targets: with ``supervision: pseudo`` the train images
-are those of the ``--pseudo`` table (the train split's CDUL scores, re-aggregated under
-``--pseudo-params``) and ``--labels`` only feeds the ``gt_label_map`` diagnostic; with ``gt_seen``
-the train images with a seen label (:func:`s3a.multilabel.supervision.zsl_split`) and their
-seen-label ground truth. ``labels_refined.parquet`` is ``image_id, y`` (``fixed_size_list<float32>``
-over the training label set: all labels, or the seen ones in ``label_index`` order for
-``gt_seen``). A killed run resumes from its last finished epoch when started again with the same
-arguments (``--state``).
+``--params`` is the ``multilabel.train`` block as in the config (shared keys and one block per learner;
+:func:`s3a.multilabel.learners.image_train_config`), ``--learner`` the learner it trains,
+``--supervision`` (the ``mldecoder`` learner's, e.g. a dataset's own) overrides the block's. Targets:
+with ``supervision: pseudo`` the train images are those of the ``--pseudo`` table (the train split's
+CDUL scores, re-aggregated under ``--pseudo-params``) and ``--labels`` only feeds the ``gt_label_map``
+diagnostic; with ``gt_seen`` the train images with a seen label
+(:func:`s3a.multilabel.supervision.zsl_split`) and their seen-label ground truth.
+``labels_refined.parquet`` is ``image_id, y`` (``fixed_size_list<float32>`` over the training label set:
+all labels, or the seen ones in ``label_index`` order for ``gt_seen``). A killed run resumes from its
+last finished epoch when started again with the same arguments (``--state``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.multilabel.data import label_matrix
 from s3a.multilabel.finetune import LEARNERS, ImageTrainParams, save_model
+from s3a.multilabel.learners import image_train_config
 from s3a.multilabel.pseudo import PseudoParams
 from s3a.multilabel.supervision import gt_targets, pseudo_targets, zsl_split
 from s3a.train import distributed
@@ -128,12 +129,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m s3a.multilabel.train", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--learner", choices=LEARNERS, default=None, help="overrides --params' learner")
+    parser.add_argument("--learner", choices=LEARNERS, required=True, help="the learner to train")
+    parser.add_argument(
+        "--supervision", choices=("pseudo", "gt_seen"), default=None, help="overrides --params' (mldecoder)"
+    )
     for name in ("manifest", "label-classifier", "model", "out-model", "out-history", "out-labels", "state"):
         parser.add_argument(f"--{name}", required=True)
     for name in ("pseudo", "labels", "label-set"):
         parser.add_argument(f"--{name}", default=None)
-    parser.add_argument("--params", default="{}", help="the multilabel.train slice as JSON")
+    parser.add_argument("--params", default="{}", help="the multilabel.train block as JSON")
     parser.add_argument("--pseudo-params", default="{}", help="the multilabel.pseudo slice as JSON")
     parser.add_argument(
         "--device", default="auto", help="cpu forces the CPU; auto = cuda:<local rank> when present"
@@ -146,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # configuration errors surface here, before a model or a GPU is touched
     config = json.loads(args.params)
-    if args.learner is not None:
-        config["learner"] = args.learner
-    params = ImageTrainParams.from_config(config)
+    if args.supervision is not None and args.learner == "mldecoder":
+        config["supervision"] = args.supervision
+    params = ImageTrainParams.from_config(image_train_config(config, args.learner))
     pseudo = PseudoParams(**json.loads(args.pseudo_params))
     spec = ModelSpec(**json.loads(args.model))
     inputs = load_inputs(args, params, pseudo)
