@@ -166,3 +166,14 @@ def test_evaluate_stage_masks_voc_difficult():
     # small: label 1's large positive (image 2) is masked too
     assert frame.loc[1, "map"] == 100.0 and frame.loc[1, "subset"] == "small"
     assert (frame["stage"] == "s").all() and (frame["split"] == "test").all()
+
+
+def test_a_subset_without_positives_has_undefined_metrics():
+    """No small object: the small subset's precision, recall and F1 are NaN, not a misleading 0."""
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6]])
+    large = np.full(y.shape, 5000.0)
+    (all_row, small_row) = evaluate(y, scores, max_area=large, subsets=("all", "small"))
+    assert all_row["map"] == 100.0 and all_row["f1_at_3"] > 0
+    metrics = EVAL_COLUMNS[EVAL_COLUMNS.index("map") :]
+    assert all(np.isnan(small_row[m]) for m in metrics) and small_row["n_images"] == 3

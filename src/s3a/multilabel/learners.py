@@ -34,6 +34,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from s3a.config.multilabel import LEARNERS as ALL_LEARNERS
 from s3a.multilabel.finetune import BACKBONE_KEYS, ImageTrainParams
 from s3a.multilabel.heads import MLDecoderParams
 from s3a.multilabel.headtrain import HeadTrainParams
@@ -51,7 +52,6 @@ __all__ = [
     "head_params",
 ]
 
-ALL_LEARNERS = ("linear", "finetune", "mldecoder")
 #: the shared keys of ``multilabel.train`` besides the per-learner blocks
 TRAIN_KEYS = ("learners", "supervision", "label_update", "asl", "seed")
 _DECODER_ARCH = tuple(f.name for f in dataclasses.fields(MLDecoderParams))

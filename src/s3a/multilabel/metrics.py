@@ -185,8 +185,9 @@ def evaluate(
     ``seen``/``unseen`` keep the label columns where ``seen`` (``(C,)`` bool) is True/False and the
     images with at least one positive among them; ``gzsl`` keeps every label column and the images
     with at least one positive; ``small`` masks large positives (see
-    :func:`subset_mask`). ``thresholded=False`` (softmax scores) leaves CP..OF1 NaN. ``keys``
-    (``dataset, model, stage, split``) are copied into each row.
+    :func:`subset_mask`). ``thresholded=False`` (softmax scores) leaves CP..OF1 NaN; a subset without
+    any positive (no small object) leaves every metric NaN. ``keys`` (``dataset, model, stage,
+    split``) are copied into each row.
     """
     rows = []
     for subset in subsets:
@@ -204,11 +205,12 @@ def evaluate(
         m, n_no = mean_average_precision(yy, ss, mask)
         row: dict[str, object] = {k: keys.get(k, "") for k in ("dataset", "model", "stage", "split")}
         row.update(subset=subset, n_images=int(len(yy)), n_labels=int(len(cols)), n_labels_no_pos=n_no, map=m)
-        if thresholded:
-            row.update(threshold_metrics(yy, ss, params.threshold, mask))
-        else:
-            row.update(dict.fromkeys(("c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1"), float("nan")))
+        row.update(threshold_metrics(yy, ss, params.threshold, mask))
         row.update(topk_metrics(yy, ss, params.topk, mask))
+        if not thresholded:  # softmax scores: no threshold is meaningful
+            row.update(dict.fromkeys(("c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1"), float("nan")))
+        if not (yy.astype(bool) & ~mask).any():  # no positive left (e.g. no small object): undefined
+            row.update(dict.fromkeys(EVAL_COLUMNS[EVAL_COLUMNS.index("c_prec") :], float("nan")))
         rows.append(row)
     return rows
 

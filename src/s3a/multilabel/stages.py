@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from s3a.multilabel.learners import ALL_LEARNERS
+from s3a.config.multilabel import LEARNERS as ALL_LEARNERS
 from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
 from s3a.multilabel.pseudo import PseudoParams, aggregate, read_scores
-from s3a.multilabel.steps import check_split
 from s3a.multilabel.supervision import evaluate_zsl
-from s3a.multilabel.tables import list_matrix
+from s3a.multilabel.tables import check_split, list_matrix
 
 __all__ = ["ZS_STAGES", "SETTINGS", "stage_names", "stage_scores", "evaluate_ml_stage"]
 

@@ -45,13 +45,12 @@ from s3a.multilabel.learners import learner_params, linear_uses_tiles
 from s3a.multilabel.linear import LinearHead, linear_features, predict_linear, train_linear
 from s3a.multilabel.pseudo import PseudoParams, label_classifier, scores_table, view_scores
 from s3a.multilabel.supervision import pseudo_targets
-from s3a.multilabel.tables import predictions_table
+from s3a.multilabel.tables import check_split, predictions_table
 from s3a.multilabel.tiles import TileParams, encode_tiles, tiles_table
 
 __all__ = [
     "read_classifier",
     "split_rows",
-    "check_split",
     "align_views",
     "embed_label_set",
     "embed_tiles",
@@ -89,23 +88,6 @@ def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
             f"the manifest has no images in split {split!r}; splits: {sorted(set(manifest.split))}"
         )
     return rows
-
-
-def check_split(manifest: pd.DataFrame, image_ids: np.ndarray, split: str, what: str) -> None:
-    """Raise unless every id of ``image_ids`` is a ``split`` image of ``manifest``; log how many of
-    the split's images ``what`` lacks (images skipped as unreadable upstream)."""
-    in_split = manifest.loc[manifest["split"] == split, "image_id"].to_numpy(dtype=np.int64)
-    outside = np.setdiff1d(np.asarray(image_ids, dtype=np.int64), in_split)
-    if len(outside):
-        raise ValueError(
-            f"{what}: {len(outside)} image ids are not {split!r} images of the manifest, "
-            f"e.g. {outside[:5].tolist()}"
-        )
-    missing = len(in_split) - len(np.unique(image_ids))
-    if missing:
-        log.warning(
-            "%s: %d of the %d %s images have no row (unreadable)", what, missing, len(in_split), split
-        )
 
 
 def align_views(

@@ -245,3 +245,20 @@ def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
     table = pq.read_table(path, columns=["image_id", "scores"])
     scores = list_matrix(table, "scores").astype(np.float32, copy=False)
     return table.column("image_id").to_numpy().astype(np.int64), scores
+
+
+def check_split(manifest: pd.DataFrame, image_ids: np.ndarray, split: str, what: str) -> None:
+    """Raise unless every id of ``image_ids`` is a ``split`` image of ``manifest``; log how many of
+    the split's images ``what`` lacks (images skipped as unreadable upstream)."""
+    in_split = manifest.loc[manifest["split"] == split, "image_id"].to_numpy(dtype=np.int64)
+    outside = np.setdiff1d(np.asarray(image_ids, dtype=np.int64), in_split)
+    if len(outside):
+        raise ValueError(
+            f"{what}: {len(outside)} image ids are not {split!r} images of the manifest, "
+            f"e.g. {outside[:5].tolist()}"
+        )
+    missing = len(in_split) - len(np.unique(image_ids))
+    if missing:
+        log.warning(
+            "%s: %d of the %d %s images have no row (unreadable)", what, missing, len(in_split), split
+        )
