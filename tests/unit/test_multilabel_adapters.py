@@ -1,4 +1,4 @@
-"""The CDUL rules' adapters (workflow/scripts/ml_*.py) run through ``main(smk)`` with a fake
+"""The CDUL rules' adapters (workflow/scripts/, named as their rules) run through ``main(smk)`` with a fake
 ``snakemake`` object, chained on the generated multi-label set with the tiny random model:
 prepare -> embed_images (the existing adapter) -> embed_tiles, embed_label_set -> init_pseudolabels
 -> train_linear -> predict_linear -> evaluate; predict_images on a saved finetune model."""

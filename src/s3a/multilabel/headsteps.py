@@ -1,7 +1,7 @@
-"""Steps of the CLIP-Decoder rules on precomputed patch tokens (spec 7, 10; backbone frozen): one
-function per rule, each a composition of the library (:mod:`.heads`, :mod:`.headtrain`,
-:mod:`.supervision`); the adapters in ``workflow/scripts/ml_*.py`` only read files and call these.
-The open-vocabulary rules' steps are in :mod:`.vocabsteps`.
+"""Steps of the CLIP-Decoder rules on precomputed patch tokens (spec 7, 10; backbone frozen): one function
+per rule, each a composition of the library (:mod:`.heads`, :mod:`.headtrain`, :mod:`.supervision`); the
+adapters in ``workflow/scripts/`` (named as their rules) only read files and call these. The
+open-vocabulary rules' steps are in :mod:`.vocabsteps`.
 
 | rule | function |
 |---|---|

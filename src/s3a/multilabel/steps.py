@@ -1,8 +1,9 @@
 """The CDUL rules' steps (``workflow/rules/multilabel.smk``): in-memory inputs -> output tables.
 
-One function per rule; the adapters ``workflow/scripts/ml_*.py`` only read their inputs, call it and
-write what it returns. Every step reuses the library (:mod:`.tiles`, :mod:`.pseudo`, :mod:`.linear`,
-:mod:`.supervision`, :mod:`.finetune`); the evaluation of a stage is :mod:`.stages`.
+One function per rule; the adapters in ``workflow/scripts/`` (named as their rules) only read their
+inputs, call it and write what it returns. Every step reuses the library (:mod:`.tiles`,
+:mod:`.pseudo`, :mod:`.linear`, :mod:`.supervision`, :mod:`.finetune`); the evaluation of a stage
+is :mod:`.stages`.
 
 ============================  ====================================================================
 rule                          step

@@ -1,6 +1,6 @@
-"""Steps of the open-vocabulary multi-label rules (spec 8, 10): one function per rule, each a
-composition of :mod:`.openvocab` and :mod:`.discovery`; the adapters in ``workflow/scripts/ml_*.py``
-only read files and call these. The CLIP-Decoder rules' steps are in :mod:`.headsteps`.
+"""Steps of the open-vocabulary multi-label rules (spec 8, 10): one function per rule, each a composition of
+:mod:`.openvocab` and :mod:`.discovery`; the adapters in ``workflow/scripts/`` (named as their rules) only
+read files and call these. The CLIP-Decoder rules' steps are in :mod:`.headsteps`.
 
 | rule | function |
 |---|---|
