@@ -310,7 +310,9 @@ def test_decoder_setting_reruns_embeddings_training_and_predictions(demo_run):
     config = variant(demo_run, "pil", "  decoder: fast\n", "  decoder: pil\n")
     result = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
     counts = job_counts(result.stdout)
-    assert counts["embed_images"] == 4 and counts["self_train"] == 2 and counts["predict"] == 4
+    assert counts["embed_images"] == 6 and counts["self_train"] == 2 and counts["predict"] == 4
+    # the multi-label demo's images and patch tokens too; its tiles are cut from fully decoded images
+    assert "embed_tiles" not in counts and counts["embed_patch_tokens"] == 2
 
 
 @pytest.mark.slow
@@ -336,8 +338,6 @@ def test_multilabel_demo_runs_end_to_end(demo_run):
     assert len(history) == 20  # multilabel.train.linear.epochs of the demo
     test = pd.read_parquet(work / "results/shapes_ml/tiny/ml/mldecoder/test.parquet")
     assert len(test) == (manifest.split == "test").sum() and len(test.scores.iloc[0]) == 6
-    for table in ("ov_exact", "ov_hier"):
-        assert (work / f"results/shapes_ml/tiny/ml/eval/{table}.parquet").is_file()
     markdown = (work / "results/summary_multilabel.md").read_text()
     assert "shapes_ml" in markdown and "CDUL" in markdown  # ours beside the published numbers
     # the S3A summary is untouched by the multi-label dataset
@@ -365,3 +365,24 @@ def test_image_learners_start_one_process_per_gpu_of_the_job(tmp_path):
     assert "--learner finetune" in command and "--supervision pseudo" in command
     nproc = re.search(r"--nproc_per_node=(\$\(\(.*?\)\)) ", command).group(1)
     assert subprocess.run(["bash", "-c", f"echo {nproc}"], capture_output=True, text=True).stdout == "2\n"
+
+
+@pytest.mark.slow
+def test_open_vocabulary_adds_its_rules_and_reruns_nothing_else(demo_run):
+    """Enabling multilabel.openvocab after the demo runs only its three rules and the summary."""
+    config = variant(
+        demo_run,
+        "openvocab",
+        "\nmultilabel:\n",
+        "\nmultilabel:\n  openvocab: {enabled: true, discovery: frequency, hierarchy: false}\n",
+    )
+    dry = run_snakemake(["-n", "--configfile", config], demo_run, timeout=300)
+    assert job_counts(dry.stdout) == JOB_COUNTS["multilabel_openvocab"]
+    result = run_snakemake(["--configfile", config, "--cores", "2"], demo_run)
+    assert result.returncode == 0, result.stderr[-5000:]
+    summary = pd.read_parquet(demo_run / "results/summary_multilabel.parquet")
+    rows = summary[summary.stage.isin(["ov_exact", "ov_hier"])]
+    exact = rows[(rows.stage == "ov_exact") & (rows.subset == "all")].iloc[0]
+    assert exact.n_images == 30 and 0 <= exact["map"] <= 100
+    discovered = pd.read_parquet(demo_run / "results/shapes_ml/tiny/ml/openvocab/discovered_test.parquet")
+    assert len(discovered) == 6  # n_labels null: as many names as the dataset's labels
