@@ -65,4 +65,4 @@ lint: venv
 ## clean-demo: everything a demo run leaves (results, generated data, model, training state,
 ## Snakemake's metadata, incomplete markers and locks, the report), so the next run starts afresh
 clean-demo:
-	rm -rf results/ resources/demo resources/models resources/train/shapes logs/ benchmarks/*/ .snakemake/ report.html report.zip
+	rm -rf results/ resources/demo resources/models resources/train/shapes resources/ml_train/shapes_ml logs/ benchmarks/*/ .snakemake/ report.html report.zip

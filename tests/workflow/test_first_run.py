@@ -49,6 +49,7 @@ def test_clean_demo_leaves_nothing_that_changes_the_next_run(tmp_path):
         "resources/demo/shapes/circle/0000.jpg",
         "resources/models/random-s3a-tiny-seed0.pt",
         "resources/train/shapes/tiny/state.pt",
+        "resources/ml_train/shapes_ml/tiny/linear/state.pt",
         "logs/prepare_manifest/shapes.log",
         "benchmarks/embed_images/shapes/tiny-train.tsv",
         ".snakemake/incomplete/cmVzdWx0cw==",
@@ -57,7 +58,11 @@ def test_clean_demo_leaves_nothing_that_changes_the_next_run(tmp_path):
         "report.html",
         "report.zip",
     ]
-    kept = ["resources/train/imagenet1k/vit_b16/state.pt", "config/config.yaml"]
+    kept = [
+        "resources/train/imagenet1k/vit_b16/state.pt",
+        "resources/ml_train/voc2012/vit_b16/linear/state.pt",
+        "config/config.yaml",
+    ]
     for path in left + kept:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
