@@ -27,6 +27,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/discover.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/multilabel_common.smk"
 include: "workflow/rules/multilabel.smk"
 
 

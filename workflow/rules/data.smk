@@ -8,15 +8,15 @@ localrules:
 
 
 rule prepare_manifest:
-    # the S3A datasets; a multi-label dataset's manifest comes from prepare_multilabel
-    wildcard_constraints:
-        dataset=one_of(DATASETS),
     output:
         "results/{dataset}/manifest.parquet",
     log:
         "logs/prepare_manifest/{dataset}.log",
     benchmark:
         "benchmarks/prepare_manifest/{dataset}.tsv"
+    # the S3A datasets; a multi-label dataset's manifest comes from prepare_multilabel
+    wildcard_constraints:
+        dataset=one_of(DATASETS),
     conda:
         "../envs/s3a.yaml"
     params:
