@@ -251,7 +251,7 @@ def test_evaluate(chain):
     ):
         rows = read_table(chain[f"eval_{stage}"])
         assert list(rows.columns) == list(EVAL_COLUMNS)
-        assert rows.subset.tolist() == ["all", "small"]  # the generated set has instance areas
+        assert rows.subset.tolist() == ["all"]  # the generated shapes are large: no small subset
         first = rows.iloc[0]
         assert [first.dataset, first.model, first.stage, first.split] == ["gen", "tiny", stage, split]
         assert first.n_images == n_images and first.n_labels == 6 and 0 <= first["map"] <= 100

@@ -250,9 +250,12 @@ def test_evaluate_learner_and_refined_stages(planted):
     refined = labels_table(np.arange(6), 1 - y[:6])  # every label wrong
     rows = evaluate_ml_stage("refined_linear", refined, manifest, labels, label_set, "train")
     assert rows["o_prec"].iloc[0] == 0.0 and rows.n_images.iloc[0] == 6
-    areas = labels.assign(max_instance_area=np.float32(100.0))
+    areas = labels.assign(max_instance_area=np.float32(100.0))  # small objects (< 32^2 px)
     rows = evaluate_ml_stage("refined_linear", refined, manifest, areas, label_set, "train")
     assert rows.subset.tolist() == ["all", "small"]
+    large = labels.assign(max_instance_area=np.float32(5000.0))  # none: no small subset
+    rows = evaluate_ml_stage("refined_linear", refined, manifest, large, label_set, "train")
+    assert rows.subset.tolist() == ["all"]
 
 
 def test_evaluate_errors(planted):

@@ -339,7 +339,8 @@ def test_multilabel_demo_runs_end_to_end(demo_run):
     test = pd.read_parquet(work / "results/shapes_ml/tiny/ml/mldecoder/test.parquet")
     assert len(test) == (manifest.split == "test").sum() and len(test.scores.iloc[0]) == 6
     markdown = (work / "results/summary_multilabel.md").read_text()
-    assert "shapes_ml" in markdown and "CDUL" in markdown  # ours beside the published numbers
+    assert "| shapes_ml | tiny    | linear " in markdown
+    assert "small" not in set(summary.subset)  # the generated shapes are all large
     # the S3A summary is untouched by the multi-label dataset
     assert "shapes_ml" not in set(pd.read_parquet(work / "results/summary.parquet").dataset)
 

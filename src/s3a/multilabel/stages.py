@@ -12,11 +12,11 @@ stage              ``scores`` table                           scores evaluated
 =================  =========================================  ===================================
 
 ``<L>`` is a learner (``linear``, ``finetune``, ``mldecoder``). The softmax stages (``zs_*``,
-``pseudo_train``) are not thresholded (CP..OF1 NaN). Subsets: ``all``, plus ``small`` when the
-labels carry instance areas; with ``setting: zsl`` also ``seen`` and the ZSL (subset ``unseen``)
-and GZSL (subset ``gzsl``) rows of :func:`s3a.multilabel.supervision.evaluate_zsl`. For the ZSL row
-of a softmax stage the scores of the unseen labels are renormalised per image (for ``zs_global``
-this is exactly the softmax over the unseen labels; for the aggregated stages it is the
+``pseudo_train``) are not thresholded (CP..OF1 NaN). Subsets: ``all``, plus ``small`` when some
+positive's largest instance is under ``small_area_px``; with ``setting: zsl`` also ``seen`` and the ZSL
+(subset ``unseen``) and GZSL (subset ``gzsl``) rows of :func:`s3a.multilabel.supervision.evaluate_zsl`.
+For the ZSL row of a softmax stage the scores of the unseen labels are renormalised per image (for
+``zs_global`` this is exactly the softmax over the unseen labels; for the aggregated stages it is the
 renormalised aggregate).
 
 Cost: the dense ``(N, C)`` scores and targets of one split (NUS-WIDE test ~83k x 1,006: 0.33 GB).
@@ -109,11 +109,12 @@ def evaluate_ml_stage(
         )
     check_split(manifest, ids, split, f"stage {stage}")
     keys = {"dataset": dataset, "model": model, "stage": stage, "split": split}
-    has_area = np.isfinite(labels["max_instance_area"].to_numpy(dtype=np.float64)).any()
+    # the small subset where the dataset has small objects (NaN areas compare False)
+    has_small = (labels["max_instance_area"].to_numpy(dtype=np.float64) < params.small_area_px).any()
     subsets = ("all", "seen") if setting == "zsl" else ("all",)
     frames = [
         evaluate_stage(
-            ids, scores, labels, label_set, subsets + (("small",) if has_area else ()), params, thresholded,
+            ids, scores, labels, label_set, subsets + (("small",) if has_small else ()), params, thresholded,
             **keys,
         )
     ]  # fmt: skip
