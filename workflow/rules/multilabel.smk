@@ -201,7 +201,7 @@ rule predict_images:
         model=model_spec,
         batch_size=config["embed"]["batch_size"],
         decoder=config["embed"]["decoder"],
-        num_workers=ML["tiles"]["num_workers"],
+        num_workers=lambda w: ML_TRAIN[w.image_learner]["num_workers"],
     script:
         "../scripts/predict_images.py"
 
