@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from s3a.config.multilabel import MultiLabelTrain
+
 
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm (CLIP-like features)."""
@@ -89,30 +91,7 @@ def planted_multilabel(
     return y, glob, tiles, t
 
 
-# ---------------------------------------- the multilabel.train slice (workflow contract)
+# ---------------------------------------- the multilabel.train slice
 
-#: the resolved ``multilabel.train`` defaults of the workflow contract's config shape
-ML_TRAIN = {
-    "learners": ["linear"],
-    "supervision": "pseudo",
-    "label_update": {
-        "enabled": True, "loss": "bernoulli_kl", "every": 10, "warmup": 0, "sigma": 1.0, "step": 1.0,
-        "max_updates": None, "min_label_change": 0.0,
-    },
-    "asl": {"gamma_neg": 4.0, "gamma_pos": 0.0, "clip": 0.05, "eps": 1.0e-8},
-    "seed": 0,
-    "linear": {
-        "epochs": 100, "batch_size": 256, "lr": 1.0e-3, "weight_decay": 0.0, "optimizer": "adam",
-        "net_loss": "bce", "init_scale": 50.0, "tiles": False,
-    },
-    "finetune": {
-        "epochs": 30, "batch_size": 64, "lr": 1.0e-5, "weight_decay": 0.05, "layer_decay": 0.65,
-        "net_loss": "bce", "init_scale": 50.0, "augment": "weak", "num_workers": 4, "label_every": 5,
-    },
-    "mldecoder": {
-        "embed_dim": 768, "heads": 8, "ff_dim": 2048, "dropout": 0.1, "query_chunk": 2048,
-        "clip_loss_weight": 1.0, "cls_loss_weight": 1.0, "backbone": "frozen", "backbone_lr": 1.0e-5,
-        "epochs": 10, "batch_size": 64, "lr": 1.0e-4, "weight_decay": 1.0e-4, "layer_decay": 0.65,
-        "augment": "weak", "num_workers": 4,
-    },
-}  # fmt: skip
+#: the resolved ``multilabel.train`` defaults, as the workflow passes them (from the config models)
+ML_TRAIN = MultiLabelTrain().model_dump()

@@ -55,7 +55,7 @@ def run(script: str, tmp: Path, *, input=None, output=None, params=None, wildcar
 
 @pytest.fixture(scope="module")
 def chain(tiny_checkpoint, tmp_path_factory):
-    """Every output of the chain, by name; ``R``/``M`` as in the contract."""
+    """Every output of the chain, by name; ``R`` = results/{dataset}, ``M`` = results/{dataset}/{model}."""
     tmp = tmp_path_factory.mktemp("ml")
     r, m = tmp / "results" / "gen", tmp / "results" / "gen" / "tiny"
     model = {"arch": "s3a-tiny", "pretrained": str(tiny_checkpoint)}

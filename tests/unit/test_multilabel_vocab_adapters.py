@@ -1,6 +1,6 @@
 """The CLIP-Decoder, open-vocabulary and summary adapters (in ``workflow/scripts/`` (named as their rules))
 run through ``main(smk)`` on tiny Parquet inputs, with a ``SimpleNamespace`` standing in for ``snakemake``
-(the CONTRACT's input, params and output names)."""
+(the rules' input, params and output names)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The resolved ``multilabel.train`` config slice -> the learners' parameter objects.
 
-The config groups the settings by learner (``MULTILABEL_SPEC.md`` section 10 and the workflow
-contract)::
+The config groups the settings by learner (the models of :mod:`s3a.config.multilabel`)::
 
     train:
       learners: [linear]           # any of linear, finetune, mldecoder
