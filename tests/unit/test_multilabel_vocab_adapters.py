@@ -1,4 +1,4 @@
-"""The CLIP-Decoder, open-vocabulary and summary adapters (in ``workflow/scripts/`` (named as their rules))
+"""The CLIP-Decoder, open-vocabulary and summary adapters (``workflow/scripts/``, named as their rules)
 run through ``main(smk)`` on tiny Parquet inputs, with a ``SimpleNamespace`` standing in for ``snakemake``
 (the rules' input, params and output names)."""
 
