@@ -270,8 +270,17 @@ def test_report_has_the_comparison_the_figures_and_the_galleries(demo_run):
         assert any(n.startswith(page[: -len("index.html")] + "thumbs/") for n in names)
     html = archive.read("report/report.html").decode()
     assert len(html) > 100_000
-    for text in ("comparison.html", "training.png", "clusters.png", "shapes2", "Cluster sizes"):
+    for text in (
+        "comparison.html",
+        "training.png",
+        "clusters.png",
+        "shapes2",
+        "Cluster sizes",
+        "multilabel.html",
+    ):
         assert text in html, text
+    multilabel = (demo_run / "results" / "report" / "multilabel.html").read_text()
+    assert multilabel.count("<td>shapes_ml</td>") >= 7  # every stage of the multi-label demo
     table = (demo_run / "results" / "report" / "comparison.html").read_text()
     assert table.count("<td>shapes</td>") == 1 and table.count("<td>shapes2</td>") == 1
     for column in (
