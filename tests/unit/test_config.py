@@ -234,3 +234,19 @@ def test_discovery_imports_neither_torchvision_nor_pil():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_command_line_text_is_typed_as_the_models_say():
+    """`--config train={'epochs': 3}` hands '3' over; numbers and booleans become numbers and booleans."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["train"] = {"epochs": "3", "lr": "1.0e-5"}
+    config["multilabel"] = {"openvocab": {"enabled": "true", "wordnet_dir": "2024"}}
+    config["datasets"]["shapes"]["params"]["seed"] = "7"  # builder params stay as given
+    config["datasets"]["shapes"]["k"] = "12"
+    out = cfg.typed(config)
+    assert out["train"] == {"epochs": 3, "lr": 1e-5}  # nothing added
+    assert out["multilabel"] == {"openvocab": {"enabled": True, "wordnet_dir": "2024"}}
+    assert out["datasets"]["shapes"]["k"] == 12 and out["datasets"]["shapes"]["params"]["seed"] == "7"
+    assert set(out) == set(config)
+    config["train"]["epochs"] = "three"  # rejected by the models: unchanged, for the schema to name
+    assert cfg.typed(config)["train"]["epochs"] == "three"

@@ -396,3 +396,26 @@ def test_open_vocabulary_adds_its_rules_and_reruns_nothing_else(demo_run):
     assert exact.n_images == 30 and 0 <= exact["map"] <= 100
     discovered = pd.read_parquet(demo_run / "results/shapes_ml/tiny/ml/openvocab/discovered_test.parquet")
     assert len(discovered) == 6  # n_labels null: as many names as the dataset's labels
+
+
+@pytest.mark.slow
+def test_finetune_learner_trains_through_torchrun(demo_run):
+    """Adding the finetune learner after the demo runs train_images (torchrun) and its predictions only."""
+    config = variant(
+        demo_run,
+        "finetune",
+        "    learners: [linear, mldecoder]\n",
+        "    learners: [linear, mldecoder, finetune]\n"
+        "    finetune: {epochs: 2, batch_size: 16, num_workers: 0, label_every: 1}\n",
+    )
+    result = run_snakemake(["--configfile", config, "--cores", "2", "all_multilabel"], demo_run)
+    assert result.returncode == 0, result.stderr[-5000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (
+        counts["train_images"] == 1 and counts["predict_images"] == 1 and counts["evaluate_multilabel"] == 2
+    )
+    assert "embed_tiles" not in counts and "train_linear" not in counts
+    history = pd.read_parquet(demo_run / "results/shapes_ml/tiny/ml/finetune/history.parquet")
+    assert history.epoch.tolist() == [1, 2] and history.n_updates.tolist() == [1, 2]
+    summary = pd.read_parquet(demo_run / "results/summary_multilabel.parquet")
+    assert {"finetune", "refined_finetune"} <= set(summary.stage)

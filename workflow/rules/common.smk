@@ -7,7 +7,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from s3a.config import MULTILABEL_KINDS, resolved
+from s3a.config import MULTILABEL_KINDS, resolved, typed
 from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
@@ -33,6 +33,8 @@ def check_config(config):
 
 if config.get("folder"):
     add_folder_dataset(config)
+# `--config train={'epochs': 3}` gives '3': numbers and booleans typed as the models say
+config.update(typed(config))
 check_config(config)
 # the schema is generated from s3a.config, whose models fill the defaults (a dataset's own k_search,
 # llm and train entries keep only the keys they override)

@@ -4,7 +4,7 @@ and the config with its defaults filled in. ``python -m s3a.config schema|readme
 """
 
 from s3a.config.base import Block, Int
-from s3a.config.generate import BLOCKS, json_schema, readme, resolved
+from s3a.config.generate import BLOCKS, json_schema, readme, resolved, typed
 from s3a.config.models import (
     DATASET_KINDS,
     DECODERS,
@@ -36,5 +36,5 @@ __all__ = [
     "BLOCKS", "Block", "Compute", "Config", "DATASET_KINDS", "DECODERS", "DatasetEntry", "Discover",
     "ENV_NAME", "Embed", "Evaluate", "Gallery", "Int", "KMEANS_BACKENDS", "KMeans", "KSearch", "LEARNERS",
     "LLM", "MULTILABEL_KINDS", "ModelEntry", "MultiLabel", "Names", "OVERRIDES", "Realign", "Run",
-    "S3A_KINDS", "Train", "Vocabulary", "Vote", "json_schema", "readme", "resolved",
+    "S3A_KINDS", "Train", "Vocabulary", "Vote", "json_schema", "readme", "resolved", "typed",
 ]  # fmt: skip

@@ -43,7 +43,7 @@ from s3a.config.multilabel import (
     Tiles,
 )
 
-__all__ = ["BLOCKS", "json_schema", "readme", "resolved"]
+__all__ = ["BLOCKS", "json_schema", "readme", "resolved", "typed"]
 
 #: every block, in the order config/README.md lists them
 BLOCKS: tuple[type[Block], ...] = (
@@ -154,6 +154,23 @@ def _merge(base: Any, over: Any) -> Any:
             out[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
         return out
     return copy.deepcopy(over)
+
+
+def typed(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with its own values typed as the models type them, nothing added.
+
+    Snakemake hands the nested values of ``--config key={...}`` over as text (``"3"``, ``"true"``);
+    a key whose model field is a number or a boolean gets the number or boolean (a text field keeps
+    its text, a dataset's builder ``params`` stay as given). A config the models reject comes back
+    unchanged, so the schema check names its problem.
+    """
+    try:
+        own = Config.model_validate(config).model_dump(exclude_unset=True)
+    except ValueError:
+        return dict(config)
+    for name, entry in own.get("datasets", {}).items():
+        entry["params"] = config["datasets"][name].get("params", {})
+    return _merge(dict(config), own)
 
 
 def resolved(config: Mapping[str, Any]) -> dict[str, Any]:

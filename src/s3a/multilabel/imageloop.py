@@ -259,7 +259,9 @@ def train_images(
         history.append(row)
         if env.is_main:
             log.info(
-                "epoch %d: %s", epoch, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+                "epoch %d: %s",
+                epoch,
+                ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
             )
             if state_path:
                 AlignState(
