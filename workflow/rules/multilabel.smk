@@ -115,7 +115,7 @@ rule train_linear:
     resources:
         mem_mb=16000,
     params:
-        train=ML_TRAIN,
+        train=learner_train("linear"),
         pseudo=ML["pseudo"],
         state="resources/ml_train/{mldataset}/{model}/linear/state.pt",
     script:
@@ -135,7 +135,7 @@ rule predict_linear:
         "../envs/s3a.yaml"
     threads: 2
     params:
-        train=ML_TRAIN,
+        train=learner_train("linear"),
     script:
         "../scripts/predict_linear.py"
 
@@ -254,7 +254,7 @@ if DECODER_ON_TOKENS:
             **gpu_resources(),
             runtime=config["compute"]["train_runtime"],
         params:
-            train=ML_TRAIN,
+            train=learner_train("mldecoder"),
             pseudo=ML["pseudo"],
             supervision=ml_supervision,
             state="resources/ml_train/{mldataset}/{model}/mldecoder/state.pt",
@@ -277,7 +277,7 @@ if DECODER_ON_TOKENS:
         resources:
             **gpu_resources(),
         params:
-            train=ML_TRAIN,
+            train=learner_train("mldecoder"),
         script:
             "../scripts/predict_mldecoder.py"
 

@@ -65,8 +65,16 @@ def ml_stage_split(wildcards):
     return "train" if stage == "pseudo_train" or stage.startswith("refined_") else "test"
 
 
+def learner_train(learner):
+    """The `multilabel.train` slice of one learner: its own block and the shared keys it reads (not
+    `learners` or the other learners' blocks, so adding a learner or changing another one's settings
+    does not rerun it; `supervision` is the mldecoder learner's)."""
+    shared = ["label_update", "asl", "seed"] + (["supervision"] if learner == "mldecoder" else [])
+    return {**{k: ML_TRAIN[k] for k in shared}, learner: ML_TRAIN[learner]}
+
+
 def ml_train_json(wildcards):
-    return shlex.quote(json.dumps(ML_TRAIN, sort_keys=True))
+    return shlex.quote(json.dumps(learner_train(wildcards.image_learner), sort_keys=True))
 
 
 def ml_pseudo_json(wildcards):
