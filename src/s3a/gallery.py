@@ -26,6 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from s3a.config import Gallery
+from s3a.io import new_file_mode
 from s3a.metrics import gt_vocab_index
 
 __all__ = ["GalleryParams", "Card", "representative_images", "gallery_cards", "render_html", "write_gallery"]
@@ -229,6 +230,7 @@ def write_gallery(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        tmp.chmod(new_file_mode(directory=True))  # mkdtemp's 0o700 would hide it from a shared tree
         (tmp / "thumbs").mkdir()
         thumbs: dict[int, str] = {}
         for image_id in sorted({i for c in cards for i in (*c.typical, *c.random)}):

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "atomic_path",
+    "current_umask",
+    "new_file_mode",
     "write_table",
     "read_table",
     "embeddings_table",
@@ -28,10 +30,39 @@ __all__ = [
 ]
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring it (not
+    thread-safe, but done before any worker thread of ours writes files).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(directory: bool = False) -> int:
+    """The mode a new file (``0o666``) or folder (``0o777``) gets under the current umask.
+
+    ``tempfile.mkstemp``/``mkdtemp`` create ``0o600``/``0o700`` whatever the umask; an output renamed
+    from such a temporary would be unreadable to the rest of a lab sharing a results tree, so
+    :class:`atomic_path` and the gallery give their temporaries this mode before the rename.
+    """
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 class atomic_path:  # noqa: N801 - used like a function: ``with atomic_path(p) as tmp``
     """Context manager yielding a temporary path that is renamed onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The file that
+    lands has the permissions the umask gives any new file (:func:`new_file_mode`), not the
+    temporary's ``0o600``.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -40,7 +71,10 @@ class atomic_path:  # noqa: N801 - used like a function: ``with atomic_path(p) a
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, new_file_mode())
+        finally:
+            os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
