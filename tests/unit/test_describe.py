@@ -150,7 +150,12 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeLLM = self.server.fake  # type: ignore[attr-defined]
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         behaviour = fake.take(
-            {"path": self.path, "authorization": self.headers.get("Authorization"), "body": body}
+            {
+                "path": self.path,
+                "authorization": self.headers.get("Authorization"),
+                "body": body,
+                "arrived": time.monotonic(),
+            }
         )
         if self.path != "/v1/chat/completions":
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -860,3 +865,92 @@ def test_adapter_writes_sources_and_metadata(tmp_path, llm, vocabulary, candidat
     assert set(out.loc[out.cluster == 0, "source"]) == {"llm"}
     assert wordnet_fallback_clusters(out) == [5] and out.attrs["llm_models_reported"] == ["served-x"]
     assert "clusters described by their WordNet definitions" in (tmp_path / "describe.log").read_text()
+
+
+@pytest.mark.slow  # about 7 s of real time-outs
+def test_every_retry_passes_the_gate_on_a_single_slot_server(tmp_path, llm, vocabulary):
+    """8 requests in flight, one generation at a time taking 0.6x the time-out: 7 time out at once.
+
+    Before each attempt had to pass the gate, the 7 retried together inside their slots, queued behind
+    the abandoned generations and timed out again until their retries ran out. Now, after the first
+    time-out, one attempt at a time is out (no two requests overlap at the server's door).
+    """
+    llm.slot_s = 0.3
+    clusters = {c: [name] for c, name in enumerate(["basset", "beagle", "cockatoo", "macaw"])}
+    params = params_for(
+        tmp_path, llm, timeout_s=0.5, max_concurrency=8, max_retries=4, repeats=2, on_failure="fail"
+    )
+    out = describe_candidates(make_candidates(vocabulary, clusters), vocabulary, params, progress=False)
+    assert sorted(set(out["cluster"])) == [0, 1, 2, 3] and set(out["source"]) == {"llm"}
+    arrivals = sorted(r["arrived"] for r in llm.requests)
+    first_wave, retries = arrivals[:8], arrivals[8:]
+    assert first_wave[-1] - first_wave[0] < params.timeout_s  # the 8 went out together
+    assert retries, "expected time-outs and retries"
+    # after the first time-out each attempt waits for the previous one: arrivals at least a slot apart
+    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    assert min(gaps, default=1.0) >= 0.25, gaps
+    assert len(llm.requests) <= 8 + 7 * 2
+
+
+class _RecordingProxy(BaseHTTPRequestHandler):
+    """A forward HTTP proxy: records each request line, then relays it to the origin server."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        import http.client
+        import urllib.parse
+
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        target = urllib.parse.urlsplit(self.path)  # a proxy receives the absolute URL
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")}
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        conn.request("POST", target.path, body=body, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.getheader("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["through-proxy", "no_proxy"])
+def test_proxy_variables_are_honoured(tmp_path, llm, vocabulary, candidates, monkeypatch, bypass):
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingProxy)
+    proxy.daemon_threads = True
+    proxy.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=proxy.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1" if bypass else "example.invalid")
+        out = describe_candidates(candidates, vocabulary, params_for(tmp_path, llm), progress=False)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert as_rows(out) == EXPECTED
+    expected_url = f"{llm.url}/chat/completions"
+    assert proxy.seen == ([] if bypass else [expected_url] * len(llm.requests)), proxy.seen
+
+
+def test_environment_proxy_reads_scheme_all_and_no_proxy(monkeypatch):
+    from s3a.discover.describe.client import environment_proxy
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert environment_proxy("https://api.openai.com/v1") is None
+    monkeypatch.setenv("ALL_PROXY", "http://all:3128")
+    assert environment_proxy("https://api.openai.com/v1") == "http://all:3128"
+    monkeypatch.setenv("HTTPS_PROXY", "http://squid:3128")
+    assert environment_proxy("https://api.openai.com/v1") == "http://squid:3128"
+    monkeypatch.setenv("NO_PROXY", ".openai.com,localhost")
+    assert environment_proxy("https://api.openai.com/v1") is None
+    assert environment_proxy("http://gpu-node:8000/v1") == "http://all:3128"

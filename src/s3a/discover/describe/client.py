@@ -8,6 +8,8 @@ import random
 import re
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -36,10 +38,11 @@ class _Skip(Exception):
 
 
 class _Gate:
-    """Requests in flight at once for one endpoint, and a pause before the next one.
+    """HTTP attempts in flight at once for one endpoint, and a pause before the next one.
 
-    Starts at ``max_concurrency``; after the endpoint's first time-out it falls to 1 for the rest of
-    the run, and every time-out pauses all requests (a single-slot server is still generating the
+    Every attempt takes a slot, retries included (:meth:`_OpenAIRunner._send`). Starts at
+    ``max_concurrency``; after the endpoint's first time-out it falls to 1 for the rest of the run, and
+    every time-out pauses all requests (a single-slot server is still generating the
     abandoned answer; sending more only queues them behind it until they time out too).
     """
 
@@ -205,14 +208,13 @@ class _OpenAIRunner:
             if prompt.text in self.failed:
                 raise _Skip()
             self._local.prompt, self._local.attempts = prompt, 0
-            try:
-                with self._gate.slot(self._stop):
-                    response = client.chat.completions.create(
-                        model=p.model,
-                        messages=[{"role": "user", "content": prompt.text}],
-                        temperature=p.temperature,
-                        max_tokens=p.max_tokens,
-                    )
+            try:  # every HTTP attempt, retries included, passes the gate (in _send)
+                response = client.chat.completions.create(
+                    model=p.model,
+                    messages=[{"role": "user", "content": prompt.text}],
+                    temperature=p.temperature,
+                    max_tokens=p.max_tokens,
+                )
             except self._retryable as exc:  # the client's retries are spent
                 timed_out = isinstance(exc, self._openai.APITimeoutError)
                 unreachable = isinstance(exc, self._openai.APIConnectionError) and not timed_out
@@ -266,11 +268,13 @@ class _OpenAIRunner:
     def _send(self, inner, request, http):
         """One HTTP attempt of the client (the transport of :func:`_client` calls this).
 
-        Counts it, logs a failed attempt with the cluster it was for, and after a time-out pauses
-        every request for ``timeout_s`` plus the back-off and lowers the concurrency to 1: a
-        single-slot server is still generating the abandoned answer, and sending more only queues them
-        behind it until they time out too. The client's own retry cannot do this (its delay after a
-        time-out is the back-off alone), so the retrying worker waits ``timeout_s`` here first.
+        Every attempt, a retry included, waits for a slot of the gate: once the limit has fallen to
+        1, a request already in flight retries only when no other one is out. Counts the attempt,
+        logs a failure naming the cluster, and after a time-out pauses every request for
+        ``timeout_s`` plus the back-off and lowers the concurrency to 1: a single-slot server is
+        still generating the abandoned answer, and sending more only queues them behind it until
+        they time out too. The client's own retry cannot do this (its delay after a time-out is the
+        back-off alone), so the retrying worker waits ``timeout_s`` here first.
         """
         local, p = self._local, self.params
         if self._stop.is_set():  # another worker failed: send nothing more
@@ -281,7 +285,9 @@ class _OpenAIRunner:
             self._count("retries")
         last = local.attempts > p.max_retries
         try:
-            response = inner.handle_request(request)
+            with self._gate.slot(self._stop):
+                response = inner.handle_request(request)
+                response.read()  # the slot covers the whole answer, not only its headers
         except http.TimeoutException:
             self._count("timeouts")
             self._log_attempt(f"timed out after {p.timeout_s:g} s", last)
@@ -375,9 +381,15 @@ def _client(openai, runner: _OpenAIRunner, key: str):
     http = importlib.import_module("httpx2" if httpx2 is not None else "httpx")
     make_http_client = httpx2 or openai.DefaultHttpxClient
 
+    p = runner.params
+    proxy = environment_proxy(p.base_url or DEFAULT_ENDPOINT)
+    if proxy:
+        log.info("describe: requests to %s go through the proxy %s", runner.endpoint, _hide_userinfo(proxy))
+
     class Watched(http.BaseTransport):
         def __init__(self) -> None:
-            self.inner = http.HTTPTransport()
+            # a custom transport makes the HTTP client skip the proxy variables: apply them here
+            self.inner = http.HTTPTransport(proxy=proxy)
 
         def handle_request(self, request):
             return runner._send(self.inner, request, http)
@@ -389,7 +401,6 @@ def _client(openai, runner: _OpenAIRunner, key: str):
         def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None) -> float:
             return runner._backoff(runner._local.attempts, response_headers)
 
-    p = runner.params
     return Client(
         api_key=key,
         base_url=p.base_url,
@@ -397,3 +408,28 @@ def _client(openai, runner: _OpenAIRunner, key: str):
         timeout=p.timeout_s,
         http_client=make_http_client(transport=Watched()),
     )
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, as curl, pip and the HTTP client itself read it.
+
+    ``HTTPS_PROXY``/``HTTP_PROXY`` by the URL's scheme (either case), else ``ALL_PROXY``; ``None``
+    when there is none or ``NO_PROXY`` lists the host (``*`` = every host). Clusters that reach the
+    internet only through a proxy need this: the describe step's HTTP client has a transport of its
+    own, which the client's own proxy handling skips.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if parts.hostname and urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
+def _hide_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part (a proxy URL may carry credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
