@@ -954,3 +954,55 @@ def test_environment_proxy_reads_scheme_all_and_no_proxy(monkeypatch):
     monkeypatch.setenv("NO_PROXY", ".openai.com,localhost")
     assert environment_proxy("https://api.openai.com/v1") is None
     assert environment_proxy("http://gpu-node:8000/v1") == "http://all:3128"
+
+
+def test_journal_mode_is_delete_on_a_network_filesystem(tmp_path):
+    from s3a.discover.describe.cache import filesystem_type, journal_mode
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        "fs:/export/home /home nfs4 rw,relatime 0 0\n"
+        "10.0.0.1@o2ib:/scratch /scratch lustre rw 0 0\n"
+        "/dev/sdb1 /home/lab/local xfs rw 0 0\n"
+        "sshfs#me@host: /mnt/my\\040share fuse.sshfs rw 0 0\n"
+    )
+    m = str(mounts)
+    assert filesystem_type("/home/lab/results/cache.sqlite", m) == "nfs4"
+    assert filesystem_type("/home/lab/local/x/cache.sqlite", m) == "xfs"  # the longest mount point
+    assert filesystem_type("/mnt/my share/c.sqlite", m) == "fuse.sshfs"
+    assert filesystem_type("/homes/c.sqlite", m) == "ext4"  # /home is not a prefix of /homes
+    assert [journal_mode(p, "auto", m) for p in ("/home/a/c", "/scratch/c", "/mnt/my share/c", "/tmp/c")] == [
+        "delete",
+        "delete",
+        "delete",
+        "wal",
+    ]
+    assert journal_mode("/home/a/c", "wal", m) == "wal" and journal_mode("/tmp/c", "delete", m) == "delete"
+    assert filesystem_type("/x", str(tmp_path / "absent")) == ""
+
+
+_WRITER = """
+import sys
+from s3a.discover.describe import AnswerCache
+path, journal, who = sys.argv[1], sys.argv[2], sys.argv[3]
+with AnswerCache(path, journal) as cache:
+    for i in range(150):
+        cache.put("m", f"prompt {who} {i}", 0.7, 0, f"answer {who} {i}")
+"""
+
+
+@pytest.mark.slow  # two Python processes, 150 committed writes each
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_two_processes_writing_one_cache_lose_no_answer(tmp_path, journal):
+    import subprocess
+    import sys
+
+    path = tmp_path / "resources" / "llm_cache.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), journal, who]) for who in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with AnswerCache(path, journal) as cache:
+        assert len(cache) == 300
+        assert cache.get("m", "prompt b 149", 0.7, 0) == "answer b 149"
+        mode = cache._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == journal

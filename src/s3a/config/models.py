@@ -196,6 +196,7 @@ class LLM(Block):
         return value
 
     cache_path: str = Field("resources/llm_cache.sqlite", pattern=r"\S", description="SQLite cache of every answer (survives failed jobs and reruns).")  # fmt: skip
+    cache_journal: Literal["auto", "wal", "delete"] = Field("auto", description="SQLite journal mode of the answer cache: wal (fast, safe for several jobs on one machine, unsafe on a network filesystem), delete (the rollback journal: safe wherever file locks work, NFS and Lustre included), auto = delete when the cache lies on a network filesystem (nfs, lustre, cifs, gpfs, beegfs, ceph, FUSE, ...), else wal.")  # fmt: skip
 
 
 class Train(Block):

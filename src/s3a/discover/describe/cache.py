@@ -11,6 +11,54 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+#: the mount table read to find the filesystem of the cache
+MOUNTS = "/proc/self/mounts"
+
+#: filesystem types (as /proc/mounts names them) on which SQLite's WAL mode is unsafe: its shared
+#: memory index needs every writer on one machine. FUSE filesystems (``fuse.*``) count as network.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+        "afs", "9p", "panfs", "pvfs2", "orangefs", "wekafs", "fuse", "fuseblk",
+    }
+)  # fmt: skip
+
+
+def filesystem_type(path: str | os.PathLike[str], mounts: str = MOUNTS) -> str:
+    """Type of the filesystem holding ``path`` (the longest mount point above it), or ``""``.
+
+    Reads ``mounts`` (Linux's ``/proc/self/mounts`` format); ``""`` when it cannot be read.
+    """
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def journal_mode(path: str | os.PathLike[str], setting: str = "auto", mounts: str = MOUNTS) -> str:
+    """The SQLite journal mode of a cache at ``path``, ``wal`` or ``delete``; ``setting`` may force one.
+
+    ``auto`` picks ``delete`` on a network filesystem (:data:`NETWORK_FILESYSTEMS`), where WAL's
+    shared-memory index would let two nodes corrupt the file, and ``wal`` elsewhere.
+    """
+    if setting != "auto":
+        return setting
+    kind = filesystem_type(Path(path).parent, mounts)
+    network = kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.")
+    return "delete" if network else "wal"
+
+
 # -------------------------------------------------------------------------------------------- cache
 
 
@@ -19,9 +67,10 @@ class AnswerCache:
 
     One table; the prompt is stored in full next to its SHA-256 (the key column), and so is the model
     id the server reported for the answer (``served_model``; a cache written before that column
-    existed is upgraded in place). WAL journaling and a busy time-out let two describe jobs share the
-    file. Writes are serialised by a lock and committed one by one, so every answer is on disk as soon
-    as it arrives. The API key is never stored.
+    existed is upgraded in place). A busy time-out lets two describe jobs share the file; the journal
+    is WAL on a local disk and SQLite's rollback journal on a network filesystem
+    (:func:`journal_mode`). Writes are serialised by a lock and committed one by one, so every answer
+    is on disk as soon as it arrives. The API key is never stored.
     """
 
     _SCHEMA = (
@@ -31,13 +80,14 @@ class AnswerCache:
         " PRIMARY KEY (model, prompt_sha256, temperature, repeat))"
     )
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], journal: str = "auto") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = journal_mode(self.path, journal)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA journal_mode={self.journal.upper()}")
             self._conn.execute(self._SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(llm_answers)")}
             if "served_model" not in columns:

@@ -198,7 +198,7 @@ def _answer_prompts(
         reported for the answers used.
     """
     style = params.prompt_style
-    with AnswerCache(params.cache_path) as cache:
+    with AnswerCache(params.cache_path, params.cache_journal) as cache:
         parsed: dict[tuple[str, int], dict[str, list[str]]] = {}
         models: set[str] = set()
         missing: list[tuple[_Prompt, int]] = []

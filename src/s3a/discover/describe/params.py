@@ -62,6 +62,8 @@ class DescribeParams(LLM):
         max_reasks: new requests after an invalid answer before giving up.
         api_key_env: name of the environment variable holding the key (never the key itself).
         cache_path: SQLite file of the answer cache (keep it under ``resources/``, not in an output).
+        cache_journal: SQLite journal mode of the cache: ``wal``, ``delete`` or ``auto`` (``delete`` on
+            a network filesystem, where WAL is unsafe; see :func:`~s3a.discover.describe.cache.journal_mode`).
         prompt_style: ``official`` (spec 5.4: the one-shot prompt with WordNet's own sense numbers,
             ``crane.n.04``, and the official re-query rule: an answer after which some candidate keeps
             no discriminative phrase is re-asked) or ``clean`` (senses numbered within the vocabulary
