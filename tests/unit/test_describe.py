@@ -785,7 +785,8 @@ def test_answer_cut_at_max_tokens_is_invalid_and_reasked(tmp_path, llm, vocabula
     llm.ramble = True
     cands = make_candidates(vocabulary, {7: ["parrot", "macaw"]})
     params = params_for(tmp_path, llm, repeats=1, max_reasks=2, max_concurrency=1, max_tokens=8)
-    with pytest.raises(DescribeError, match=r"cluster 7.*max_tokens=8 \(finish_reason 'length'\)"):
+    cut = r"cluster 7.*finish_reason 'length'\) by llm.max_tokens=8 or by the server's context window"
+    with pytest.raises(DescribeError, match=cut + r".*--ctx-size.*set llm.on_failure: wordnet"):
         describe_candidates(cands, vocabulary, params, progress=False)
     assert len(llm.requests) == 3 and {r["body"]["max_tokens"] for r in llm.requests} == {8}
     with AnswerCache(params.cache_path) as cache:

@@ -61,6 +61,12 @@ def test_dry_run_all_ten_benchmarks_without_data(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts == JOB_COUNTS["all_ten_benchmarks"]
+    # the LLM step waits on the network: it takes no core from the jobs running beside it
+    describe_jobs = [
+        block for block in result.stdout.split("\nrule ") if block.startswith("describe_candidates:")
+    ]
+    assert len(describe_jobs) == counts["describe_candidates"]
+    assert all("\n    threads: 0\n" in block for block in describe_jobs), describe_jobs[0]
 
 
 def test_unknown_k_adds_the_k_search(tmp_path):

@@ -82,6 +82,8 @@ rule describe_candidates:
         "benchmarks/describe_candidates/{dataset}/{model}.tsv"
     conda:
         "../envs/s3a.yaml"
+    # it waits on the network (or reads its cache): no core of --cores is held from the other jobs
+    threads: 0
     params:
         llm=llm_settings,
     script:

@@ -235,8 +235,10 @@ class _OpenAIRunner:
             try:
                 if choice is not None and choice.finish_reason == "length":
                     raise InvalidAnswer(
-                        f"answer cut at max_tokens={p.max_tokens} (finish_reason 'length'); raise "
-                        "llm.max_tokens if valid answers are longer"
+                        f"answer cut short (finish_reason 'length') by llm.max_tokens={p.max_tokens} or "
+                        "by the server's context window (llama.cpp lowers max_tokens to fit its n_ctx: "
+                        "start it with a larger --ctx-size); raise llm.max_tokens if valid answers are "
+                        "longer"
                     )
                 answer = validate_answer(
                     content, prompt.labels, prompt.label_names, prompt.names, p.prompt_style
@@ -248,6 +250,12 @@ class _OpenAIRunner:
                         f"the LLM gave no valid answer for {prompt.where()} (repeat {repeat}) in "
                         f"{reasks} tries; last problem: {exc}. Expected one line per concept "
                         f"{prompt.labels}; try another model or raise max_reasks"
+                        + (
+                            ", or set llm.on_failure: wordnet to describe such clusters by their WordNet "
+                            "definitions and go on"
+                            if p.on_failure == "fail"
+                            else ""
+                        )
                     ) from None
                 self._count("reasks")
                 log.warning(
