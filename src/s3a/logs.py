@@ -12,12 +12,32 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class UserError(Exception):
+    """Base of the errors a user can cause and fix (a bad dataset root, model entry, LLM endpoint).
+
+    Their message names the thing and what to do. Inside :func:`log_to` such an error is logged once
+    as one line; if nothing catches it, the process exits with status 1 without a traceback (which
+    would only repeat the line between frames of our code).
+    """
+
+
+def _quiet_user_errors(kind, value, tb) -> None:
+    """``sys.excepthook`` that prints nothing for a :class:`UserError` :func:`log_to` has reported."""
+    if isinstance(value, UserError) and getattr(value, "s3a_reported", False):
+        return
+    _default_excepthook(kind, value, tb)
+
+
+_default_excepthook = sys.excepthook
+
+
 @contextlib.contextmanager
 def log_to(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
     """Send ``logging`` records (and uncaught errors) to ``path`` and stderr for the duration.
 
     A rule adapter wraps its body in ``with log_to(snakemake.log[0]):`` so the log file holds the
-    progress messages and, on failure, the one-line reason before the exception propagates.
+    progress messages and, on failure, the one-line reason before the exception propagates (a
+    :class:`UserError` then ends the process without a traceback).
     ``level`` applies to the ``s3a`` loggers; other libraries' records (open_clip, httpx, ...) pass
     from WARNING up, unless ``level`` is DEBUG, which shows everything.
     """
@@ -37,6 +57,9 @@ def log_to(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> It
         yield logging.getLogger("s3a")
     except Exception as exc:
         logging.getLogger("s3a").error("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, UserError):
+            exc.s3a_reported = True  # type: ignore[attr-defined]
+            sys.excepthook = _quiet_user_errors
         raise
     finally:
         for h in handlers:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from s3a.device import pick_device  # noqa: F401 (re-exported: s3a.models.pick_device)
 from s3a.io import atomic_path
+from s3a.logs import UserError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the workflow can read ModelSpec cheaply
     import torch
@@ -40,7 +41,7 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _configs_registered = False
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model entry that cannot be loaded (unknown architecture or tag, missing file, no network)."""
 
 

@@ -941,7 +941,7 @@ def test_proxy_variables_are_honoured(tmp_path, llm, vocabulary, candidates, mon
 
 
 def test_environment_proxy_reads_scheme_all_and_no_proxy(monkeypatch):
-    from s3a.discover.describe.client import environment_proxy
+    from s3a.discover.describe.network import environment_proxy
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(var, raising=False)

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from s3a.logs import UserError
+
 __all__ = [
     "MANIFEST_COLUMNS",
     "SPLITS",
@@ -58,7 +60,7 @@ WNID_RE = re.compile(r"n\d{8}")
 ClassInfo = Mapping[str, tuple[str, "str | None"]]
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A problem with a dataset the user can fix: a missing root or file, an incomplete tree, a bad value.
 
     The message names the dataset, the path that was expected and how to obtain it.

@@ -21,10 +21,11 @@ Backends (``DescribeParams.backend``):
   logged, cached or put in an error message. Answers are cached in SQLite (:class:`AnswerCache`) as
   soon as each valid one arrives, so an interrupted run loses nothing and a rerun pays only for the
   missing answers. Rate limits (429), server errors (5xx), time-outs and connection errors are retried
-  with exponential backoff and jitter; the client's own retries are off so the policy is ours. After
-  the endpoint's first time-out the run sends one request at a time, and every time-out pauses all
-  requests for ``timeout_s`` plus the back-off (a single-slot server is still generating the abandoned
-  answer). When retries or re-asks are exhausted for a cluster, ``on_failure`` decides: ``fail`` stops
+  by the client (``max_retries``) with our exponential back-off and jitter. Every attempt, retries
+  included, passes one gate (:mod:`~s3a.discover.describe.network`): after the endpoint's first
+  time-out one attempt at a time is out, and every time-out pauses all requests for ``timeout_s`` plus
+  the back-off (a single-slot server is still generating the abandoned answer). The proxy variables
+  (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured. When retries or re-asks are exhausted for a cluster, ``on_failure`` decides: ``fail`` stops
   the step naming the cluster; ``wordnet`` describes it by its WordNet definitions (``source =
   "wordnet"``), caches nothing for it, and goes on.
 * ``cache-only``: the same prompts answered from the cache alone; never touches the network.

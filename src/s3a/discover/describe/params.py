@@ -8,6 +8,7 @@ from typing import get_args
 from pydantic import model_validator
 
 from s3a.config import LLM
+from s3a.logs import UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count", "source"]
 DEFAULT_MAX_TOKENS = LLM.model_fields["max_tokens"].default
 
 
-class DescribeError(RuntimeError):
+class DescribeError(UserError, RuntimeError):
     """The describe step cannot finish; the message names the cause and what to do."""
 
 
