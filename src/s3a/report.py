@@ -92,6 +92,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     if "oov_fraction" in shown:
         shown["oov_fraction"] = shown["oov_fraction"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
     text = shown.to_markdown(index=False)
+    text += llm_fallback_note(summary)
     if "random_weights" in summary and summary["random_weights"].any():
         models = ", ".join(sorted(summary.loc[summary["random_weights"], "model"].unique()))
         text += (
@@ -99,6 +100,26 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             "that the pipeline runs end to end, not how well S3A works."
         )
     return text
+
+
+def llm_fallback_note(summary: pd.DataFrame) -> str:
+    """A paragraph naming, per dataset and model, the clusters the LLM could not describe (they got
+    their WordNet definitions under ``llm.on_failure: wordnet``), or ``""`` when there are none."""
+    if "llm_fallback_clusters" not in summary:
+        return ""
+    counts = summary.dropna(subset=["llm_fallback_clusters"])
+    counts = counts[counts["llm_fallback_clusters"] > 0].drop_duplicates(["dataset", "model"])
+    if counts.empty:
+        return ""
+    items = ", ".join(
+        f"{d}/{m}: {int(n)} cluster{'s' if n != 1 else ''}"
+        for d, m, n in counts[["dataset", "model", "llm_fallback_clusters"]].itertuples(index=False)
+    )
+    return (
+        f"\n\nLLM fallback: the LLM gave no valid answer for some clusters, which were described by their "
+        f"WordNet definitions instead ({items}). Their answers are not cached: rerun with "
+        "`--forcerun describe_candidates` (and a better server or model) to ask for them again."
+    )
 
 
 def comparison_table(summary: pd.DataFrame, oov: dict[str, bool] | None = None) -> pd.DataFrame:

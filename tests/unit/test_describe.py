@@ -807,13 +807,16 @@ def test_single_slot_server_slower_than_timeout_falls_back_to_concurrency_one(
     assert "concurrency at the end 1" in caplog.text
 
 
-def test_garbage_for_one_cluster_falls_back_to_wordnet(tmp_path, llm, vocabulary, candidates, caplog):
+def test_garbage_for_one_cluster_falls_back_to_wordnet(tmp_path, llm, vocabulary, candidates, caplog, capsys):
     from s3a.discover.describe import wordnet_fallback_clusters
 
     llm.garbage_labels = {"beagle.n.01"}  # cluster 5 never gets a valid answer
     params = params_for(tmp_path, llm, on_failure="wordnet", max_reasks=2)
     with caplog.at_level(logging.INFO, logger="s3a"):
-        out = describe_candidates(candidates, vocabulary, params, progress=False)
+        out = describe_candidates(candidates, vocabulary, params, progress=True)
+    # the progress bar counts answers only: cluster 0's 3, with cluster 5's 3 repeats named apart
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3" in bar and "3 fell back to WordNet" in bar, bar
     rows = [(*r, s) for r, s in zip(as_rows(out), out["source"], strict=True)]
     assert [r for r in rows if r[0] == 0] == [(*r, "llm") for r in EXPECTED if r[0] == 0]
     assert [r for r in rows if r[0] == 5] == [

@@ -46,6 +46,19 @@ def test_markdown_shows_percentages_and_missing():
     assert "random weights" not in text
 
 
+def test_markdown_and_printed_summary_count_the_clusters_that_fell_back_to_wordnet(tmp_path, capsys):
+    structural = rows("photos", [3.0, 4.0]).assign(stage="structural", llm_fallback_clusters=[4, 4])
+    clean = rows("dogs", [3.0, 4.0]).assign(stage="structural", llm_fallback_clusters=[0, 0])
+    summary = summarize([structural, clean, rows("photos", [1.0, 2.0])])
+    text = summary_markdown(summary)
+    assert "LLM fallback" in text and "photos/m: 4 clusters" in text and "dogs/m" not in text
+    assert "--forcerun describe_candidates" in text
+    assert "LLM fallback" not in summary_markdown(summarize([clean]))
+    write_table(summary, tmp_path / "summary.parquet")
+    assert main([str(tmp_path / "summary.parquet")]) == 0
+    assert "photos/m: 4 clusters" in capsys.readouterr().out
+
+
 def test_markdown_says_plainly_when_a_model_has_random_weights():
     table = rows("a", [3.0, 4.25]).assign(skipped=[2, 0], oov_fraction=[0.25, 0.0])
     summary = summarize([table, table.assign(model="real")], random_models=["m"])

@@ -25,9 +25,10 @@ Backends (``DescribeParams.backend``):
   included, passes one gate (:mod:`~s3a.discover.describe.network`): after the endpoint's first
   time-out one attempt at a time is out, and every time-out pauses all requests for ``timeout_s`` plus
   the back-off (a single-slot server is still generating the abandoned answer). The proxy variables
-  (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured. When retries or re-asks are exhausted for a cluster, ``on_failure`` decides: ``fail`` stops
-  the step naming the cluster; ``wordnet`` describes it by its WordNet definitions (``source =
-  "wordnet"``), caches nothing for it, and goes on.
+  (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured. When retries or re-asks are exhausted
+  for a cluster, ``on_failure`` decides: ``fail`` stops the step naming the cluster; ``wordnet``
+  describes it by its WordNet definitions (``source = "wordnet"``), caches nothing for it, and goes
+  on (``--forcerun describe_candidates`` asks for those clusters again, the cached answers reused).
 * ``cache-only``: the same prompts answered from the cache alone; never touches the network.
 * ``wordnet``: offline and deterministic, no LLM: each synset's WordNet definition, split on ``;``,
   serves as its phrases. Used by the demo configuration and wherever no endpoint is available.

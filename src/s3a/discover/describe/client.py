@@ -72,7 +72,7 @@ class _OpenAIRunner:
         results: dict[tuple[str, int], dict[str, list[str]]] = {}
         bar = tqdm(total=len(jobs), desc="describe: LLM answers", unit="answer", disable=not progress)
         error: BaseException | None = None
-        stopped = 0
+        stopped = fallen = 0
         pool = ThreadPoolExecutor(max_workers=min(self.params.max_concurrency, len(jobs)))
         try:
             futures = [pool.submit(self._one, client, p, r) for p, r in jobs]
@@ -84,10 +84,14 @@ class _OpenAIRunner:
                 if exc is not None:
                     error = exc
                     break
-                bar.update(1)
                 if (item := fut.result()) is not None:
                     key_text, repeat, answer = item
                     results[key_text, repeat] = answer
+                    bar.update(1)
+                else:  # a repeat of a prompt that fell back to WordNet: not an answer
+                    fallen += 1
+                    bar.total -= 1
+                    bar.set_postfix_str(f"{fallen} fell back to WordNet", refresh=True)
         finally:
             self._stop.set()  # on an error or Ctrl-C, workers stop before their next request
             pool.shutdown(wait=True, cancel_futures=True)
