@@ -21,14 +21,27 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-__all__ = ["add_folder_dataset", "config_problem", "dataset_problems", "missing_roots", "yaml_problem"]
+__all__ = [
+    "add_folder_dataset",
+    "config_problem",
+    "dataset_problems",
+    "load_problems",
+    "missing_roots",
+    "yaml_problem",
+]
 
 #: JSON Schema bound keyword -> how a message writes it
 BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
 
 
+def _key(part: Any) -> str:
+    """A key as a message writes it: as is, or quoted when it is empty or holds odd characters."""
+    text = str(part)
+    return text if text and text.isprintable() and text.strip() == text else repr(part)
+
+
 def _key_path(path: Sequence[Any]) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
+    return ".".join(_key(p) for p in path) or "(top level)"
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -99,6 +112,36 @@ def config_problem(config: Mapping[str, Any], schema: Mapping[str, Any], source:
         first = exc.errors()[0]
         return f"{source}: {_key_path(first['loc'])}: {first['msg']}"
     return None
+
+
+def load_problems(config: MutableMapping[str, Any], schema: Mapping[str, Any], source: str) -> list[str]:
+    """Prepare a loaded config in place the way the workflow does, and list its problems (one line each).
+
+    The steps of ``workflow/rules/common.smk`` before any job: ``folder=`` becomes a dataset
+    (:func:`add_folder_dataset`), command-line text is typed (:func:`s3a.config.typed`), then the
+    schema and models (:func:`config_problem`) and the selected datasets' parameters
+    (:func:`dataset_problems`) are checked. Whatever a user writes gives either ``[]`` (the config can
+    be resolved) or lines starting with ``source``, never an exception (property-tested).
+    """
+    from s3a.config import typed
+
+    if not isinstance(config, MutableMapping):
+        return [f"{source}: (top level): expected a mapping of keys to values, got {type(config).__name__}"]
+    if config.get("folder") is not None:
+        if not isinstance(config["folder"], str | int | float) or isinstance(config["folder"], bool):
+            return [f"{source}: folder: expected the path of a folder of images, got {config['folder']!r}"]
+        if isinstance(config["folder"], int):  # `--config folder=2024`: Snakemake typed the name
+            config["folder"] = str(config["folder"])
+        for block in ("datasets", "run"):  # the blocks the folder's entry goes into
+            if not isinstance(config.get(block, {}), MutableMapping):
+                return [config_problem(config, schema, source) or f"{source}: {block}: expected a mapping"]
+        add_folder_dataset(config)
+    config.update(typed(config))
+    if problem := config_problem(config, schema, source):
+        return [problem]
+    datasets = config["datasets"]
+    names = [n for n in (config.get("run", {}).get("datasets") or datasets) if n in datasets]
+    return [f"{source}: {p}" for p in dataset_problems(datasets, names)]
 
 
 def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:

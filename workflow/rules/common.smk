@@ -7,34 +7,28 @@ import shlex
 
 from snakemake.utils import validate
 
-from s3a.config import MULTILABEL_KINDS, resolved, typed
-from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
+from s3a.config import MULTILABEL_KINDS, resolved
+from s3a.configcheck import load_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
 from s3a.models import ModelSpec
 
 
 def check_config(config):
-    """Stop before any job with one line per config problem: file, key path, what is allowed."""
+    """Prepare the config (folder=, typed command-line values) and stop before any job with one line
+    per problem: file, key path, what is allowed."""
     source = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
     with open(workflow.source_path("../../config/config.schema.json")) as f:
-        problem = config_problem(config, json.load(f), source)
+        problems = load_problems(config, json.load(f), source)
+    if problems:
+        raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
     names = [
         n for n in (config.get("run", {}).get("datasets") or config["datasets"]) if n in config["datasets"]
     ]
-    problems = (
-        [problem] if problem else [f"{source}: {p}" for p in dataset_problems(config["datasets"], names)]
-    )
-    if problems:
-        raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
     if not workflow.dryrun:
         for line in missing_roots(config["datasets"], names):
             logger.warning(f"Warning: {line} (jobs that need this dataset will stop)")
 
 
-if config.get("folder"):
-    add_folder_dataset(config)
-# `--config train={'epochs': 3}` gives '3': numbers and booleans typed as the models say
-config.update(typed(config))
 check_config(config)
 # the schema is generated from s3a.config, whose models fill the defaults (a dataset's own k_search,
 # llm and train entries keep only the keys they override)
