@@ -114,7 +114,12 @@ def config_problem(config: Mapping[str, Any], schema: Mapping[str, Any], source:
     return None
 
 
-def load_problems(config: MutableMapping[str, Any], schema: Mapping[str, Any], source: str) -> list[str]:
+def load_problems(
+    config: MutableMapping[str, Any],
+    schema: Mapping[str, Any],
+    source: str,
+    explicit: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Prepare a loaded config in place the way the workflow does, and list its problems (one line each).
 
     The steps of ``workflow/rules/common.smk`` before any job: ``folder=`` becomes a dataset
@@ -122,6 +127,11 @@ def load_problems(config: MutableMapping[str, Any], schema: Mapping[str, Any], s
     schema and models (:func:`config_problem`) and the selected datasets' parameters
     (:func:`dataset_problems`) are checked. Whatever a user writes gives either ``[]`` (the config can
     be resolved) or lines starting with ``source``, never an exception (property-tested).
+
+    Args:
+        explicit: what the user gave with ``--configfile`` and ``--config`` (not the workflow's
+            default config file): an ``llm.on_failure`` there wins over the folder's default
+            ``wordnet``.
     """
     from s3a.config import typed
 
@@ -135,7 +145,10 @@ def load_problems(config: MutableMapping[str, Any], schema: Mapping[str, Any], s
         for block in ("datasets", "run"):  # the blocks the folder's entry goes into
             if not isinstance(config.get(block, {}), MutableMapping):
                 return [config_problem(config, schema, source) or f"{source}: {block}: expected a mapping"]
-        add_folder_dataset(config)
+        name = add_folder_dataset(config)
+        given = (explicit or {}).get("llm")
+        if isinstance(given, Mapping) and "on_failure" in given:  # the user's own setting wins
+            config["datasets"][name].get("llm", {}).pop("on_failure", None)
     config.update(typed(config))
     if problem := config_problem(config, schema, source):
         return [problem]

@@ -116,6 +116,18 @@ def test_a_folder_given_as_a_number_is_a_folder_name():
     assert config["datasets"][config["run"]["datasets"][0]]["params"]["root"].endswith("/2024")
 
 
+def test_an_explicit_on_failure_wins_over_the_folders_default():
+    def folder_llm(explicit):
+        config = copy.deepcopy(BASES["config.yaml"])
+        config["folder"] = "/data/photos"
+        assert load_problems(config, SCHEMA, SOURCE, explicit) == []
+        full = resolved(config)
+        return {**full["llm"], **full["datasets"]["photos"]["llm"]}["on_failure"]
+
+    assert folder_llm({"folder": "/data/photos"}) == "wordnet"  # the folder's default
+    assert folder_llm({"folder": "/data/photos", "llm": {"on_failure": "fail"}}) == "fail"
+
+
 def test_the_shipped_configs_load_without_problems():
     for base in BASES.values():
         config = copy.deepcopy(base)

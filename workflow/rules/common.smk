@@ -18,7 +18,7 @@ def check_config(config):
     per problem: file, key path, what is allowed."""
     source = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
     with open(workflow.source_path("../../config/config.schema.json")) as f:
-        problems = load_problems(config, json.load(f), source)
+        problems = load_problems(config, json.load(f), source, workflow.config_settings.overwrite_config)
     if problems:
         raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
     names = [
