@@ -1,6 +1,6 @@
 """Benchmark: self-training throughput, the full step with data loading vs the bare step, one process.
 
-Both contenders run the same :func:`s3a.train.loop.train_step` (teacher forward on the weak view,
+Both contenders run the same :func:`s3a.train.step.train_step` (teacher forward on the weak view,
 student forward/backward on the strong view, AdamW, EMA) on the same model:
 
 * *bare step*: the batch is a fixed tensor already on the device (the ceiling);
@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader
 
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 from s3a.train.augment import TwoViews, training_views
-from s3a.train.loop import TrainParams, train_step
+from s3a.train.loop import TrainParams
 from s3a.train.optim import param_groups
+from s3a.train.step import train_step
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 

@@ -22,6 +22,7 @@ from s3a.io import write_embeddings, write_table
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 from s3a.train.loop import TrainParams, TrainPaths, train
 from s3a.train.optim import cosine_lr, ema_decay, ema_update, layer_id, param_groups, s3a_loss
+from s3a.train.preempt import EXIT_PREEMPTED, SignalFlag
 from s3a.vocab import build_vocabulary
 
 
@@ -220,6 +221,73 @@ def test_killed_run_resumes_to_the_same_result(world):
 
 
 @pytest.mark.slow
+def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world):
+    """Slurm's time limit or scancel: SIGTERM in the middle of an epoch costs at most one step."""
+    root, spec = world
+    params = {**FAST, "epochs": 3, "lr": 1e-3, "min_lr": 1e-4}
+    reference = paths_for(root, "sigterm-whole")
+    subprocess.run(
+        [sys.executable, "-m", "s3a.train", *cli_args(reference, spec, params)], check=True, timeout=300
+    )
+    stopped = paths_for(root, "sigterm")
+    log = Path(stopped.state).with_name("train.log")
+    command = [sys.executable, "-m", "s3a.train", *cli_args(stopped, spec, params), "--log", str(log)]
+    proc = subprocess.Popen(command)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if Path(stopped.state).exists() and torch.load(stopped.state, weights_only=False)["epoch"] >= 1:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=120) == EXIT_PREEMPTED
+    state = torch.load(stopped.state, weights_only=False)
+    assert state["epoch"] == 1 and 1 <= state["step_in_epoch"] <= 4, (state["epoch"], state["step_in_epoch"])
+    assert state["step"] == 4 + state["step_in_epoch"]  # 4 steps per epoch: nothing after the signal
+    assert "SIGTERM received: saved the state after step" in log.read_text()
+    subprocess.run(
+        [sys.executable, "-m", "s3a.train", *cli_args(stopped, spec, params)], check=True, timeout=300
+    )
+    for name in ("student", "teacher"):
+        a, b = torch.load(getattr(reference, name)), torch.load(getattr(stopped, name))
+        assert all(torch.equal(a[key], b[key]) for key in a), name  # bit-identical
+    pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
+
+
+def test_signal_flag_catches_the_configured_signals_only_while_installed():
+    flag = SignalFlag(["SIGUSR1"])
+    before = signal.getsignal(signal.SIGUSR1)
+    with flag.installed():
+        assert flag.received is None and not flag.agreed(lambda v: v)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert flag.received == "SIGUSR1" and flag.agreed(lambda v: v)
+    assert signal.getsignal(signal.SIGUSR1) == before
+    with pytest.raises(ValueError, match="unknown signal"):
+        SignalFlag(["SIGNOPE"])
+
+
+def test_sample_augmentation_is_seeded_by_sample_not_by_order(world):
+    """The views of an image depend on (seed, epoch, index) only: what a resumed epoch relies on."""
+    from s3a.io import read_table
+    from s3a.train.augment import TwoViews, training_views
+
+    root, _ = world
+    paths = list(read_table(root / "manifest.parquet").path[:3])
+    views = training_views({"size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    data = TwoViews(paths, *views, seed=7)
+    data.set_epoch(2)
+    forward = [data[i] for i in range(3)]
+    backward = [data[i] for i in (2, 1, 0)][::-1]
+    for (w1, s1, _), (w2, s2, _) in zip(forward, backward, strict=True):
+        assert torch.equal(w1, w2) and torch.equal(s1, s2)
+    data.set_epoch(3)
+    assert not torch.equal(data[0][1], forward[0][1])  # another epoch draws another view
+    state = torch.get_rng_state()
+    data[1]
+    assert torch.equal(torch.get_rng_state(), state)  # the main process's generator is left as it was
+
+
+@pytest.mark.slow
 def test_two_process_gloo_agrees_with_one_process(world):
     root, spec = world
     # lr 0: the weights stay put, so the online pseudo-labels of both runs must be identical
@@ -301,7 +369,7 @@ def test_training_uses_the_model_preprocessing(world, monkeypatch):
 
 def test_head_logits_are_fp32_under_bf16_autocast(tiny_clip):
     """The encoder may run in bf16; the logits over the names equal the fp32 head on its features."""
-    from s3a.train.loop import head_logits
+    from s3a.train.step import head_logits
 
     visual = tiny_clip.model.visual
     images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -326,7 +394,7 @@ def test_train_step_head_is_fp32_under_autocast(tiny_clip, monkeypatch):
     """train_step computes teacher and student logits with the fp32 head (CUDA autocast faked on CPU)."""
     import copy
 
-    import s3a.train.loop as loop
+    import s3a.train.step as loop
 
     seen = []
     real = loop.s3a_loss
@@ -350,7 +418,7 @@ def test_train_step_head_is_fp32_under_autocast(tiny_clip, monkeypatch):
     optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
     classifier = torch.nn.functional.normalize(torch.randn(50, 32))
     batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
-    from s3a.train.loop import train_step
+    from s3a.train.step import train_step
 
     train_step(student, teacher, optimizer, batch, classifier, params, 0, 1e-5, torch.device("cpu"))
     assert seen == [(torch.float32, torch.float32)]

@@ -222,6 +222,7 @@ class Train(Block):
     num_workers: Int = Field(8, ge=0, description="Data-loading workers per GPU process.")
     extract_batch_size: Int = Field(256, ge=1, description="Images per forward pass when extracting teacher features.")  # fmt: skip
     seed: Int = Field(0, ge=0, description="Seed of sampling, augmentation and initial state.")
+    checkpoint_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGXCPU"]] = Field(["SIGTERM", "SIGUSR1"], description="Signals on which training finishes its current step, saves a mid-epoch resume state and exits with status 75, so the retried job goes on from that step: Slurm sends SIGTERM at a time limit, on preemption and on scancel; ask for an earlier SIGUSR1 with sbatch --signal=USR1@<seconds> (see profiles/slurm).")  # fmt: skip
 
 
 #: a dataset's override of a top-level block: only the keys it sets (the schema shows `{}`)

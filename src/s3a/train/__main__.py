@@ -23,6 +23,9 @@ Several nodes under Slurm (one task per GPU; ranks come from Slurm's variables):
 The Snakemake rule ``self_train`` runs the torchrun form with ``--nproc_per_node`` = the rule's GPUs
 and its declared outputs as ``--student``, ``--teacher``, ``--history`` and ``--test-epochs``.
 A run that is killed resumes from its last finished epoch when started again with the same arguments.
+On SIGTERM or SIGUSR1 (``train.checkpoint_signals``: Slurm's time limit, preemption, scancel, or an
+early ``sbatch --signal=USR1@300``) it saves its state after the current step and exits with status
+75; started again, it goes on from that step and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import sys
 from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.train.loop import TrainParams, TrainPaths, train
+from s3a.train.preempt import EXIT_PREEMPTED, Preempted
 
 #: the output files of a run (the declared outputs of the rule self_train)
 OUTPUTS = {
@@ -79,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     paths.check()
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
-    with log_to(log_file):
-        train(paths, params, spec, device=None if args.device == "auto" else args.device)
+    with log_to(log_file) as log:
+        try:
+            train(paths, params, spec, device=None if args.device == "auto" else args.device)
+        except Preempted as stopped:
+            log.warning("%s", stopped)
+            return EXIT_PREEMPTED
     return 0
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from s3a.train.preempt import sample_seed, seeded
+
 
 def weak_view(
     size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
@@ -84,30 +86,49 @@ def training_views(preprocess_cfg: dict) -> tuple[Callable, Callable]:
     return weak_view(*args), strong_view(*args)
 
 
-class TwoViews(Dataset):
-    """``(weak, strong, index)`` of ``paths[index]``."""
+class _SeededViews(Dataset):
+    """Images of ``paths`` whose random views are seeded per ``(seed, epoch, index)``.
 
-    def __init__(self, paths: Sequence[str], weak: Callable, strong: Callable) -> None:
-        self.paths, self.weak, self.strong = list(paths), weak, strong
+    The draw of a sample does not depend on the loader's workers or on what was drawn before it, so
+    an epoch resumed in its middle (:mod:`s3a.train.preempt`) draws what the uninterrupted epoch drew.
+    Call :meth:`set_epoch` before each epoch's loader is created.
+    """
+
+    def __init__(self, paths: Sequence[str], seed: int = 0) -> None:
+        self.paths, self.seed, self.epoch = list(paths), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _image(self, i: int) -> Image.Image:
         with Image.open(self.paths[i]) as img:
-            img = img.convert("RGB")
+            return img.convert("RGB")
+
+
+class TwoViews(_SeededViews):
+    """``(weak, strong, index)`` of ``paths[index]``."""
+
+    def __init__(self, paths: Sequence[str], weak: Callable, strong: Callable, seed: int = 0) -> None:
+        super().__init__(paths, seed)
+        self.weak, self.strong = weak, strong
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        img = self._image(i)
+        with seeded(sample_seed(self.seed, self.epoch, i)):
             return self.weak(img), self.strong(img), i
 
 
-class OneView(Dataset):
+class OneView(_SeededViews):
     """``(view(image), index)`` of ``paths[index]`` (one augmented view per image)."""
 
-    def __init__(self, paths: Sequence[str], view: Callable) -> None:
-        self.paths, self.view = list(paths), view
-
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __init__(self, paths: Sequence[str], view: Callable, seed: int = 0) -> None:
+        super().__init__(paths, seed)
+        self.view = view
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with Image.open(self.paths[i]) as img:
-            return self.view(img.convert("RGB")), i
+        img = self._image(i)
+        with seeded(sample_seed(self.seed, self.epoch, i)):
+            return self.view(img), i

@@ -15,11 +15,14 @@ and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test
 which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
 
 The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
-EMA, loss) in :mod:`s3a.train.optim` and the resume state in :mod:`s3a.train.state`.
+EMA, loss) in :mod:`s3a.train.optim`, one step and one epoch in :mod:`s3a.train.step`, the resume
+state in :mod:`s3a.train.state` and the stop on a signal in :mod:`s3a.train.preempt`.
 
 State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
 killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
-from (seed, epoch, rank), ends with the same result as an uninterrupted run.
+from (seed, epoch, rank) and every sample's augmentation from (seed, epoch, index), ends with the
+same result as an uninterrupted run. On SIGTERM/SIGUSR1 (``checkpoint_signals``) the state is also
+saved in the middle of an epoch, after the current step, and the run exits with status 75.
 """
 
 from __future__ import annotations
@@ -36,9 +39,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
-from s3a.classify import vocabulary_logits, zero_shot
+from s3a.classify import zero_shot
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
@@ -46,23 +48,16 @@ from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
-from s3a.train.optim import cosine_lr, ema_decay, ema_update, param_groups, s3a_loss
+from s3a.train.optim import param_groups
 from s3a.train.params import TrainParams, TrainPaths
+from s3a.train.preempt import Preempted, SignalFlag, SkipSampler, random_states, set_random_states
 from s3a.train.state import ResumeState, run_fingerprint, seed_everything
+from s3a.train.step import EpochRun, max_over_ranks, train_epoch
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------
 # the run
-
-
-def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
-
-    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
-    (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
-    """
-    return vocabulary_logits(model(images), classifier)
 
 
 def vocabulary_top1(
@@ -166,70 +161,6 @@ def evaluate_on_split(
     return split.image_id[ok], pred, {"top1": metrics["top1"], "cluster_acc": metrics["cluster_acc"]}
 
 
-def train_step(
-    model: torch.nn.Module,
-    teacher: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    classifier: torch.Tensor,
-    params: TrainParams,
-    step: int,
-    lr: float,
-    device: torch.device,
-) -> tuple[float, dict[str, float]]:
-    """One optimizer step on ``(weak, strong, structural)`` and the EMA update after it.
-
-    ``model`` is the student, possibly wrapped in DistributedDataParallel; returns the loss and its parts.
-    """
-    weak, strong, structural = (t.to(device, non_blocking=True) for t in batch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        with torch.no_grad():
-            teacher_logits = head_logits(teacher, weak, classifier)
-        student_logits = head_logits(model, strong, classifier)
-    loss, parts = s3a_loss(teacher_logits, student_logits, structural, params)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    student = model.module if isinstance(model, DistributedDataParallel) else model
-    ema_update(teacher, student, ema_decay(step + 1, params))
-    return float(loss.detach()), parts
-
-
-def _train_epoch(
-    model, teacher, optimizer, loader, labels: torch.Tensor, classifier, params, env, step, steps, total
-):
-    sums = np.zeros(5)  # loss, loss_ins, loss_str, confident, samples
-    model.train()
-    base, final = params.lr * params.batch_size / 256, params.min_lr * params.batch_size / 256
-    lr = base
-    bar = tqdm(total=steps, desc="train", disable=not env.is_main, mininterval=5)
-    for i, (weak, strong, idx) in enumerate(loader):
-        if i >= steps:
-            break
-        lr = cosine_lr(step, total, base, final)
-        loss, parts = train_step(
-            model, teacher, optimizer, (weak, strong, labels[idx]), classifier, params, step, lr, env.device
-        )
-        step += 1
-        n = len(idx)
-        sums += [loss * n, parts["loss_ins"] * n, parts["loss_str"] * n, parts["confident"], n]
-        bar.update(1)
-    bar.close()
-    sums = distributed.all_reduce_sum(sums, env)
-    samples = max(sums[4], 1.0)
-    stats = {
-        "loss": float(sums[0] / samples),
-        "loss_ins": float(sums[1] / samples),
-        "loss_str": float(sums[2] / samples),
-        "confident_fraction": float(sums[3] / samples),
-        "samples": int(sums[4]),
-        "lr": float(lr),
-    }
-    return stats, step
-
-
 def _load_inputs(paths: TrainPaths):
     manifest = read_table(paths.manifest)
     structural = read_table(paths.structural_labels)
@@ -299,81 +230,132 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         history, labels, partition = state.history, state.labels, state.partition
         test_predictions = state.test_predictions
         start_epoch, step = state.epoch, state.step
-        log.info("resuming from %s after epoch %d", paths.state, start_epoch)
+        where = f"step {state.step_in_epoch} of epoch {start_epoch}" if state.step_in_epoch else ""
+        log.info("resuming from %s %s", paths.state, where or f"after epoch {start_epoch}")
     model = DistributedDataParallel(student) if env.distributed else student
 
-    data = TwoViews(image_paths, *training_views(clip.preprocess_cfg))
+    data = TwoViews(image_paths, *training_views(clip.preprocess_cfg), seed=params.seed)
     per_rank = params.batch_size // env.world_size
-    for epoch in range(start_epoch, params.epochs):
-        base_seed = seed_everything(params.seed, epoch, env.rank)
-        previous = labels
-        teacher_top1 = math.nan
-        if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
-            features = extract_features(teacher, image_paths, clip.preprocess, params, env)
-            top1 = vocabulary_top1(features, classifier_np, env.device)
-            teacher_top1 = 100 * top1_accuracy(top1, gt)
-            if epoch >= params.warmup_epochs:
-                start = offline_partition if params.online_start == "offline_partition" else partition
-                vote = cluster_vote(
-                    features, classifier_np, start, VoteParams(n_iter=params.vote_iters), top1=top1
-                )
-                labels, partition = vote.labels, vote.final_partition
-        sampler = DistributedSampler(
-            data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            data,
-            per_rank,
-            sampler=sampler,
-            num_workers=params.num_workers,
-            drop_last=True,
-            pin_memory=env.device.type == "cuda",
-            generator=torch.Generator().manual_seed(base_seed),
-        )
-        labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        stats, step = _train_epoch(
-            model, teacher, optimizer, loader, labels_t, classifier, params, env, step, steps, total
-        )
-        row = {
-            "epoch": epoch,
-            **stats,
-            "structural_names": int(len(np.unique(labels))),
-            "structural_changed": float(np.mean(labels != previous)),
-            "structural_top1": float(100 * top1_accuracy(labels, gt)),
-            "teacher_top1_train": teacher_top1,
-        }
-        evaluated = (epoch + 1) % params.eval_every == 0 or epoch == params.epochs - 1
-        predicted: dict[str, np.ndarray] = {}
-        for role, module in (("student", student), ("teacher", teacher)):
-            metrics = {"top1": math.nan, "cluster_acc": math.nan}
-            if evaluated and len(test_split.paths):
-                ids, pred, metrics = evaluate_on_split(
-                    module, test_split, clip.preprocess, classifier_np, params, env
-                )
-                predicted["image_id"], predicted[f"{role}_vocab_index"] = ids, pred
-            row[f"{role}_test_top1"] = float(metrics["top1"])
-            row[f"{role}_test_cluster_acc"] = float(metrics["cluster_acc"])
-        if predicted:
-            test_predictions.append(pd.DataFrame({"epoch": epoch, **predicted}))
-        history.append(row)
-        if env.is_main:
-            log.info(
-                "epoch %d: %s", epoch, {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+    stop = SignalFlag(params.checkpoint_signals)
+    with stop.installed():  # from here a signal saves the state at the next step or epoch end
+        for epoch in range(start_epoch, params.epochs):
+            base_seed = seed_everything(params.seed, epoch, env.rank)
+            run = EpochRun(step=step, sums=np.zeros(5))
+            if state is not None and state.epoch == epoch and state.step_in_epoch:  # resumed mid-epoch
+                previous, teacher_top1 = state.previous_labels, state.teacher_top1
+                run.done = state.step_in_epoch
+                run.sums = np.asarray(state.epoch_sums, dtype=np.float64) * (1.0 if env.is_main else 0.0)
+                if env.is_main and state.random_states is not None:
+                    set_random_states(state.random_states)
+            else:
+                previous = labels
+                teacher_top1 = math.nan
+                if epoch >= params.warmup_epochs or epoch % params.eval_every == 0:
+                    features = extract_features(teacher, image_paths, clip.preprocess, params, env)
+                    top1 = vocabulary_top1(features, classifier_np, env.device)
+                    teacher_top1 = 100 * top1_accuracy(top1, gt)
+                    if epoch >= params.warmup_epochs:
+                        start = offline_partition if params.online_start == "offline_partition" else partition
+                        vote = cluster_vote(
+                            features, classifier_np, start, VoteParams(n_iter=params.vote_iters), top1=top1
+                        )
+                        labels, partition = vote.labels, vote.final_partition
+            sampler = DistributedSampler(
+                data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
             )
-            ResumeState(
-                fingerprint=fingerprint,
-                epoch=epoch + 1,
-                step=step,
-                student=student.state_dict(),
-                teacher=teacher.state_dict(),
-                optimizer=optimizer.state_dict(),
-                history=history,
-                labels=np.asarray(labels),
-                partition=np.asarray(partition),
-                test_predictions=test_predictions,
-            ).save(paths.state)
-        distributed.barrier()
+            sampler.set_epoch(epoch)
+            data.set_epoch(epoch)
+            loader = DataLoader(
+                data,
+                per_rank,
+                sampler=SkipSampler(sampler, run.done * per_rank),
+                num_workers=params.num_workers,
+                drop_last=True,
+                pin_memory=env.device.type == "cuda",
+                generator=torch.Generator().manual_seed(base_seed),
+            )
+            labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+            def checkpoint(
+                run: EpochRun,
+                epoch=epoch,
+                labels=labels,
+                partition=partition,
+                previous=previous,
+                top1=teacher_top1,
+            ) -> None:
+                """Save the state after ``run.done`` steps of ``epoch`` and stop (a signal arrived)."""
+                sums = distributed.all_reduce_sum(run.sums, env)
+                if env.is_main:
+                    ResumeState(
+                        fingerprint=fingerprint,
+                        epoch=epoch,
+                        step=run.step,
+                        student=student.state_dict(),
+                        teacher=teacher.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        history=history,
+                        labels=np.asarray(labels),
+                        partition=np.asarray(partition),
+                        test_predictions=test_predictions,
+                        step_in_epoch=run.done,
+                        epoch_sums=[float(v) for v in sums],
+                        previous_labels=np.asarray(previous),
+                        teacher_top1=float(top1),
+                        random_states=random_states(),
+                    ).save(paths.state)
+                distributed.barrier()
+                raise Preempted(stop.received or "a signal", epoch, run.done, str(paths.state))
+
+            stats = train_epoch(
+                model, teacher, optimizer, loader, labels_t, classifier, params, env, run, steps, total,
+                stop, checkpoint,
+            )  # fmt: skip
+            step = run.step
+            state = None  # a mid-epoch state serves only the epoch it was saved in
+            row = {
+                "epoch": epoch,
+                **stats,
+                "structural_names": int(len(np.unique(labels))),
+                "structural_changed": float(np.mean(labels != previous)),
+                "structural_top1": float(100 * top1_accuracy(labels, gt)),
+                "teacher_top1_train": teacher_top1,
+            }
+            evaluated = (epoch + 1) % params.eval_every == 0 or epoch == params.epochs - 1
+            predicted: dict[str, np.ndarray] = {}
+            for role, module in (("student", student), ("teacher", teacher)):
+                metrics = {"top1": math.nan, "cluster_acc": math.nan}
+                if evaluated and len(test_split.paths):
+                    ids, pred, metrics = evaluate_on_split(
+                        module, test_split, clip.preprocess, classifier_np, params, env
+                    )
+                    predicted["image_id"], predicted[f"{role}_vocab_index"] = ids, pred
+                row[f"{role}_test_top1"] = float(metrics["top1"])
+                row[f"{role}_test_cluster_acc"] = float(metrics["cluster_acc"])
+            if predicted:
+                test_predictions.append(pd.DataFrame({"epoch": epoch, **predicted}))
+            history.append(row)
+            if env.is_main:
+                log.info(
+                    "epoch %d: %s",
+                    epoch,
+                    {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()},
+                )
+                ResumeState(
+                    fingerprint=fingerprint,
+                    epoch=epoch + 1,
+                    step=step,
+                    student=student.state_dict(),
+                    teacher=teacher.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    history=history,
+                    labels=np.asarray(labels),
+                    partition=np.asarray(partition),
+                    test_predictions=test_predictions,
+                ).save(paths.state)
+            distributed.barrier()
+            if stop.agreed(lambda v: max_over_ranks(v, env)):  # saved at the epoch's end: stop here
+                raise Preempted(stop.received or "a signal", epoch + 1, 0, str(paths.state))
 
     frame = pd.DataFrame(history)
     if env.is_main:

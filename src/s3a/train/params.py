@@ -35,7 +35,9 @@ class TrainParams(Train):
             the teacher on the train split); the last epoch is always evaluated.
         num_workers: data-loading workers per process.
         extract_batch_size: images per forward pass when extracting teacher features.
-        seed: seeds the sampler, augmentations and initial state.
+        seed: seeds the sampler, augmentations (per sample, epoch and index) and initial state.
+        checkpoint_signals: signals on which the run saves a mid-epoch state and exits with
+            :data:`s3a.train.preempt.EXIT_PREEMPTED` (:mod:`s3a.train.preempt`).
         decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
             :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
             online features come from the same decoder.

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def run_fingerprint(paths: TrainPaths, params: TrainParams, spec: ModelSpec, world: int) -> str:
     """Identity of a run: a resume state of another configuration is never reused."""
     digest = hashlib.sha256(Path(paths.structural_labels).read_bytes())
-    payload = [params.model_dump(), dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
+    settings = params.model_dump(exclude={"checkpoint_signals"})  # how a run stops is not what it computes
+    payload = [settings, dataclasses.asdict(spec), paths.manifest, paths.classifier, world]
     digest.update(json.dumps(payload, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -53,7 +54,10 @@ class SavedState:
     def load(cls, path: str | Path, fingerprint: str):
         """The state at ``path`` when it exists and belongs to ``fingerprint``, else None."""
         state = load_state(str(path), fingerprint)
-        return None if state is None else cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+        if state is None:
+            return None
+        # a field added since the state was written keeps its default (an epoch-boundary state)
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
 
 
 @dataclass
@@ -69,6 +73,14 @@ class ResumeState(SavedState):
         history: one row per finished epoch (``history.parquet``).
         labels, partition: ``(N,)`` structural labels and vote partition of the last epoch.
         test_predictions: per evaluated epoch, the test predictions (``test_epochs.parquet``).
+        step_in_epoch: optimizer steps done in epoch ``epoch`` (0: saved at an epoch boundary; more:
+            saved on a signal, :mod:`s3a.train.preempt`, and the epoch goes on after that step).
+        epoch_sums: the epoch's running sums (loss, loss_ins, loss_str, confident, samples) over all
+            processes at ``step_in_epoch``.
+        previous_labels: the structural labels before the epoch's vote (its ``structural_changed``).
+        teacher_top1: the teacher's train top-1 computed at the start of the epoch.
+        random_states: the main process's random states at ``step_in_epoch``
+            (:func:`s3a.train.preempt.random_states`).
     """
 
     fingerprint: str
@@ -81,3 +93,8 @@ class ResumeState(SavedState):
     labels: np.ndarray
     partition: np.ndarray
     test_predictions: list[pd.DataFrame]
+    step_in_epoch: int = 0
+    epoch_sums: list[float] = dataclasses.field(default_factory=list)
+    previous_labels: np.ndarray | None = None
+    teacher_top1: float = float("nan")
+    random_states: dict | None = None
