@@ -242,6 +242,42 @@ def test_killed_run_resumes_to_identical_labels_and_weights(world, monkeypatch, 
 
 
 @pytest.mark.slow
+def test_a_signal_mid_epoch_saves_the_step_and_the_rerun_ends_identical(world, monkeypatch):
+    """SIGTERM (Slurm's time limit) in the middle of an update epoch: exit 75, resume from that step."""
+    import os
+    import signal
+
+    from s3a.train.preempt import EXIT_PREEMPTED
+
+    root, spec, _ = world
+    params = {**FAST, "epochs": 3, "label_update": {"every": 2}}
+    assert main(cli(root, spec, "sig-whole", params)) == 0
+    real_loss, calls = imageloop.image_loss, []
+
+    def loss_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2 (an update epoch), its second of 3 steps
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(imageloop, "image_loss", loss_then_signal)
+    assert main(cli(root, spec, "sig", params)) == EXIT_PREEMPTED
+    state = torch.load(root / "sig" / "state.pt", weights_only=False)
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 2, 5)
+    assert not (root / "sig" / "model.pt").exists()
+    monkeypatch.setattr(imageloop, "image_loss", real_loss)
+    assert main(cli(root, spec, "sig", params)) == 0
+    np.testing.assert_array_equal(refined(root, "sig-whole"), refined(root, "sig"))
+    a, b = (torch.load(root / run / "model.pt", weights_only=False) for run in ("sig-whole", "sig"))
+    for part in ("visual", "head"):
+        assert all(torch.equal(a[part][key], b[part][key]) for key in a[part])
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(root / "sig-whole" / "history.parquet"),
+        pd.read_parquet(root / "sig" / "history.parquet"),
+    )
+
+
+@pytest.mark.slow
 def test_mldecoder_finetune_and_gt_seen(world):
     root, spec, data = world
     params = {**FAST, "epochs": 2, "supervision": "gt_seen", "label_update": {"every": 1},

@@ -139,6 +139,7 @@ class MultiLabelTrain(Block):
     label_update: LabelUpdate = Field(LabelUpdate(), description="Latent-label updates of gradient alignment.")  # fmt: skip
     asl: Asl = Field(Asl(), description="Asymmetric loss (net_loss asl and the mldecoder head).")
     seed: Int = Field(0, ge=0, description="Seed of initialisation, shuffling and augmentation.")
+    checkpoint_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGXCPU"]] = Field(["SIGTERM", "SIGUSR1"], description="Signals on which the image learners (finetune, mldecoder with backbone finetune) finish their step, save a mid-epoch resume state and exit with status 75, so the retried job goes on from that step (as train.checkpoint_signals).")  # fmt: skip
     linear: LinearLearner = Field(LinearLearner(), description="The linear learner.")
     finetune: FinetuneLearner = Field(FinetuneLearner(), description="The finetune learner.")
     mldecoder: MLDecoderLearner = Field(MLDecoderLearner(), description="The CLIP-Decoder head.")

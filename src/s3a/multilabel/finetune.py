@@ -95,6 +95,8 @@ class ImageTrainParams:
         augment: training view: ``none`` (the model's evaluation transform), ``weak`` (resize +
             random crop) or ``strong`` (RandAugment), from :mod:`s3a.train.augment`.
         num_workers: data-loading workers per process.
+        checkpoint_signals: signals on which training saves a mid-epoch state and exits with status
+            75 (:mod:`s3a.train.preempt`).
     """
 
     learner: str = "finetune"
@@ -114,8 +116,10 @@ class ImageTrainParams:
     augment: str = "weak"
     num_workers: int = 4
     seed: int = 0
+    checkpoint_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint_signals", tuple(self.checkpoint_signals))  # frozen
         checks = {
             "learner": (self.learner, LEARNERS),
             "supervision": (self.supervision, ("pseudo", "gt_seen")),

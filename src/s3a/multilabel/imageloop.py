@@ -47,7 +47,9 @@ from s3a.resume import fingerprint
 from s3a.train import distributed
 from s3a.train.augment import OneView, training_views
 from s3a.train.optim import cosine_lr
+from s3a.train.preempt import Preempted, SignalFlag, SkipSampler, random_states, set_random_states
 from s3a.train.state import SavedState, seed_everything
+from s3a.train.step import max_over_ranks
 
 __all__ = ["AlignState", "ImageTrainResult", "run_fingerprint", "train_images"]
 
@@ -66,6 +68,10 @@ class AlignState(SavedState):
         labels: ``(N, C)`` float32 latent labels ``y`` after the last finished epoch.
         n_updates, updating: the :class:`~s3a.multilabel.labels.UpdateCounter`.
         history: one row per finished epoch.
+        step_in_epoch: steps done in epoch ``epoch + 1`` when the state was saved on a signal
+            (:mod:`s3a.train.preempt`; 0 at an epoch boundary); ``labels`` then holds every process's
+            updates up to that step, and ``epoch_sums``/``lr``/``random_states`` the epoch's running
+            sums over all processes, its last learning rate and the main process's random states.
     """
 
     fingerprint: str
@@ -77,6 +83,10 @@ class AlignState(SavedState):
     n_updates: int
     updating: bool
     history: list[dict]
+    step_in_epoch: int = 0
+    epoch_sums: list[float] = dataclasses.field(default_factory=list)
+    lr: float = 0.0
+    random_states: dict | None = None
 
 
 @dataclass
@@ -99,7 +109,12 @@ def run_fingerprint(
     world: int,
 ) -> str:
     """Identity of a run (settings, model entry, images, initial targets, label text, process count)."""
-    payload = [dataclasses.asdict(params), dataclasses.asdict(spec), list(paths), world]
+    # how a run stops (checkpoint_signals) is not what it computes
+    payload = [
+        dataclasses.asdict(dataclasses.replace(params, checkpoint_signals=())),
+        dataclasses.asdict(spec),
+    ]
+    payload += [list(paths), world]
     settings = json.dumps(payload, sort_keys=True, default=str)
     return fingerprint(settings, np.asarray(targets, np.float32), np.asarray(text, np.float32))
 
@@ -193,87 +208,106 @@ def train_images(
     if view is None:
         weak, strong = training_views(clip.preprocess_cfg)
         view = weak if params.augment == "weak" else strong
-    data = OneView(paths, view)
+    data = OneView(paths, view, seed=params.seed)
     per_rank = params.batch_size // env.world_size
     steps = math.ceil((n // env.world_size) / per_rank)
     total = steps * params.epochs
-    for epoch in range(start + 1, params.epochs + 1):
-        base_seed = seed_everything(params.seed, epoch, env.rank)
-        sampler = DistributedSampler(
-            data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            data,
-            per_rank,
-            sampler=sampler,
-            num_workers=params.num_workers,
-            pin_memory=env.device.type == "cuda",
-            generator=torch.Generator().manual_seed(base_seed),
-        )
-        update = counter.due(epoch)
-        sums = np.zeros(5)  # loss * B, loss_label, |dy|, |y - p|, images
-        index, rows = [], []
-        lr = 0.0
-        model.train()
-        for images, idx in tqdm(
-            loader, desc=f"epoch {epoch}", disable=not (progress and env.is_main), mininterval=5
-        ):
-            factor = cosine_lr(step, total, 1.0, 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            lr = params.lr * factor
-            target = y[idx].to(env.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda"):
-                out = model(images.to(env.device, non_blocking=True))
-            loss, p = image_loss(out, target, params)
-            sums[3] += float((target - p).abs().sum())
-            if update:
-                new, lab, dy = label_step(target, p.float(), params.label_update)
-                y[idx] = new.cpu()
-                index.append(idx)
-                rows.append(new.cpu())
-                sums[1:3] += (lab, dy)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            sums[[0, 4]] += (float(loss.detach()) * len(idx), len(idx))
-        sums = distributed.all_reduce_sum(sums, env)
-        if update and env.distributed:
-            _sync_labels(y, index, rows, env)
-        seen = max(sums[4], 1.0)
-        mean_dy = sums[2] / (seen * c) if update else math.nan
-        if update:
-            counter.record(epoch, mean_dy)
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            "loss_net": sums[0] / seen,
-            "loss_label": sums[1] / seen if update else math.nan,
-            "mean_abs_dy": mean_dy,
-            "mean_abs_y_minus_p": sums[3] / (seen * c),
-            "n_updates": counter.n_updates,
-            "gt_label_map": _label_map(gt, y.numpy()) if update or epoch == 1 else math.nan,
-        }
-        history.append(row)
-        if env.is_main:
-            log.info(
-                "epoch %d: %s",
-                epoch,
-                ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+    stop = SignalFlag(params.checkpoint_signals)
+
+    def save(epoch: int, done: int = 0, sums=(), lr: float = 0.0) -> None:
+        if env.is_main and state_path:
+            AlignState(
+                fingerprint=fingerprint, epoch=epoch, step=step, network=net.state_dict(),
+                optimizer=optimizer.state_dict(), labels=y.numpy().copy(), n_updates=counter.n_updates,
+                updating=counter.updating, history=history, step_in_epoch=done,
+                epoch_sums=[float(v) for v in sums], lr=lr, random_states=random_states() if done else None,
+            ).save(state_path)  # fmt: skip
+
+    with stop.installed():  # from here a signal saves the state at the next step or epoch end
+        for epoch in range(start + 1, params.epochs + 1):
+            base_seed = seed_everything(params.seed, epoch, env.rank)
+            update = counter.due(epoch)
+            sums = np.zeros(5)  # loss * B, loss_label, |dy|, |y - p|, images
+            done, lr = 0, 0.0
+            if state is not None and state.step_in_epoch:  # resumed in the middle of this epoch
+                done, lr = state.step_in_epoch, state.lr
+                sums = np.asarray(state.epoch_sums, dtype=np.float64) * (1.0 if env.is_main else 0.0)
+                if env.is_main and state.random_states is not None:
+                    set_random_states(state.random_states)
+            state = None
+            sampler = DistributedSampler(
+                data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
             )
-            if state_path:
-                AlignState(
-                    fingerprint=fingerprint,
-                    epoch=epoch,
-                    step=step,
-                    network=net.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    labels=y.numpy().copy(),
-                    n_updates=counter.n_updates,
-                    updating=counter.updating,
-                    history=history,
-                ).save(state_path)
-        distributed.barrier()
+            sampler.set_epoch(epoch)
+            data.set_epoch(epoch)
+            loader = DataLoader(
+                data,
+                per_rank,
+                sampler=SkipSampler(sampler, done * per_rank),
+                num_workers=params.num_workers,
+                pin_memory=env.device.type == "cuda",
+                generator=torch.Generator().manual_seed(base_seed),
+            )
+            index, rows = [], []
+            model.train()
+            bar = tqdm(
+                loader, desc=f"epoch {epoch}", disable=not (progress and env.is_main), mininterval=5,
+                initial=done, total=steps,
+            )  # fmt: skip
+            for images, idx in bar:
+                factor = cosine_lr(step, total, 1.0, 0.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                lr = params.lr * factor
+                target = y[idx].to(env.device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda"):
+                    out = model(images.to(env.device, non_blocking=True))
+                loss, p = image_loss(out, target, params)
+                sums[3] += float((target - p).abs().sum())
+                if update:
+                    new, lab, dy = label_step(target, p.float(), params.label_update)
+                    y[idx] = new.cpu()
+                    index.append(idx)
+                    rows.append(new.cpu())
+                    sums[1:3] += (lab, dy)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                done += 1
+                sums[[0, 4]] += (float(loss.detach()) * len(idx), len(idx))
+                if stop.agreed(lambda v: max_over_ranks(v, env)):  # save this step, then stop
+                    if update and env.distributed:
+                        _sync_labels(y, index, rows, env)
+                    save(epoch - 1, done, distributed.all_reduce_sum(sums, env), lr)
+                    distributed.barrier()
+                    raise Preempted(stop.received or "a signal", epoch - 1, done, str(state_path))
+            sums = distributed.all_reduce_sum(sums, env)
+            if update and env.distributed:
+                _sync_labels(y, index, rows, env)
+            seen = max(sums[4], 1.0)
+            mean_dy = sums[2] / (seen * c) if update else math.nan
+            if update:
+                counter.record(epoch, mean_dy)
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "loss_net": sums[0] / seen,
+                "loss_label": sums[1] / seen if update else math.nan,
+                "mean_abs_dy": mean_dy,
+                "mean_abs_y_minus_p": sums[3] / (seen * c),
+                "n_updates": counter.n_updates,
+                "gt_label_map": _label_map(gt, y.numpy()) if update or epoch == 1 else math.nan,
+            }
+            history.append(row)
+            if env.is_main:
+                log.info(
+                    "epoch %d: %s",
+                    epoch,
+                    ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                )
+            save(epoch)
+            distributed.barrier()
+            if stop.agreed(lambda v: max_over_ranks(v, env)):  # saved at the epoch's end: stop here
+                raise Preempted(stop.received or "a signal", epoch, 0, str(state_path))
     return ImageTrainResult(net=net.eval(), labels=y.numpy(), history=pd.DataFrame(history))

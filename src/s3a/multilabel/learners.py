@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: the shared keys of ``multilabel.train`` besides the per-learner blocks
-TRAIN_KEYS = ("learners", "supervision", "label_update", "asl", "seed")
+TRAIN_KEYS = ("learners", "supervision", "label_update", "asl", "seed", "checkpoint_signals")
 _DECODER_ARCH = tuple(f.name for f in dataclasses.fields(MLDecoderParams))
 _HEAD_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
 #: the keys of each learner's block
@@ -90,9 +90,12 @@ def _block(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
 
 
 def _shared(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
-    """The shared keys that are present: label_update, asl, seed (nested as dicts) and, for
-    ``mldecoder`` only, supervision (linear and finetune always learn from the pseudo-labels)."""
-    keys = ("supervision", "seed") if learner == "mldecoder" else ("seed",)
+    """The shared keys that are present: label_update, asl, seed (nested as dicts), for the image
+    learners checkpoint_signals and, for ``mldecoder`` only, supervision (linear and finetune always
+    learn from the pseudo-labels)."""
+    keys = {"mldecoder": ("supervision", "seed"), "linear": ("seed",)}.get(learner, ("seed",))
+    if learner != "linear":  # the image learners stop on a signal (s3a.train.preempt)
+        keys = (*keys, "checkpoint_signals")
     out = {k: train[k] for k in keys if k in train}
     for key in ("label_update", "asl"):
         if train.get(key) is not None:

@@ -158,13 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     inputs = load_inputs(args, params, pseudo)
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
     from s3a.multilabel.imageloop import train_images
+    from s3a.train.preempt import EXIT_PREEMPTED, Preempted
 
-    with log_to(log_file):
+    with log_to(log_file) as log:
         env = distributed.setup(None if args.device == "auto" else args.device)
         try:
-            result = train_images(
-                inputs.paths, inputs.targets, inputs.text, params, spec, env, args.state, inputs.gt
-            )
+            try:
+                result = train_images(
+                    inputs.paths, inputs.targets, inputs.text, params, spec, env, args.state, inputs.gt
+                )
+            except Preempted as stopped:  # Slurm's time limit or preemption: retried from the step
+                log.warning("%s", stopped)
+                return EXIT_PREEMPTED
             if env.is_main:
                 save_model(result.net, args.out_model, params)
                 write_table(result.history, args.out_history)
