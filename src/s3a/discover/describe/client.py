@@ -113,6 +113,7 @@ class _OpenAIRunner:
                 "or use backend 'cache-only' / 'wordnet'"
             )
         self._key = key
+        self._stop.clear()  # the official style runs the runner again for clusters it re-asks
         client = _client(openai, self, key)
         self._retryable = tuple(getattr(openai, n) for n in self._RETRYABLE_NAMES)
         results: dict[tuple[str, int], dict[str, list[str]]] = {}
@@ -236,9 +237,7 @@ class _OpenAIRunner:
                         f"answer cut at max_tokens={p.max_tokens} (finish_reason 'length'); raise "
                         "llm.max_tokens if valid answers are longer"
                     )
-                answer = validate_answer(
-                    content, prompt.labels, prompt.label_names, prompt.names, p.prompt_style
-                )
+                answer = validate_answer(content, prompt.labels, p.prompt_style)
             except InvalidAnswer as exc:
                 reasks += 1
                 if reasks > p.max_reasks:
