@@ -44,6 +44,7 @@ from s3a.discover.describe import (
     official_template,
 )
 from s3a.discover.describe import official as official_mod
+from s3a.io import read_table, write_table
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = (
@@ -463,6 +464,8 @@ def test_requery_rule_through_the_driver_equals_cell16(notebook, authors_answers
     assert (
         source["local_path"] == str(NOTEBOOK.resolve()) and source["commit"] == official_mod.NOTEBOOK_COMMIT
     )
+    write_table(out, tmp_path / "descriptions.parquet")  # where the prompt came from travels with the table
+    assert read_table(tmp_path / "descriptions.parquet").attrs["official_prompt"] == source
 
 
 # ----------------------------------------------------------------- the re-query rule without the notebook

@@ -267,8 +267,12 @@ def _answer_prompts(
             received, failed = runner.run(missing, progress)
             parsed.update(received)
         if style == "official":
-            failed.update(_official_requery(prompts, params, cache, parsed, failed, runner, progress))
+            failed.update(_official_requery(prompts, params, parsed, failed, runner, progress))
         models |= runner.models
+        for prompt in prompts:  # a cluster given up keeps nothing in the cache: a rerun asks again
+            if prompt.text in failed:
+                for repeat in range(params.repeats):
+                    cache.delete(params.model, prompt.text, params.temperature, repeat)
         answers = {
             p.text: [parsed[p.text, r] for r in range(params.repeats)]
             for p in prompts
@@ -280,7 +284,6 @@ def _answer_prompts(
 def _official_requery(
     prompts: list[_Prompt],
     params: DescribeParams,
-    cache: AnswerCache,
     parsed: dict[tuple[str, int], dict[str, list[str]]],
     failed: dict[str, str],
     runner: _OpenAIRunner,
@@ -288,8 +291,7 @@ def _official_requery(
 ) -> dict[str, str]:
     """Cell 16's check of a cluster's answers together: a candidate left with no phrase re-asks them all.
 
-    Updates ``parsed`` in place. Returns the prompts newly given up under ``on_failure: wordnet``; their
-    answers are removed from the cache, so a rerun asks again.
+    Updates ``parsed`` in place. Returns the prompts newly given up under ``on_failure: wordnet``.
 
     Raises:
         ClusterFailure: a cluster still leaves a candidate without a phrase after ``max_reasks`` rounds
@@ -341,6 +343,4 @@ def _official_requery(
             reason,
         )
         given_up[prompt.text] = reason
-        for r in repeats:
-            cache.delete(params.model, prompt.text, params.temperature, r)
     return given_up
