@@ -21,7 +21,7 @@ OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count", "source"]
 #: longest concept line is 34 BPE tokens; the longest candidate list of the vocabulary has 7 + 6 + 5 =
 #: 18 senses (``queen``, ``jack``, ``mate``), so the longest valid answer of the example's density is
 #: about 18 x 34 = 612 tokens. 2048 leaves a 3x margin for models that list more phrases per concept.
-#: (The authors' own gpt-3.5 answers for three datasets are at most 459 tokens.)
+#: (The authors' own gpt-3.5 answers for three datasets are at most 459 CLIP BPE tokens.)
 DEFAULT_MAX_TOKENS = LLM.model_fields["max_tokens"].default
 
 
