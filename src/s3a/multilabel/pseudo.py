@@ -166,7 +166,13 @@ def aggregate(scores: ViewScores, params: PseudoParams = PseudoParams()) -> tupl
         agg = np.where(scores.s_alpha >= params.zeta, scores.s_alpha, scores.s_beta)
     agg = np.asarray(agg, np.float64)
     g = np.asarray(scores.s_global, np.float64)
-    final = 0.5 * (g + agg + params.lam * np.abs(g - agg))
+    final = np.add(g, agg)  # in place from here: two (N, C) float64 arrays, a third when λ ≠ 0
+    if params.lam:
+        diff = np.subtract(g, agg)
+        np.abs(diff, out=diff)
+        diff *= params.lam
+        final += diff
+    final *= 0.5
     return agg, final
 
 
