@@ -263,7 +263,7 @@ class ModelEntry(Block):
     arch: str = Field(description="open_clip architecture (ViT-B-16, ViT-L-14, s3a-tiny) or local-dir:/hf-hub: identifier.")  # fmt: skip
     pretrained: str | None = Field(None, description="open_clip pretrained tag (openai, ...) or a local checkpoint file (.pt/.bin/.safetensors); null = random weights.")  # fmt: skip
     cache_dir: str | None = Field(None, description="Where downloaded weights are cached; null = open_clip's default cache.")  # fmt: skip
-    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for a local file; true/false state it (true for a local file of OpenAI weights). A value that contradicts the tag is an error.")  # fmt: skip
+    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for random weights; true/false state it. Required for a local checkpoint file of an architecture with an openai tag (ViT-B-16, ViT-L-14, ...): true for OpenAI's weights, false for weights trained with GELU (a file cannot tell; unset stops the run before any job). A value that contradicts the tag is an error.")  # fmt: skip
 
 
 class Run(Block):
