@@ -322,38 +322,93 @@ def test_head_logits_are_fp32_under_bf16_autocast(tiny_clip):
     torch.testing.assert_close(plain, expected, atol=1e-5, rtol=0)
 
 
-def test_train_step_head_is_fp32_under_autocast(tiny_clip, monkeypatch):
-    """train_step computes teacher and student logits with the fp32 head (CUDA autocast faked on CPU)."""
+def _step_dtypes(tiny_clip, precision: str) -> tuple[set, list]:
+    """One train_step of a copy of the tiny encoder with ``precision``: the dtypes the encoders' first
+    MLP layer produced (student and teacher) and the dtypes of the logits the loss received."""
     import copy
 
     import s3a.train.loop as loop
+    from s3a.train.loop import train_step
 
-    seen = []
+    student = copy.deepcopy(tiny_clip.model.visual).float()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    produced = set()
+    for module in (student, teacher):
+        module.transformer.resblocks[0].mlp.c_fc.register_forward_hook(
+            lambda mod, args, out: produced.add(out.dtype)
+        )
+    logits = []
     real = loop.s3a_loss
 
     def spy(teacher_logits, student_logits, structural, params):
-        seen.append((teacher_logits.dtype, student_logits.dtype))
+        logits.append((teacher_logits.dtype, student_logits.dtype))
         return real(teacher_logits, student_logits, structural, params)
 
-    monkeypatch.setattr(loop, "s3a_loss", spy)
-    cpu_autocast = torch.autocast
+    loop.s3a_loss = spy
+    try:
+        params = TrainParams(precision=precision)
+        optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
+        classifier = torch.nn.functional.normalize(torch.randn(50, 32))
+        batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+        before = student.conv1.weight.detach().clone()
+        loss, _ = train_step(
+            student, teacher, optimizer, batch, classifier, params, 0, 1e-3, torch.device("cpu")
+        )
+    finally:
+        loop.s3a_loss = real
+    assert math.isfinite(loss) and not torch.equal(before, student.conv1.weight)  # it trained
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    return produced, logits
 
-    def on_cpu(device_type, dtype=None, enabled=True, **kw):  # the step's cuda autocast, on the CPU
-        if device_type == "cuda":
-            return cpu_autocast("cpu", dtype=torch.bfloat16, enabled=True)
-        return cpu_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
 
-    monkeypatch.setattr(loop.torch, "autocast", on_cpu)
-    student = copy.deepcopy(tiny_clip.model.visual).float()
-    teacher = copy.deepcopy(student).requires_grad_(False)
-    params = TrainParams()
-    optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
-    classifier = torch.nn.functional.normalize(torch.randn(50, 32))
-    batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
-    from s3a.train.loop import train_step
+def test_train_step_precision_bf16_autocasts_the_encoder_and_fp32_does_not(tiny_clip, monkeypatch):
+    """bf16 (default): the encoders run in bf16 where autocast is on (CUDA; here the CPU stands in);
+    fp32: no autocast at all, even where bf16 would be on. The head is fp32 either way."""
+    import s3a.train.loop as loop
 
-    train_step(student, teacher, optimizer, batch, classifier, params, 0, 1e-5, torch.device("cpu"))
-    assert seen == [(torch.float32, torch.float32)]
+    assert TrainParams().precision == "bf16"
+    # today's CPU behaviour, both settings: fp32 (bf16 autocast is only for CUDA)
+    for precision in ("bf16", "fp32"):
+        assert _step_dtypes(tiny_clip, precision) == ({torch.float32}, [(torch.float32, torch.float32)])
+    monkeypatch.setattr(loop, "BF16_DEVICES", ("cuda", "cpu"))  # this CPU as the CUDA device
+    produced, logits = _step_dtypes(tiny_clip, "bf16")
+    assert produced == {torch.bfloat16} and logits == [(torch.float32, torch.float32)]
+    produced, logits = _step_dtypes(tiny_clip, "fp32")
+    assert produced == {torch.float32} and logits == [(torch.float32, torch.float32)]
+    # fp32 switches autocast off even inside a caller's autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _step_dtypes(tiny_clip, "fp32")[0] == {torch.float32}
+
+
+def test_teacher_features_follow_the_precision(tiny_clip, world, monkeypatch):
+    import s3a.train.loop as loop
+    from s3a.train.distributed import DistEnv
+
+    monkeypatch.setattr(loop, "BF16_DEVICES", ("cuda", "cpu"))
+    paths = list(pd.read_parquet(world[0] / "manifest.parquet").path[:4])
+    produced = []
+    hook = tiny_clip.model.visual.transformer.resblocks[0].mlp.c_fc.register_forward_hook(
+        lambda mod, args, out: produced.append(out.dtype)
+    )
+    try:
+        for precision in ("bf16", "fp32"):
+            params = TrainParams(precision=precision, num_workers=0, extract_batch_size=4)
+            loop.extract_features(tiny_clip.model.visual, paths, tiny_clip.preprocess, params, DistEnv())
+    finally:
+        hook.remove()  # the model is shared by other tests
+    assert produced == [torch.bfloat16, torch.float32]
+
+
+def test_resume_fingerprint_includes_the_precision(world):
+    from s3a.train.state import run_fingerprint
+
+    root, spec = world
+    paths = paths_for(root, "fingerprint")
+    bf16, fp32 = (run_fingerprint(paths, TrainParams(precision=p), spec, 1) for p in ("bf16", "fp32"))
+    assert bf16 != fp32
+    assert bf16 == run_fingerprint(paths, TrainParams(), spec, 1)
+    with pytest.raises(ValueError, match="precision"):
+        TrainParams(precision="fp16")
 
 
 MEMORY_PROBE = """

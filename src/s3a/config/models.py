@@ -221,6 +221,7 @@ class Train(Block):
     num_workers: Int = Field(8, ge=0, description="Data-loading workers per GPU process.")
     extract_batch_size: Int = Field(256, ge=1, description="Images per forward pass when extracting teacher features.")  # fmt: skip
     seed: Int = Field(0, ge=0, description="Seed of sampling, augmentation and initial state.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Precision of the image encoder in self-training (training steps, teacher features of the online vote, test evaluation): bf16 = bf16 autocast on CUDA (faster, less memory); fp32 = no autocast, as the official run (spec 6.4, AMP off). The heads over the names are fp32 either way; the CPU always runs fp32.")  # fmt: skip
 
 
 #: a dataset's override of a top-level block: only the keys it sets (the schema shows `{}`)

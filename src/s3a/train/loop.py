@@ -6,6 +6,9 @@ student logits ``s = 100 W f(x_strong)``::
 
     L = w_ins * CE(s, argmax q)[max q > tau] + w_str * CE(s, y_str)
 
+The image encoder runs under bf16 autocast on CUDA, or in fp32 with ``train.precision: fp32`` (the
+official run, :func:`encoder_autocast`); the logits over the names are fp32 either way.
+
 From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
 every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
 
@@ -56,10 +59,22 @@ log = logging.getLogger(__name__)
 # the run
 
 
+#: devices on which ``train.precision: bf16`` puts the image encoder under bf16 autocast
+BF16_DEVICES = ("cuda",)
+
+
+def encoder_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast of the image encoder in self-training (steps, teacher features, evaluation):
+    bf16 on CUDA for ``precision="bf16"``; off (fp32, even inside an outer autocast) for ``"fp32"``,
+    the official run (spec 6.4), and on the CPU."""
+    enabled = precision == "bf16" and device.type in BF16_DEVICES
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
 
-    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
+    The encoder runs under whatever autocast is active (:func:`encoder_autocast`); the head itself
     (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
     """
     return vocabulary_logits(model(images), classifier)
@@ -102,7 +117,7 @@ def extract_features(
     )
     model.eval()
     index, rows = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    autocast = encoder_autocast(env.device, params.precision)
     batches = image_batches(
         paths, transform, read, env.device, sampler, desc="teacher features", progress=env.is_main
     )
@@ -184,7 +199,7 @@ def train_step(
     weak, strong, structural = (t.to(device, non_blocking=True) for t in batch)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with encoder_autocast(device, params.precision):
         with torch.no_grad():
             teacher_logits = head_logits(teacher, weak, classifier)
         student_logits = head_logits(model, strong, classifier)
