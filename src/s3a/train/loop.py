@@ -14,7 +14,7 @@ every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5
 
 Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
 test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
-and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
+and cluster accuracy (named classes, as the report) per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
 which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
 
 The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
@@ -45,7 +45,7 @@ from s3a.classify import vocabulary_logits, zero_shot
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
-from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
+from s3a.metrics import evaluate_predictions, gt_vocab_index, named_classes, top1_accuracy
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
@@ -144,7 +144,9 @@ class EvalSplit:
     Attributes:
         image_id, paths: ``(M,)`` images of the split.
         gt_vocab: ``(M,)`` vocabulary index of each image's class name (``-1`` out of vocabulary).
-        gt_class: ``(M,)`` the dataset's class index (for the cluster accuracy).
+        gt_class: ``(M,)`` the named class (:func:`s3a.metrics.named_classes`) the cluster accuracy
+            matches against: classes sharing a vocabulary name are one, as in the report (997 on
+            ImageNet-1K).
         gt_names: ``(M,)`` class-name strings.
         names: ``(V,)`` vocabulary names by ``vocab_index``.
     """
@@ -254,16 +256,22 @@ def _load_inputs(paths: TrainPaths):
     vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
     gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
     _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
+    return rows, gt, classifier, eval_split(manifest, vocabulary)
+
+
+def eval_split(manifest: pd.DataFrame, vocabulary: pd.DataFrame) -> EvalSplit:
+    """The test split of ``manifest`` with its ground truth as the report's
+    :func:`s3a.metrics.stage_metrics` takes it (vocabulary index and named class)."""
     test = manifest[manifest.split == "test"]
-    split = EvalSplit(
+    gt_vocab = gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary)
+    return EvalSplit(
         image_id=test.image_id.to_numpy(),
         paths=list(test.path),
-        gt_vocab=gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary),
-        gt_class=test.class_index.to_numpy(np.int64),
+        gt_vocab=gt_vocab,
+        gt_class=named_classes(gt_vocab, list(test.class_name)),
         gt_names=list(test.class_name),
         names=vocabulary.sort_values("vocab_index").name.tolist(),
     )
-    return rows, gt, classifier, split
 
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:
