@@ -14,8 +14,9 @@ every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5
 
 Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
 test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
-and cluster accuracy (named classes, as the report) per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
-which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
+and cluster accuracy (over the named classes, as the report) per evaluated epoch, and
+``test_epochs.parquet`` their test predictions, from which the workflow reports the ``last`` epoch
+and the ``best`` one (selected on the test split).
 
 The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
 EMA, loss) in :mod:`s3a.train.optim` and the resume state in :mod:`s3a.train.state`.
