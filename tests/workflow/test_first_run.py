@@ -14,7 +14,7 @@ from tests.workflow.test_workflow import REPO, copy_workflow, run_snakemake
 pytestmark = pytest.mark.slow
 
 
-def test_missing_local_checkpoint_fails_at_parse_time_naming_key_and_path(tmp_path):
+def test_missing_checkpoint_or_unsaid_activation_fails_at_parse_time_naming_key(tmp_path):
     (tmp_path / "work").mkdir()
     work = copy_workflow(tmp_path / "work")
     demo = (work / "config" / "demo.yaml").read_text()
@@ -25,6 +25,15 @@ def test_missing_local_checkpoint_fails_at_parse_time_naming_key_and_path(tmp_pa
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "models.tiny.pretrained" in output and str(missing) in output
+    # a local file of an architecture with OpenAI (QuickGELU) and GELU weights must say which
+    weights = tmp_path / "weights" / "ViT-B-16.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    unsaid = demo.replace(old, f"pretrained: {weights}").replace("arch: s3a-tiny", "arch: ViT-B-16")
+    (work / "config" / "unsaid.yaml").write_text(unsaid)
+    result = run_snakemake(["-n", "--configfile", "config/unsaid.yaml"], work, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "models.tiny.quick_gelu" in output and "`quick_gelu: true`" in output
     # the demo's own random checkpoint is made by a rule, so its absence is fine
     ok = run_snakemake(["-n", "--configfile", "config/demo.yaml"], work, timeout=300)
     assert ok.returncode == 0, ok.stderr

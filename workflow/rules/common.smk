@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from s3a.config import MULTILABEL_KINDS, resolved, typed
 from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
-from s3a.models import ModelSpec
+from s3a.models import ModelSpec, activation_problem
 
 
 def check_config(config):
@@ -76,6 +76,8 @@ for _name in MODELS:
             f"models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
             "give the path of an existing .pt/.bin/.safetensors file, or an open_clip tag such as 'openai'"
         )
+    if _problem := activation_problem(_spec):  # a local file that does not say QuickGELU or GELU
+        raise ValueError(f"models.{_name}.quick_gelu: {_problem}")
 
 
 def dataset_splits(dataset):

@@ -222,6 +222,7 @@ class Train(Block):
     num_workers: Int = Field(8, ge=0, description="Data-loading workers per GPU process.")
     extract_batch_size: Int = Field(256, ge=1, description="Images per forward pass when extracting teacher features.")  # fmt: skip
     seed: Int = Field(0, ge=0, description="Seed of sampling, augmentation and initial state.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Precision of the image encoder in self-training (training steps, teacher features of the online vote, test evaluation): bf16 = bf16 autocast on CUDA (faster, less memory); fp32 = no autocast, as the official run (spec 6.4, AMP off). The heads over the names are fp32 either way; the CPU always runs fp32.")  # fmt: skip
 
 
 #: a dataset's override of a top-level block: only the keys it sets (the schema shows `{}`)
@@ -264,7 +265,7 @@ class ModelEntry(Block):
     arch: str = Field(description="open_clip architecture (ViT-B-16, ViT-L-14, s3a-tiny) or local-dir:/hf-hub: identifier.")  # fmt: skip
     pretrained: str | None = Field(None, description="open_clip pretrained tag (openai, ...) or a local checkpoint file (.pt/.bin/.safetensors); null = random weights.")  # fmt: skip
     cache_dir: str | None = Field(None, description="Where downloaded weights are cached; null = open_clip's default cache.")  # fmt: skip
-    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for a local file; true/false state it (true for a local file of OpenAI weights). A value that contradicts the tag is an error.")  # fmt: skip
+    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for random weights; true/false state it. Required for a local checkpoint file of an architecture with an openai tag (ViT-B-16, ViT-L-14, ...): true for OpenAI's weights, false for weights trained with GELU (a file cannot tell; unset stops the run before any job). A value that contradicts the tag is an error.")  # fmt: skip
 
 
 class Run(Block):

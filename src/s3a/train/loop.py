@@ -6,13 +6,17 @@ student logits ``s = 100 W f(x_strong)``::
 
     L = w_ins * CE(s, argmax q)[max q > tau] + w_str * CE(s, y_str)
 
+The image encoder runs under bf16 autocast on CUDA, or in fp32 with ``train.precision: fp32`` (the
+official run, :func:`encoder_autocast`); the logits over the names are fp32 either way.
+
 From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
 every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
 
 Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
 test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
-and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
-which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
+and cluster accuracy (over the named classes, as the report) per evaluated epoch, and
+``test_epochs.parquet`` their test predictions, from which the workflow reports the ``last`` epoch
+and the ``best`` one (selected on the test split).
 
 The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
 EMA, loss) in :mod:`s3a.train.optim` and the resume state in :mod:`s3a.train.state`.
@@ -42,7 +46,7 @@ from s3a.classify import vocabulary_logits, zero_shot
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
-from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
+from s3a.metrics import evaluate_predictions, gt_vocab_index, named_classes, top1_accuracy
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
@@ -56,10 +60,22 @@ log = logging.getLogger(__name__)
 # the run
 
 
+#: devices on which ``train.precision: bf16`` puts the image encoder under bf16 autocast
+BF16_DEVICES = ("cuda",)
+
+
+def encoder_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast of the image encoder in self-training (steps, teacher features, evaluation):
+    bf16 on CUDA for ``precision="bf16"``; off (fp32, even inside an outer autocast) for ``"fp32"``,
+    the official run (spec 6.4), and on the CPU."""
+    enabled = precision == "bf16" and device.type in BF16_DEVICES
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
 
-    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
+    The encoder runs under whatever autocast is active (:func:`encoder_autocast`); the head itself
     (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
     """
     return vocabulary_logits(model(images), classifier)
@@ -102,7 +118,7 @@ def extract_features(
     )
     model.eval()
     index, rows = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    autocast = encoder_autocast(env.device, params.precision)
     batches = image_batches(
         paths, transform, read, env.device, sampler, desc="teacher features", progress=env.is_main
     )
@@ -129,7 +145,9 @@ class EvalSplit:
     Attributes:
         image_id, paths: ``(M,)`` images of the split.
         gt_vocab: ``(M,)`` vocabulary index of each image's class name (``-1`` out of vocabulary).
-        gt_class: ``(M,)`` the dataset's class index (for the cluster accuracy).
+        gt_class: ``(M,)`` the named class (:func:`s3a.metrics.named_classes`) the cluster accuracy
+            matches against: classes sharing a vocabulary name are one, as in the report (997 on
+            ImageNet-1K).
         gt_names: ``(M,)`` class-name strings.
         names: ``(V,)`` vocabulary names by ``vocab_index``.
     """
@@ -184,7 +202,7 @@ def train_step(
     weak, strong, structural = (t.to(device, non_blocking=True) for t in batch)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with encoder_autocast(device, params.precision):
         with torch.no_grad():
             teacher_logits = head_logits(teacher, weak, classifier)
         student_logits = head_logits(model, strong, classifier)
@@ -239,16 +257,22 @@ def _load_inputs(paths: TrainPaths):
     vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
     gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
     _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
+    return rows, gt, classifier, eval_split(manifest, vocabulary)
+
+
+def eval_split(manifest: pd.DataFrame, vocabulary: pd.DataFrame) -> EvalSplit:
+    """The test split of ``manifest`` with its ground truth as the report's
+    :func:`s3a.metrics.stage_metrics` takes it (vocabulary index and named class)."""
     test = manifest[manifest.split == "test"]
-    split = EvalSplit(
+    gt_vocab = gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary)
+    return EvalSplit(
         image_id=test.image_id.to_numpy(),
         paths=list(test.path),
-        gt_vocab=gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary),
-        gt_class=test.class_index.to_numpy(np.int64),
+        gt_vocab=gt_vocab,
+        gt_class=named_classes(gt_vocab, list(test.class_name)),
         gt_names=list(test.class_name),
         names=vocabulary.sort_values("vocab_index").name.tolist(),
     )
-    return rows, gt, classifier, split
 
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:

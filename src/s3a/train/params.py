@@ -36,6 +36,8 @@ class TrainParams(Train):
         num_workers: data-loading workers per process.
         extract_batch_size: images per forward pass when extracting teacher features.
         seed: seeds the sampler, augmentations and initial state.
+        precision: ``bf16`` (the image encoder under bf16 autocast on CUDA) or ``fp32`` (no autocast,
+            the official run); see :func:`s3a.train.loop.encoder_autocast`.
         decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
             :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
             online features come from the same decoder.
