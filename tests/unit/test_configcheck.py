@@ -98,7 +98,9 @@ def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
     shapes = folder_name(tmp_path / "shapes")
     clash["datasets"][shapes] = {"kind": "generated"}  # a dataset of that name exists already
     clash["folder"] = str(tmp_path / "shapes")
-    assert add_folder_dataset(clash) == f"folder_{shapes}" and clash["datasets"][shapes]["kind"] == "generated"
+    assert (
+        add_folder_dataset(clash) == f"folder_{shapes}" and clash["datasets"][shapes]["kind"] == "generated"
+    )
 
 
 def test_two_folders_with_one_base_name_get_two_names(tmp_path):
@@ -106,7 +108,11 @@ def test_two_folders_with_one_base_name_get_two_names(tmp_path):
     a, b = tmp_path / "2023" / "photos", tmp_path / "2024" / "photos"
     names = {folder_name(a), folder_name(b)}
     assert len(names) == 2 and all(re.fullmatch(r"photos_[0-9a-f]{6}", n) for n in names)
-    assert folder_name(a) == folder_name(str(a) + "/") == folder_name(tmp_path / "2023" / ".." / "2023" / "photos")
+    assert (
+        folder_name(a)
+        == folder_name(str(a) + "/")
+        == folder_name(tmp_path / "2023" / ".." / "2023" / "photos")
+    )
 
 
 def test_a_folder_run_under_its_plain_name_keeps_its_results(tmp_path):
