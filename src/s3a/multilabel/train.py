@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from s3a.io import embeddings_table, read_embeddings, read_table, write_table
+from s3a.jobguard import StateLockedError, die_with_parent, hold_state_lock
 from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.multilabel.data import label_matrix
@@ -148,6 +149,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()  # under torchrun: this worker goes when torchrun goes (s3a.jobguard)
+    try:
+        with hold_state_lock(args.state):  # one trainer per state; raises only on entry
+            return _run(args)
+    except StateLockedError as exc:
+        print(f"python -m s3a.multilabel.train: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     # configuration errors surface here, before a model or a GPU is touched
     config = json.loads(args.params)
     if args.supervision is not None and args.learner == "mldecoder":
