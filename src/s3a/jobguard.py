@@ -9,10 +9,10 @@ outputs, and a rerun could then put a second trainer on the same state file. Two
 - :func:`die_with_parent`: under torchrun, the kernel sends the worker ``SIGTERM`` when torchrun
   dies (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a no-op). A plain ``python -m s3a.train`` is
   left alone (it may be run under ``nohup``).
-- :func:`hold_state_lock`: an exclusive ``fcntl`` lock on ``<state>.lock`` beside the resume state,
-  held for the whole run. A second trainer on the same state stops at once with one line naming
-  the holder's process id. The kernel releases the lock when its holder dies, so a crash never
-  leaves a stale lock behind.
+- :func:`hold_state_lock`: an exclusive ``flock`` on ``<state>.lock`` beside the resume state, held
+  for the whole run (taken once the inputs are checked, before any model is loaded). A second
+  trainer on the same state stops at once with one line naming the holder's process id. The kernel
+  releases the lock when its holder dies, so a crash never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def hold_state_lock(state: str | os.PathLike[str]) -> Iterator[Path]:
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            if exc.errno not in (errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK):
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StateLockedError(

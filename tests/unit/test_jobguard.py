@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from s3a.jobguard import hold_state_lock
+from s3a.jobguard import StateLockedError, hold_state_lock
 from tests.unit.test_train import FAST, cli_args, paths_for, world  # noqa: F401 - the module's fixture
-
-#: subprocesses and torchrun: the slow tier
-pytestmark = pytest.mark.slow
 
 
 def _alive(pid: int) -> bool:
@@ -35,29 +32,33 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("entry", ["s3a.train", "s3a.multilabel.train"])
-def test_a_second_trainer_on_a_held_state_stops_with_one_line(tmp_path, entry):
+def test_a_second_trainer_on_a_held_state_stops_with_one_line(tmp_path, capsys):
+    from s3a.train.__main__ import main
+
     state = tmp_path / "resources" / "train" / "photos" / "tiny" / "state.pt"
-    args = ["--state", str(state), "--manifest", "m", "--vocabulary", "v", "--classifier", "c",
-            "--structural-labels", "s", "--student", "a", "--teacher", "b", "--history", "h",
-            "--test-epochs", "t", "--model", "{}"]  # fmt: skip
-    if entry == "s3a.multilabel.train":
-        args = ["--state", str(state), "--learner", "finetune", "--manifest", "m", "--label-classifier", "l",
-                "--model", "{}", "--out-model", "o", "--out-history", "h", "--out-labels", "y"]  # fmt: skip
+    inputs = {
+        name: tmp_path / f"{name}.parquet" for name in ("manifest", "vocabulary", "classifier", "labels")
+    }
+    for path in inputs.values():
+        path.write_text("checked for existence only, before the lock")
+    args = ["--state", str(state), "--manifest", str(inputs["manifest"]),
+            "--vocabulary", str(inputs["vocabulary"]), "--classifier", str(inputs["classifier"]),
+            "--structural-labels", str(inputs["labels"]), "--student", "a", "--teacher", "b",
+            "--history", "h", "--test-epochs", "t", "--model", '{"arch": "s3a-tiny"}',
+            "--device", "cpu"]  # fmt: skip
     with hold_state_lock(state):
-        result = subprocess.run(
-            [sys.executable, "-m", entry, *args], capture_output=True, text=True, timeout=120
-        )
-    assert result.returncode == 1
-    assert result.stderr == (
-        f"python -m {entry}: another trainer (process {os.getpid()}) is training on {state}; wait for it "
+        assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"python -m s3a.train: another trainer (process {os.getpid()}) is training on {state}; wait for it "
         f"to finish or stop it (kill {os.getpid()}), then run again\n"
     )
     # released with its holder: the same command now gets past the lock (and stops at its inputs)
-    result = subprocess.run([sys.executable, "-m", entry, *args], capture_output=True, text=True, timeout=120)
-    assert "another trainer" not in result.stderr
+    with pytest.raises(Exception) as error:
+        main(args)
+    assert not isinstance(error.value, StateLockedError)
 
 
+@pytest.mark.slow
 def test_torchrun_worker_dies_with_its_job_and_blocks_a_second_trainer(world):  # noqa: F811
     root, spec = world
     paths = paths_for(root, "guarded")

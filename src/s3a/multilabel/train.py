@@ -151,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     die_with_parent()  # under torchrun: this worker goes when torchrun goes (s3a.jobguard)
     try:
-        with hold_state_lock(args.state):  # one trainer per state; raises only on entry
-            return _run(args)
-    except StateLockedError as exc:
+        return _run(args)
+    except StateLockedError as exc:  # s3a.jobguard.hold_state_lock: one trainer per state
         print(f"python -m s3a.multilabel.train: {exc}", file=sys.stderr)
         return 1
 
@@ -170,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
     from s3a.multilabel.imageloop import train_images
 
-    with log_to(log_file):
+    with hold_state_lock(args.state), log_to(log_file):
         env = distributed.setup(None if args.device == "auto" else args.device)
         try:
             result = train_images(

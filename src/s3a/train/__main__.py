@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     die_with_parent()  # under torchrun: this worker goes when torchrun goes
     try:
-        with hold_state_lock(args.state):  # raises StateLockedError only on entry
-            return _run(args)
+        return _run(args)
     except StateLockedError as exc:
         print(f"python -m s3a.train: {exc}", file=sys.stderr)
         return 1
@@ -116,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     paths.check()
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
-    with log_to(log_file):
+    with hold_state_lock(args.state), log_to(log_file):  # one trainer per state
         import pyarrow.parquet as pq
 
         n_images = pq.ParquetFile(paths.structural_labels).metadata.num_rows
