@@ -280,7 +280,7 @@ class Config(Block):
 
     datasets: dict[str, DatasetEntry] = Field(min_length=1, description="Dataset table: a short name (used in result paths) -> how to build its manifest.")  # fmt: skip
     models: dict[str, ModelEntry] = Field(min_length=1, description="Model table: a short key (used in result paths) -> open_clip architecture and weights.")  # fmt: skip
-    folder: str | None = Field(None, description="A folder of your own photos to name: adds an unlabeled `folder` dataset named after the folder and runs only it (`--config folder=/path/to/photos`); null = off.")  # fmt: skip
+    folder: str | None = Field(None, description="A folder of your own photos to name: adds an unlabeled `folder` dataset named after the folder (its base name and six characters of its path) and runs only it (`--config folder=/path/to/photos`); null = off.")  # fmt: skip
     run: Run = Field(Run(), description="What `snakemake` builds by default.")
     splits: list[Literal["train", "test"]] = Field(["train", "test"], min_length=1, json_schema_extra={"uniqueItems": True, "contains": {"const": "train"}}, description="Splits to embed, predict and evaluate; must contain train (the unlabeled set discovery and self-training use).")  # fmt: skip
     vocabulary: Vocabulary = Field(Vocabulary(), description="The realistic zero-shot vocabulary (spec section 2).")  # fmt: skip

@@ -23,15 +23,21 @@ Several nodes under Slurm (one task per GPU; ranks come from Slurm's variables):
 The Snakemake rule ``self_train`` runs the torchrun form with ``--nproc_per_node`` = the rule's GPUs
 and its declared outputs as ``--student``, ``--teacher``, ``--history`` and ``--test-epochs``.
 A run that is killed resumes from its last finished epoch when started again with the same arguments.
+Under torchrun a worker dies with torchrun (:func:`s3a.jobguard.die_with_parent`), and a second
+trainer on the same ``--state`` stops at once with one line (:func:`s3a.jobguard.hold_state_lock`).
+A dataset with fewer training images than ``batch_size`` (a small photo folder) trains with a batch
+of all its images (:func:`fit_batch`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
+from s3a.jobguard import StateLockedError, die_with_parent, hold_state_lock
 from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.train.loop import TrainParams, TrainPaths, train
@@ -61,8 +67,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fit_batch(params: TrainParams, n_images: int, world_size: int = 1) -> TrainParams:
+    """``params`` with ``batch_size`` lowered to the largest multiple of ``world_size`` that is at most
+    ``n_images`` when the images do not fill one batch (a folder of 10 photos trains with a batch of 10).
+
+    Raises:
+        ValueError: fewer images than processes.
+    """
+    if n_images >= params.batch_size:
+        return params
+    batch = n_images // world_size * world_size
+    if batch < 1:
+        raise ValueError(f"{n_images} images to train on: fewer than the {world_size} training processes")
+    logging.getLogger("s3a.train").warning(
+        "%d images to train on, fewer than train.batch_size %d: training with a batch of %d",
+        n_images,
+        params.batch_size,
+        batch,
+    )
+    return params.model_copy(update={"batch_size": batch})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()  # under torchrun: this worker goes when torchrun goes
+    try:
+        return _run(args)
+    except StateLockedError as exc:
+        print(f"python -m s3a.train: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     # configuration errors surface here, before a model or a GPU is touched
     params = TrainParams(**json.loads(args.params))
     spec = ModelSpec(**json.loads(args.model))
@@ -79,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     paths.check()
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
-    with log_to(log_file):
+    with hold_state_lock(args.state), log_to(log_file):  # one trainer per state
+        import pyarrow.parquet as pq
+
+        n_images = pq.ParquetFile(paths.structural_labels).metadata.num_rows
+        params = fit_batch(params, n_images, int(os.environ.get("WORLD_SIZE", "1")))
         train(paths, params, spec, device=None if args.device == "auto" else args.device)
     return 0
 
