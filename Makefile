@@ -62,7 +62,8 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
-## clean-demo: everything a demo run leaves (results, generated data, model, training state,
-## Snakemake's metadata, incomplete markers and locks, the report), so the next run starts afresh
+## clean-demo: what the demo made, and only that (its datasets and models are read from
+## config/demo.yaml: their results, generated images, random model, training states, logs; the
+## summaries when they hold only demo rows); other folders' and benchmarks' results are kept
 clean-demo:
-	rm -rf results/ resources/demo resources/models resources/train/shapes resources/ml_train/shapes_ml logs/ benchmarks/*/ .snakemake/ report.html report.zip
+	$(BIN)/python -m s3a.cleandemo config/demo.yaml

@@ -65,6 +65,11 @@ rule all_embeddings:
         embedding_targets(),
 
 
+onstart:
+    # what would fail a job later (folder, LLM key, torchrun, weights), one line each, before the first job
+    check_jobs()
+
+
 onsuccess:
     # where the names are, as the run's last lines (after Snakemake's own closing log line)
     import atexit

@@ -11,6 +11,7 @@ out of range); :func:`missing_roots` lists the data roots that do not exist (a w
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import os
 import re
@@ -26,6 +27,7 @@ __all__ = [
     "config_problem",
     "dataset_problems",
     "load_problems",
+    "folder_name",
     "missing_roots",
     "yaml_problem",
 ]
@@ -228,21 +230,52 @@ def yaml_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def add_folder_dataset(config: MutableMapping[str, Any]) -> str:
+def folder_name(root: str | os.PathLike[str], results: str | os.PathLike[str] = "results") -> str:
+    """The dataset name of a photo folder: its base name plus a short stable suffix of its path.
+
+    The base name is lower-cased with other characters than letters, digits and ``_`` turned into
+    ``_``; the suffix is the first 6 hex digits of the SHA-1 of the folder's real path (links
+    resolved), so ``~/2023/photos`` and ``~/2024/photos`` get different names and the same folder
+    always gets the same one (``/home/me/My Photos`` -> ``my_photos_1a2b3c``). A folder already run
+    under its plain base name (``results/<base>/manifest.parquet`` lists images of this folder) keeps
+    that name, and so its results.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    base = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "photos"
+    if _manifest_root_is(os.path.join(os.fspath(results), base, "manifest.parquet"), path):
+        return base
+    suffix = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:6]
+    return f"{base}_{suffix}"
+
+
+def _manifest_root_is(manifest: str, root: str) -> bool:
+    """Whether the manifest at ``manifest`` exists and its first image lies under ``root``."""
+    if not os.path.isfile(manifest):
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        batch = next(pq.ParquetFile(manifest).iter_batches(batch_size=1, columns=["path"]), None)
+    except Exception:  # an unreadable manifest belongs to no one: take the suffixed name
+        return False
+    first = batch.column(0)[0].as_py() if batch is not None and batch.num_rows else None
+    return isinstance(first, str) and os.path.commonpath([os.path.abspath(first), root]) == root
+
+
+def add_folder_dataset(config: MutableMapping[str, Any], results: str | os.PathLike[str] = "results") -> str:
     """``--config folder=PATH``: add an unlabeled ``folder`` dataset and make it the only one run.
 
-    The dataset is named after the folder, lower-cased with other characters than letters, digits
-    and ``_`` turned into ``_`` (``/home/me/My Photos`` -> ``my_photos``; ``folder_<name>`` when a
-    different entry already has that name). Its entry: kind ``folder``, the absolute root, ``k: auto``
-    with the K search starting at 2 (a photo folder may hold few images and few classes), and
-    ``llm.on_failure: wordnet``: a cluster the LLM server cannot describe is described by its WordNet
-    definitions instead of stopping the run (the benchmarks keep ``fail``).
+    The dataset is named by :func:`folder_name` (``folder_<name>`` when a different entry already
+    has that name). Its entry: kind ``folder``, the absolute root, ``k: auto`` with the K search
+    starting at 2 (a photo folder may hold few images and few classes), and ``llm.on_failure:
+    wordnet``: a cluster the LLM server cannot describe is described by its WordNet definitions
+    instead of stopping the run (the benchmarks keep ``fail``).
 
     Returns:
         the dataset name; ``config["datasets"]`` and ``config["run"]["datasets"]`` are updated.
     """
     root = os.path.abspath(os.path.expanduser(str(config["folder"])))
-    name = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(root).lower()).strip("_") or "photos"
+    name = folder_name(root, results)
     entry = {
         "kind": "folder",
         "params": {"root": root},

@@ -5,7 +5,8 @@ A model entry names an open_clip architecture and where its weights come from:
 * a pretrained tag known to open_clip (``openai``, ``laion2b_s34b_b88k``, ...): downloaded on first
   use into open_clip's cache (users have internet; this needs no change to run offline once cached);
 * a local checkpoint file (``.pt``, ``.bin``, ``.safetensors``), loaded through the same
-  ``pretrained=<file>`` path open_clip uses for tags;
+  ``pretrained=<file>`` path open_clip uses for tags; for an architecture that has OpenAI weights
+  (trained with QuickGELU) and others (GELU), the entry must say which with ``quick_gelu``;
 * ``local-dir:/path`` or ``hf-hub:org/repo`` in ``arch``, handled by open_clip itself.
 
 The model built always matches its weights (:func:`build_config`): when open_clip's pretrained table
@@ -155,14 +156,54 @@ def _check_spec(spec: ModelSpec) -> None:
             )
 
 
+def _project_archs() -> set[str]:
+    """The architectures :func:`register_model_configs` adds (no open_clip import)."""
+    folder = resources.files("s3a") / "model_configs"
+    return {Path(f.name).stem for f in folder.iterdir() if f.name.endswith(".json")}
+
+
+def activation_problem(spec: ModelSpec) -> str | None:
+    """Why ``spec`` cannot be built safely, or None: a local checkpoint file of an architecture whose
+    pretrained weights differ in activation (an ``openai`` tag, trained with QuickGELU, beside GELU
+    ones) with ``quick_gelu`` unset. A state dict does not say which activation it was trained with
+    (QuickGELU has no parameters) and a wrong one loads silently, so the entry must state it.
+
+    Cheap where no question arises: open_clip (and torch) are imported only for a local file of an
+    open_clip architecture with ``quick_gelu`` unset, so the workflow can check every model entry
+    before any job.
+    """
+    if spec.quick_gelu is not None or not spec.is_local_file:
+        return None
+    if spec.arch.startswith(("local-dir:", "hf-hub:")) or spec.arch in _project_archs():
+        return None
+    import open_clip
+
+    if bool((open_clip.get_model_config(spec.arch) or {}).get("quick_gelu", False)):
+        return None  # a -quickgelu architecture: always QuickGELU
+    tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+    if "openai" not in tags:
+        return None
+    quick = [t for t in tags if (open_clip.get_pretrained_cfg(spec.arch, t) or {}).get("quick_gelu")]
+    gelu = [t for t in tags if t not in quick]
+    return (
+        f"model {spec.arch} with the local file pretrained={spec.pretrained!r}: set quick_gelu in the "
+        f"model entry, because a checkpoint file does not say which activation its weights were "
+        f"trained with and the wrong one loads without error: `quick_gelu: true` if the file holds "
+        f"OpenAI's weights or others trained with QuickGELU (open_clip tags {', '.join(quick)}), "
+        f"`quick_gelu: false` if they were trained with GELU (tags {', '.join(gelu) or 'none'}) "
+        f"or are random"
+    )
+
+
 def build_config(spec: ModelSpec) -> BuildConfig:
     """The activation and preprocessing ``spec``'s weights need, from open_clip's pretrained table.
 
     No download: ``open_clip.get_pretrained_cfg(arch, tag)`` is a table lookup.
 
     Raises:
-        ModelError: ``spec.quick_gelu`` contradicts the tag, or the architecture is a ``-quickgelu``
-            one while the weights were trained with GELU (open_clip can force QuickGELU, not GELU).
+        ModelError: ``spec.quick_gelu`` contradicts the tag, is unset for a local file that needs it
+            (:func:`activation_problem`), or the architecture is a ``-quickgelu`` one while the
+            weights were trained with GELU (open_clip can force QuickGELU, not GELU).
     """
     import open_clip
 
@@ -183,6 +224,9 @@ def build_config(spec: ModelSpec) -> BuildConfig:
                 f"{'QuickGELU' if quick else 'GELU'}; remove quick_gelu from the model entry"
             )
     else:
+        problem = activation_problem(spec)
+        if problem:
+            raise ModelError(problem)
         quick = arch_quick if spec.quick_gelu is None else bool(spec.quick_gelu)
     if arch_quick and not quick:
         plain = spec.arch.removesuffix("-quickgelu")

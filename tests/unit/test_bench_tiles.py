@@ -19,7 +19,7 @@ def test_bench_tiles_prints_both_rates_the_ratio_and_the_aggregation(monkeypatch
         pixels = rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / f"{i}.jpg")
     monkeypatch.syspath_prepend(str(BENCH))  # bench_tiles imports its siblings bench_scale, bench_kmeans
-    argv = ["bench_tiles.py", "--images", "4", "--image-dir", str(tmp_path), "--batch-size", "9"]
+    argv = ["bench_tiles.py", "--images", "4", "--image-dir", str(tmp_path), "--batch-size", "3"]
     argv += ["--workers", "0", "--device", "cpu", "--repeats", "1"]
     argv += ["--n", "300", "--labels", "7", "--dim", "16", "--chunk", "64"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -30,6 +30,13 @@ def test_bench_tiles_prints_both_rates_the_ratio_and_the_aggregation(monkeypatch
     crops_s = float(re.search(r"ours\):\s+([\d.]+) crops/s", out).group(1))
     ratio = float(re.search(r"ratio crops/s / img/s: ([\d.]+)", out).group(1))
     assert img_s > 0 and crops_s > 0 and abs(ratio - crops_s / img_s) < 0.01 + 0.01 * ratio
+    # and the steady rates, after the first forward batch (4 images in batches of 3: 3 + 1; 36 crops)
+    steady = re.search(
+        r"steady \(after the first forward batch\): ([\d.]+) img/s, ([\d.]+) crops/s, ratio ([\d.]+)", out
+    )
+    img_steady, crops_steady, ratio_steady = (float(g) for g in steady.groups())
+    assert img_steady > 0 and crops_steady > 0
+    assert abs(ratio_steady - crops_steady / img_steady) < 0.01 + 0.01 * ratio_steady
     assert "300 images x 7 labels x 9 tiles, D 16" in out
     for step in ("view_scores", "aggregate (S_agg"):
         line = next(x for x in out.splitlines() if x.startswith(step))

@@ -122,7 +122,8 @@ def test_an_explicit_on_failure_wins_over_the_folders_default():
         config["folder"] = "/data/photos"
         assert load_problems(config, SCHEMA, SOURCE, explicit) == []
         full = resolved(config)
-        return {**full["llm"], **full["datasets"]["photos"]["llm"]}["on_failure"]
+        name = config["run"]["datasets"][0]  # photos_<suffix of the path>
+        return {**full["llm"], **full["datasets"][name]["llm"]}["on_failure"]
 
     assert folder_llm({"folder": "/data/photos"}) == "wordnet"  # the folder's default
     assert folder_llm({"folder": "/data/photos", "llm": {"on_failure": "fail"}}) == "fail"

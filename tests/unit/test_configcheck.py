@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pandas as pd
 import yaml
 
-from s3a.configcheck import add_folder_dataset, config_problem, dataset_problems, missing_roots, yaml_problem
+from s3a.configcheck import (
+    add_folder_dataset,
+    config_problem,
+    dataset_problems,
+    folder_name,
+    missing_roots,
+    yaml_problem,
+)
 from tests.conftest import REPO
 
 SCHEMA = json.loads((REPO / "config" / "config.schema.json").read_text())
@@ -72,9 +81,10 @@ def test_invalid_yaml_names_file_line_and_column(tmp_path):
 
 def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
     config = _demo()
-    assert add_folder_dataset({**config, "folder": str(tmp_path / "My Photos 2024")}) == "my_photos_2024"
+    name = add_folder_dataset({**config, "folder": str(tmp_path / "My Photos 2024")}, tmp_path / "results")
+    assert re.fullmatch(r"my_photos_2024_[0-9a-f]{6}", name)
     config["folder"] = str(tmp_path / "My Photos 2024")
-    name = add_folder_dataset(config)
+    assert add_folder_dataset(config, tmp_path / "results") == name
     assert config["run"]["datasets"] == [name] and "shapes" in config["datasets"]
     assert config["datasets"][name] == {
         "kind": "folder",
@@ -85,8 +95,34 @@ def test_folder_option_adds_one_unlabeled_dataset_run_alone(tmp_path):
     }
     assert config_problem(config, SCHEMA, "x") is None
     clash = _demo()
-    clash["folder"] = str(tmp_path / "shapes")  # a dataset of that name exists already
-    assert add_folder_dataset(clash) == "folder_shapes" and clash["datasets"]["shapes"]["kind"] == "generated"
+    shapes = folder_name(tmp_path / "shapes")
+    clash["datasets"][shapes] = {"kind": "generated"}  # a dataset of that name exists already
+    clash["folder"] = str(tmp_path / "shapes")
+    assert (
+        add_folder_dataset(clash) == f"folder_{shapes}" and clash["datasets"][shapes]["kind"] == "generated"
+    )
+
+
+def test_two_folders_with_one_base_name_get_two_names(tmp_path):
+    """~/2023/photos and ~/2024/photos never share results; the same folder always gets its name."""
+    a, b = tmp_path / "2023" / "photos", tmp_path / "2024" / "photos"
+    names = {folder_name(a), folder_name(b)}
+    assert len(names) == 2 and all(re.fullmatch(r"photos_[0-9a-f]{6}", n) for n in names)
+    assert (
+        folder_name(a)
+        == folder_name(str(a) + "/")
+        == folder_name(tmp_path / "2023" / ".." / "2023" / "photos")
+    )
+
+
+def test_a_folder_run_under_its_plain_name_keeps_its_results(tmp_path):
+    """A folder run before names had suffixes keeps results/<base>/; another folder of that base does not."""
+    a, b = tmp_path / "2023" / "photos", tmp_path / "2024" / "photos"
+    manifest = tmp_path / "results" / "photos" / "manifest.parquet"
+    manifest.parent.mkdir(parents=True)
+    pd.DataFrame({"path": [str(a / "x.jpg")]}).to_parquet(manifest)
+    assert folder_name(a, tmp_path / "results") == "photos"
+    assert folder_name(b, tmp_path / "results") == folder_name(b) != "photos"
 
 
 def test_multilabel_dataset_params_are_checked_against_their_builder(tmp_path):

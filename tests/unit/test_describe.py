@@ -6,8 +6,9 @@ behaviour per request is scripted: ``"good"`` (valid lines for the prompt's conc
 500, 401, 400) or ``"hang"`` (answers only after the client has timed out). Server-wide modes model
 weak local servers: ``ramble`` (generates until the client gives up unless ``max_tokens`` is sent, then
 stops at the cap), ``slot_s`` (one generation at a time, each taking that long, abandoned requests
-included, like a single-slot llama.cpp server) and ``garbage_labels`` (always malformed for prompts
-with those concepts). Every request it receives is recorded.
+included, like a single-slot llama.cpp server), ``garbage_labels`` (always malformed for prompts
+with those concepts) and ``plain`` (good answers as bare ``label: p1; p2`` lines, the layout the
+official reading accepts). Every request it receives is recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from s3a.discover.describe import (
     DescribeError,
     DescribeParams,
     InvalidAnswer,
+    OfficialTemplate,
     aggregate_phrases,
     build_prompt,
     candidate_concepts,
@@ -105,6 +107,7 @@ class FakeLLM:
         self.slot = threading.Lock()
         self.garbage_labels: set[str] = set()
         self.served_model: str | None = None
+        self.plain = False  # answers as bare "label: p1; p2" lines (what the official reading needs)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
@@ -177,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
             text = "\n".join(f"{label.split('.')[0]}: some phrase; another." for label in labels)
         elif behaviour == "shared":
             text = "\n".join(f"{label}: bird; feathers." for label in labels)
+        elif fake.plain:
+            text = "\n".join(f"{label}: {'; '.join(PHRASES[label])}" for label in labels)
         else:
             text = good_answer(labels, fake.first_answer(prompt))
         if fake.ramble and len(text.split()) > body.get("max_tokens", len(text.split())):
@@ -655,6 +660,7 @@ def test_params_defaults_follow_the_spec():
         ("prompt_style", "fancy"),
         ("max_tokens", 0),
         ("on_failure", "retry"),
+        ("official_notebook", ""),
     ],
 )
 def test_params_validation_names_the_field(field, value):
@@ -681,49 +687,54 @@ def real_vocabulary() -> pd.DataFrame:
     return keep.assign(vocab_index=range(len(keep)))
 
 
+#: A stand-in for the authors' template2 (tests/unit/test_describe_official.py checks the real one)
+STAND_IN = OfficialTemplate("Q: (worked example)\nGiven visual concepts: ", "Goal: (instruction)\nA:")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The official style with :data:`STAND_IN` in place of the authors' notebook (never downloaded)."""
+    monkeypatch.setattr("s3a.discover.describe.driver.official_template", lambda *args, **kwargs: STAND_IN)
+    return STAND_IN
+
+
 def test_official_prompt_uses_wordnet_sense_names(real_vocabulary):
     from s3a.discover.describe import official_concepts
 
     crane = real_vocabulary.set_index("name").loc["crane"]
     concepts = official_concepts(list(crane.synset_ids), list(crane.definitions))
-    # WordNet numbers the machine 4 and the bird 5; the vocabulary entry lists the bird first
-    assert [label for label, _ in concepts] == ["crane.n.04", "crane.n.05"]
-    assert concepts[0][1].startswith("lifts and moves heavy objects")
-    prompt = build_prompt(concepts)  # official is the default style
-    assert prompt == build_prompt(concepts, style="official") != build_prompt(concepts, style="clean")
-    example, question = prompt.rsplit("Q: ", 1)
-    assert example.startswith(
-        "Q: Given visual concepts: 'african_grey.n.01: commonly domesticated grey parrot with "
-        "red-and-black tail and white face; native to equatorial Africa.', 'parrot.n.01: "
-    )
-    assert "'parrot.n.02: a copycat who does not understand the words or acts being imitated.'" in example
-    assert "\ncockatoo.n.01: white or light-colored; crested parrot; strong, curved beak;" in example
-    assert question.startswith("Given visual concepts: 'crane.n.04: lifts and moves heavy objects;")
-    assert "', 'crane.n.05: large long-necked wading bird" in question
-    assert (
-        prompt.count("Goal: to discriminate these visual concepts in a photo. List all possible visual") == 2
-    )
-    assert question.endswith("for each concept. No duplication.\nA:")
-    assert prompt_labels(prompt) == ["crane.n.04", "crane.n.05"]
+    # WordNet numbers the machine 4 and the bird 5; the vocabulary entry (wnid order) lists the bird
+    # first, and so did the authors' prompts
+    assert [label for label, _ in concepts] == ["crane.n.05", "crane.n.04"]
+    assert concepts[1][1].startswith("lifts and moves heavy objects")
+    prompt = build_prompt(concepts, template=STAND_IN)  # official is the default style
+    assert prompt == build_prompt(concepts, "official", STAND_IN) != build_prompt(concepts, style="clean")
+    assert prompt.startswith(STAND_IN.prefix + "'crane.n.05: large long-necked wading bird")
+    assert "', 'crane.n.04: lifts and moves heavy objects;" in prompt
+    assert prompt.endswith(".'" + STAND_IN.suffix)
+    assert prompt_labels(prompt) == ["crane.n.05", "crane.n.04"]
     with pytest.raises(KeyError, match="n00000001"):
         official_concepts(["n00000001"], ["made up"])
 
 
-def test_official_style_end_to_end_with_model_id_in_metadata(tmp_path, llm, real_vocabulary):
+def test_official_style_end_to_end_with_model_id_in_metadata(tmp_path, llm, real_vocabulary, stand_in):
     from s3a.io import read_table, write_table
 
-    llm.served_model = "served-model-2026-01"
+    llm.served_model, llm.plain = "served-model-2026-01", True
     cands = make_candidates(real_vocabulary, {3: ["crane", "parrot", "macaw"]})
     params = params_for(tmp_path, llm, prompt_style="official")
     out = describe_candidates(cands, real_vocabulary, params, progress=False)
-    assert prompt_labels(llm.requests[0]["body"]["messages"][0]["content"]) == [
-        "crane.n.04",
-        "crane.n.05",
-        "parrot.n.01",
-        "parrot.n.02",
-        "macaw.n.01",
+    prompt = llm.requests[0]["body"]["messages"][0]["content"]
+    assert prompt.startswith(stand_in.prefix) and prompt.endswith(stand_in.suffix)
+    assert prompt_labels(prompt) == ["crane.n.05", "crane.n.04", "parrot.n.01", "parrot.n.02", "macaw.n.01"]
+    # the answer is lower-cased: "Hooked beak" (parrot.n.02) and "hooked beak" (parrot.n.01) pool
+    assert as_rows(out)[:5] == [
+        (3, "crane", "hook on a cable", 3),
+        (3, "crane", "long neck", 3),
+        (3, "crane", "steel boom", 3),
+        (3, "crane", "wading in a marsh", 3),
+        (3, "parrot", "hooked beak", 6),
     ]
-    assert as_rows(out)[:2] == [(3, "crane", "hook on a cable", 3), (3, "crane", "long neck", 3)]
     assert set(out["source"]) == {"llm"}
     assert out.attrs["llm_model"] == "test-model" and out.attrs["prompt_style"] == "official"
     assert out.attrs["llm_models_reported"] == ["served-model-2026-01"]
@@ -737,18 +748,21 @@ def test_official_style_end_to_end_with_model_id_in_metadata(tmp_path, llm, real
 
 
 def test_official_requery_rule_reasks_until_every_candidate_keeps_a_phrase(
-    tmp_path, llm, real_vocabulary, caplog
+    tmp_path, llm, real_vocabulary, caplog, stand_in
 ):
     cands = make_candidates(real_vocabulary, {0: ["cockatoo", "macaw"]})
-    llm.script("shared", "shared")  # every concept gets the same phrases: nothing discriminative survives
+    llm.plain = True
+    # three answers in which every concept gets the same phrases: nothing discriminative survives the
+    # pooling, so all three are asked again (cell 16's rule: the answers of a cluster are judged together)
+    llm.script("shared", "shared", "shared")
     with caplog.at_level(logging.INFO, logger="s3a"):
         out = describe_candidates(
             cands, real_vocabulary, params_for(tmp_path, llm, prompt_style="official"), progress=False
         )
-    assert len(llm.requests) == 3 + 2
+    assert len(llm.requests) == 3 + 3
     assert "official re-query rule" in caplog.text
     assert set(out["name"]) == {"cockatoo", "macaw"}
-    # the clean style accepts such an answer (every concept has a phrase), and the candidates lose them
+    # the clean style accepts such answers (every concept has a phrase), and the candidates lose them
     llm.script("shared", "shared", "shared")
     clean = describe_candidates(
         cands,
@@ -756,7 +770,7 @@ def test_official_requery_rule_reasks_until_every_candidate_keeps_a_phrase(
         params_for(tmp_path / "clean", llm, prompt_style="clean", repeats=3),
         progress=False,
     )
-    assert len(llm.requests) == 5 + 3 and clean.empty
+    assert len(llm.requests) == 6 + 3 and clean.empty
 
 
 # ------------------------------------------------------------------- weak local servers (issue 15)
@@ -768,7 +782,7 @@ def test_default_max_tokens_fits_the_longest_answer_measured_on_the_worked_examp
 
     senses = sorted(build_vocabulary()["definitions"].map(len), reverse=True)
     longest_answer = sum(senses[:3]) * max(example_answer_tokens())
-    assert sum(senses[:3]) == 18 and max(example_answer_tokens()) == 35
+    assert sum(senses[:3]) == 18 and max(example_answer_tokens()) == 34
     assert DescribeParams().max_tokens == DEFAULT_MAX_TOKENS >= 3 * longest_answer
 
 

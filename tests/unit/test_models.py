@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
@@ -6,6 +8,7 @@ from s3a.models import (
     TINY_ARCH,
     ModelError,
     ModelSpec,
+    activation_problem,
     build_config,
     load_clip,
     save_random_checkpoint,
@@ -129,3 +132,53 @@ def test_tiny_model_preprocessing_config(tiny_clip):
     cfg = tiny_clip.preprocess_cfg
     assert cfg["size"] == 64
     assert cfg["mean"] == pytest.approx(OPENAI_MEAN) and cfg["std"] == pytest.approx(OPENAI_STD)
+
+
+def _activation(model: torch.nn.Module) -> set[type]:
+    """The activation classes of a built model's transformer MLPs (QuickGELU, GELU)."""
+    from open_clip.transformer import QuickGELU
+
+    return {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+
+
+def test_local_file_of_an_openai_architecture_needs_quick_gelu(tmp_path):
+    """The file says nothing about its activation and GELU would load OpenAI's weights silently."""
+    weights = tmp_path / "ViT-B-16.pt"
+    weights.write_bytes(b"")  # never read: the entry is refused before any weights are
+    for spec in (ModelSpec("ViT-B-16", str(weights)), ModelSpec("RN50", str(weights))):
+        with pytest.raises(ModelError, match="set quick_gelu") as err:
+            load_clip(spec, device="meta", load_weights=False)
+        message = str(err.value)
+        assert "`quick_gelu: true`" in message and "`quick_gelu: false`" in message
+        assert str(weights) in message and spec.arch in message
+        assert "tags openai" in message  # the QuickGELU tags, from open_clip's table
+    gelu_part = str(activation_problem(ModelSpec("ViT-B-16", str(weights)))).split("`quick_gelu: false`")[1]
+    assert "laion2b_s34b_b88k" in gelu_part and "openai" not in gelu_part
+
+
+@pytest.mark.parametrize(
+    ("arch", "pretrained", "quick_gelu", "expected"),
+    [
+        ("ViT-B-16", "file", True, "QuickGELU"),  # a local file of OpenAI weights, stated
+        ("ViT-B-16", "file", False, "GELU"),  # a local file of GELU weights (e.g. LAION's), stated
+        ("ViT-B-16-quickgelu", "file", None, "QuickGELU"),  # the architecture fixes it
+        ("ViT-B-32", "openai", None, "QuickGELU"),  # a tag: open_clip's table decides
+        ("ViT-B-32", "laion2b_s34b_b79k", None, "GELU"),
+        ("ViT-B-32-256", "file", None, "GELU"),  # no openai tag: GELU is its only activation
+    ],
+)
+def test_safe_entries_build_the_activation_of_their_weights(tmp_path, arch, pretrained, quick_gelu, expected):
+    from open_clip.transformer import QuickGELU
+
+    if pretrained == "file":
+        pretrained = str(tmp_path / "weights.safetensors")
+        Path(pretrained).write_bytes(b"")
+    spec = ModelSpec(arch, pretrained, quick_gelu=quick_gelu)
+    assert activation_problem(spec) is None
+    clip = load_clip(spec, device="meta", load_weights=False)
+    assert _activation(clip.model) == {QuickGELU if expected == "QuickGELU" else torch.nn.GELU}
+
+
+def test_tiny_test_model_from_its_file_builds_gelu(tiny_checkpoint, tiny_clip):
+    assert activation_problem(ModelSpec(TINY_ARCH, str(tiny_checkpoint))) is None
+    assert _activation(tiny_clip.model) == {torch.nn.GELU}

@@ -56,6 +56,40 @@ def test_categorical_gradient_matches_autograd():
     )
 
 
+@pytest.mark.parametrize("loss", ["bernoulli_kl", "categorical_kl"])
+def test_repro_reduction_steps_on_the_batch_mean_loss(loss):
+    # the CDUL reproduction's label loss is the batch mean (torchmetrics KLDivergence): its update is
+    # the per-image one with the gradient of the mean, i.e. each image's gradient divided by B
+    rng = np.random.default_rng(3)
+    b = 8
+    y = torch.tensor(rng.uniform(0.05, 0.95, size=(b, 5)), requires_grad=True)
+    p = torch.tensor(rng.uniform(0.05, 0.95, size=(b, 5)))
+    if loss == "bernoulli_kl":
+        per_image = (y * (y / p).log() + (1 - y) * ((1 - y) / (1 - p)).log()).sum(-1)
+    else:
+        yt, pt = y / y.sum(-1, keepdim=True), p / p.sum(-1, keepdim=True)
+        per_image = (yt * (yt / pt).log()).sum(-1)
+    per_image.mean().backward()
+    yy = y.detach().numpy()
+    u0 = np.log(yy) - np.log1p(-yy)
+    for step in (1.0, 0.5):
+        repro = update_labels(yy, p.numpy(), LabelUpdateParams(loss=loss, step=step, reduction="repro"))
+        # logit(y) moves by -η ψ(y) ∂(batch mean)/∂y, B = 8 times less than per_image
+        expected = u0 - step * psi(yy, 1.0) * y.grad.numpy()
+        np.testing.assert_allclose(np.log(repro) - np.log1p(-repro), expected, atol=1e-9)
+        per = update_labels(yy, p.numpy(), LabelUpdateParams(loss=loss, step=step))
+        np.testing.assert_allclose(
+            np.log(repro) - np.log1p(-repro) - u0, (np.log(per) - np.log1p(-per) - u0) / b, atol=1e-9
+        )
+    # torch path: the same
+    got = update_labels(y.detach(), p, LabelUpdateParams(loss=loss, reduction="repro"))
+    np.testing.assert_allclose(
+        got.numpy(), update_labels(yy, p.numpy(), LabelUpdateParams(loss=loss, reduction="repro"))
+    )
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        LabelUpdateParams(reduction="mean")
+
+
 def test_update_epochs():
     p = LabelUpdateParams(every=10, warmup=10)
     assert [e for e in range(1, 41) if is_update_epoch(e, p)] == [20, 30, 40]

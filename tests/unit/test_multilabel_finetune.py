@@ -334,3 +334,18 @@ def test_cli_errors_name_the_input_before_any_model(world, tmp_path):
     with pytest.raises(ValueError, match="--labels is required with supervision gt_seen"):
         main(gt)
     assert not (root / "bad").exists()
+
+
+def test_a_second_trainer_on_a_held_state_stops_with_one_line(world, capsys):
+    """A worker left running holds the state's lock (s3a.jobguard): a rerun refuses, naming it."""
+    from s3a.jobguard import hold_state_lock
+
+    root, spec, _ = world
+    args = cli(root, spec, "locked", {**FAST, "epochs": 1})
+    state = args[args.index("--state") + 1]
+    with hold_state_lock(state):
+        assert main(args) == 1
+    assert capsys.readouterr().err.startswith(
+        f"python -m s3a.multilabel.train: another trainer (process {os.getpid()}) is training on {state}; "
+    )
+    assert not (root / "locked" / "model.pt").exists()

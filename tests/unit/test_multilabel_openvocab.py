@@ -181,6 +181,23 @@ def test_topk_keeps_each_views_best_names():
     np.testing.assert_allclose(alone["score"], alone["s_global"])
 
 
+def test_open_vocabulary_scores_near_one_keep_their_ranking():
+    # name 0 leads the others by cosine gaps 0.20 (image 0) and 0.25 (image 1): at τ = 100 both
+    # probabilities are within 6e-8 of 1 (a float32 tie at 1.0); kept apart through every step
+    cos = np.array([[0.30, 0.10, 0.10], [0.35, 0.10, 0.10]])
+    glob = np.concatenate([cos, np.sqrt(1 - (cos**2).sum(1, keepdims=True))], axis=1)
+    vocab = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)
+    table = view_topk(np.arange(2), glob, glob[:, None, :], vocab, topk=3)
+    assert table["prob"].dtype == np.float64
+    scores = image_scores(table, 1)
+    top = scores[scores["vocab_index"] == 0].set_index("image_id")
+    for column in ("s_global", "s_agg", "score"):
+        assert top.loc[1, column] > top.loc[0, column] and top.loc[0, column] < 1.0, top
+        np.testing.assert_allclose(1 - top[column].to_numpy(), 2 * np.exp([-20.0, -25.0]), rtol=1e-4)
+    got = subtree_scores(scores, np.arange(2), [np.array([0])])
+    assert got[1, 0] > got[0, 0]
+
+
 def test_discover_frequency():
     scores = pd.DataFrame(
         {"image_id": [0, 0, 1, 1, 2], "vocab_index": [5, 7, 5, 9, 7], "score": [0.5, 0.2, 0.4, 0.6, 0.3]}

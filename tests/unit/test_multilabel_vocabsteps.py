@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers import planted_multilabel, unit
@@ -15,6 +16,7 @@ from PIL import Image
 from test_multilabel_openvocab import DATA_NOUN, VOCAB_NAMES, VOCAB_WNIDS
 
 from s3a.embed import EmbedParams
+from s3a.io import write_table
 from s3a.multilabel.data import ImageRecord, assemble
 from s3a.multilabel.heads import MLDecoderParams, encode_patch_tokens
 from s3a.multilabel.headsteps import (
@@ -30,6 +32,7 @@ from s3a.multilabel.losses import AslParams
 from s3a.multilabel.metrics import EVAL_COLUMNS
 from s3a.multilabel.openvocab import discover_frequency, image_scores, view_topk
 from s3a.multilabel.pseudo import PseudoParams, ViewScores, scores_table
+from s3a.multilabel.stages import stage_scores
 from s3a.multilabel.tables import predictions_table, read_predictions
 from s3a.multilabel.vocabsteps import (
     DISCOVERED_COLUMNS,
@@ -312,5 +315,16 @@ def test_evaluate_openvocab_errors(pets):
 
 def test_predictions_table_schema():
     table = predictions_table(np.array([3, 1]), np.ones((2, 4)))
-    assert table.schema.field("scores").type == pa.list_(pa.float32(), 4)
+    assert table.schema.field("scores").type == pa.list_(pa.float64(), 4)
     assert table.column_names == ["image_id", "scores"]
+
+
+def test_predictions_keep_sigmoid_scores_near_one_apart(tmp_path):
+    # sigmoid of logits 17 and 20: both 1.0 in float32, apart in the table and in evaluation
+    scores = 1.0 / (1.0 + np.exp(-np.array([[17.0], [20.0]])))
+    write_table(predictions_table(np.array([3, 1]), scores), tmp_path / "p.parquet")
+    _, got = read_predictions(tmp_path / "p.parquet")
+    assert got[1, 0] > got[0, 0] and got[0, 0] < 1.0
+    _, ranked, thresholded = stage_scores("linear", pq.read_table(tmp_path / "p.parquet"))
+    np.testing.assert_array_equal(ranked, scores)
+    assert thresholded

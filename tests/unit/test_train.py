@@ -390,38 +390,94 @@ def test_head_logits_are_fp32_under_bf16_autocast(tiny_clip):
     torch.testing.assert_close(plain, expected, atol=1e-5, rtol=0)
 
 
-def test_train_step_head_is_fp32_under_autocast(tiny_clip, monkeypatch):
-    """train_step computes teacher and student logits with the fp32 head (CUDA autocast faked on CPU)."""
+def _step_dtypes(tiny_clip, precision: str) -> tuple[set, list]:
+    """One train_step of a copy of the tiny encoder with ``precision``: the dtypes the encoders' first
+    MLP layer produced (student and teacher) and the dtypes of the logits the loss received."""
     import copy
 
     import s3a.train.step as loop
+    from s3a.train.step import train_step
 
-    seen = []
+    student = copy.deepcopy(tiny_clip.model.visual).float()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    produced = set()
+    for module in (student, teacher):
+        module.transformer.resblocks[0].mlp.c_fc.register_forward_hook(
+            lambda mod, args, out: produced.add(out.dtype)
+        )
+    logits = []
     real = loop.s3a_loss
 
     def spy(teacher_logits, student_logits, structural, params):
-        seen.append((teacher_logits.dtype, student_logits.dtype))
+        logits.append((teacher_logits.dtype, student_logits.dtype))
         return real(teacher_logits, student_logits, structural, params)
 
-    monkeypatch.setattr(loop, "s3a_loss", spy)
-    cpu_autocast = torch.autocast
+    loop.s3a_loss = spy
+    try:
+        params = TrainParams(precision=precision)
+        optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
+        classifier = torch.nn.functional.normalize(torch.randn(50, 32))
+        batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+        before = student.conv1.weight.detach().clone()
+        loss, _ = train_step(
+            student, teacher, optimizer, batch, classifier, params, 0, 1e-3, torch.device("cpu")
+        )
+    finally:
+        loop.s3a_loss = real
+    assert math.isfinite(loss) and not torch.equal(before, student.conv1.weight)  # it trained
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    return produced, logits
 
-    def on_cpu(device_type, dtype=None, enabled=True, **kw):  # the step's cuda autocast, on the CPU
-        if device_type == "cuda":
-            return cpu_autocast("cpu", dtype=torch.bfloat16, enabled=True)
-        return cpu_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
 
-    monkeypatch.setattr(loop.torch, "autocast", on_cpu)
-    student = copy.deepcopy(tiny_clip.model.visual).float()
-    teacher = copy.deepcopy(student).requires_grad_(False)
-    params = TrainParams()
-    optimizer = torch.optim.AdamW(param_groups(student, params), lr=1e-5)
-    classifier = torch.nn.functional.normalize(torch.randn(50, 32))
-    batch = (torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
-    from s3a.train.step import train_step
+def test_train_step_precision_bf16_autocasts_the_encoder_and_fp32_does_not(tiny_clip, monkeypatch):
+    """bf16 (default): the encoders run in bf16 where autocast is on (CUDA; here the CPU stands in);
+    fp32: no autocast at all, even where bf16 would be on. The head is fp32 either way."""
+    import s3a.train.step as loop
 
-    train_step(student, teacher, optimizer, batch, classifier, params, 0, 1e-5, torch.device("cpu"))
-    assert seen == [(torch.float32, torch.float32)]
+    assert TrainParams().precision == "bf16"
+    # today's CPU behaviour, both settings: fp32 (bf16 autocast is only for CUDA)
+    for precision in ("bf16", "fp32"):
+        assert _step_dtypes(tiny_clip, precision) == ({torch.float32}, [(torch.float32, torch.float32)])
+    monkeypatch.setattr(loop, "BF16_DEVICES", ("cuda", "cpu"))  # this CPU as the CUDA device
+    produced, logits = _step_dtypes(tiny_clip, "bf16")
+    assert produced == {torch.bfloat16} and logits == [(torch.float32, torch.float32)]
+    produced, logits = _step_dtypes(tiny_clip, "fp32")
+    assert produced == {torch.float32} and logits == [(torch.float32, torch.float32)]
+    # fp32 switches autocast off even inside a caller's autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _step_dtypes(tiny_clip, "fp32")[0] == {torch.float32}
+
+
+def test_teacher_features_follow_the_precision(tiny_clip, world, monkeypatch):
+    import s3a.train.loop as loop
+    import s3a.train.step as step
+    from s3a.train.distributed import DistEnv
+
+    monkeypatch.setattr(step, "BF16_DEVICES", ("cuda", "cpu"))
+    paths = list(pd.read_parquet(world[0] / "manifest.parquet").path[:4])
+    produced = []
+    hook = tiny_clip.model.visual.transformer.resblocks[0].mlp.c_fc.register_forward_hook(
+        lambda mod, args, out: produced.append(out.dtype)
+    )
+    try:
+        for precision in ("bf16", "fp32"):
+            params = TrainParams(precision=precision, num_workers=0, extract_batch_size=4)
+            loop.extract_features(tiny_clip.model.visual, paths, tiny_clip.preprocess, params, DistEnv())
+    finally:
+        hook.remove()  # the model is shared by other tests
+    assert produced == [torch.bfloat16, torch.float32]
+
+
+def test_resume_fingerprint_includes_the_precision(world):
+    from s3a.train.state import run_fingerprint
+
+    root, spec = world
+    paths = paths_for(root, "fingerprint")
+    bf16, fp32 = (run_fingerprint(paths, TrainParams(precision=p), spec, 1) for p in ("bf16", "fp32"))
+    assert bf16 != fp32
+    assert bf16 == run_fingerprint(paths, TrainParams(), spec, 1)
+    with pytest.raises(ValueError, match="precision"):
+        TrainParams(precision="fp16")
 
 
 MEMORY_PROBE = """
@@ -524,7 +580,7 @@ def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world
     the last evaluated epoch is exactly what the saved student predicts."""
     from s3a.embed import EmbedParams, encode_images, zero_shot
     from s3a.io import read_embeddings
-    from s3a.metrics import cluster_accuracy, gt_vocab_index, top1_accuracy
+    from s3a.metrics import cluster_accuracy, gt_vocab_index, named_classes, top1_accuracy
 
     root, spec = world
     params = TrainParams(epochs=3, eval_every=2, lr=1e-3, min_lr=1e-4, **FAST)
@@ -546,7 +602,7 @@ def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world
             pred = group[f"{role}_vocab_index"].to_numpy()
             assert row[f"{role}_test_top1"] == pytest.approx(100 * top1_accuracy(pred, gt))
             assert row[f"{role}_test_cluster_acc"] == pytest.approx(
-                100 * cluster_accuracy(pred, rows.class_index.to_numpy())
+                100 * cluster_accuracy(pred, named_classes(gt, list(rows.class_name)))
             )
     # the last epoch's student predictions = the saved student's predictions (the predict rule's path)
     clip = load_clip(spec, device="cpu")
@@ -558,3 +614,43 @@ def test_student_and_teacher_are_evaluated_on_test_every_eval_every_epochs(world
     _, classifier = read_embeddings(root / "classifier.parquet", id_column="vocab_index")
     pred, _ = zero_shot(result.embeddings, classifier)
     assert np.array_equal(pred, last.student_vocab_index.to_numpy())
+
+
+def test_in_loop_cluster_accuracy_counts_classes_that_share_a_name_as_one(monkeypatch):
+    """ImageNet-1K's two `crane` wnids (bird, machine) have one vocabulary name: the history's cluster
+    accuracy scores names, as the report does (997 classes), never a wnid no name can tell apart."""
+    import s3a.train.loop as loop
+    from s3a.metrics import stage_metrics
+    from s3a.train.distributed import DistEnv
+
+    vocabulary = pd.DataFrame(
+        {
+            "vocab_index": [0, 1, 2],
+            "name": ["crane", "dog", "cat"],
+            "synset_ids": [["n02012849", "n03126707"], ["n02084071"], ["n02121808"]],
+        }
+    )
+    manifest = pd.DataFrame(
+        {
+            "image_id": np.arange(8),
+            "path": [f"img{i}.jpg" for i in range(8)],
+            "split": ["train", "train"] + ["test"] * 6,
+            "class_index": [0, 2, 0, 0, 1, 1, 2, 2],
+            "class_name": ["crane", "dog", "crane", "crane", "crane", "crane", "dog", "dog"],
+            "wnid": ["n02012849", "n02084071", "n02012849", "n02012849", "n03126707", "n03126707"]
+            + ["n02084071"] * 2,
+        }
+    )
+    split = loop.eval_split(manifest, vocabulary)
+    assert list(split.image_id) == [2, 3, 4, 5, 6, 7]
+    assert len(set(split.gt_class)) == 2  # bird and machine crane are one named class
+    classifier = np.eye(3, dtype=np.float32)
+    predicted = np.array([0, 0, 0, 0, 1, 1])  # both cranes named `crane`, the dogs `dog`
+    monkeypatch.setattr(loop, "extract_features", lambda *args, **kwargs: classifier[predicted])
+    ids, pred, metrics = loop.evaluate_on_split(None, split, None, classifier, TrainParams(), DistEnv())
+    assert np.array_equal(pred, predicted)
+    report = stage_metrics(
+        manifest, vocabulary, {"test": pd.DataFrame({"image_id": ids, "pred_vocab_index": pred})}
+    )
+    assert metrics["cluster_acc"] == pytest.approx(100.0) == report.cluster_acc.iloc[0]
+    assert metrics["top1"] == pytest.approx(100.0) == report.top1.iloc[0]

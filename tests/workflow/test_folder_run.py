@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from tests.workflow.test_workflow import JOB_COUNTS, copy_workflow, job_counts, run_snakemake
+from s3a.configcheck import folder_name
+from tests.workflow.test_workflow import (
+    JOB_COUNTS,
+    REPO,
+    SNAKEMAKE,
+    copy_workflow,
+    job_counts,
+    run_snakemake,
+)
 
 #: snakemake runs in subprocesses: the slow tier (`make unit` leaves it out)
 pytestmark = pytest.mark.slow
@@ -20,12 +35,88 @@ def test_folder_dry_run_names_without_evaluation(tmp_path):
     """The folder dataset runs alone, on its train split, with names and a gallery but no metrics."""
     (tmp_path / "work").mkdir()
     work = copy_workflow(tmp_path / "work")
-    (tmp_path / "My Photos").mkdir()
+    _photos(tmp_path / "My Photos", 1)
     result = run_snakemake(["-n", "--config", f"folder={tmp_path / 'My Photos'}"], work, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts == JOB_COUNTS["folder_dry_run"]
-    assert "results/my_photos/vit_b16/names.parquet" in result.stdout
+    name = folder_name(tmp_path / "My Photos")
+    assert name.startswith("my_photos_") and f"results/{name}/vit_b16/names.parquet" in result.stdout
+
+
+def _photos(folder: Path, n: int, start: int = 0) -> None:
+    """``n`` small distinct JPEG photos (seeded noise) named ``start``, ``start + 1``, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        pixels = np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.jpg")
+
+
+def test_a_missing_or_unreadable_folder_stops_before_any_job(tmp_path):
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"not a jpeg")
+    for folder, start in (
+        (tmp_path / "nope", "does not exist"),
+        (tmp_path / "bad", ": none of its image files"),
+    ):
+        args = ["--configfile", "config/demo.yaml", "--config", f"folder={folder}", "--cores", "1"]
+        result = run_snakemake(args, work, timeout=300)
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+        assert result.stderr.startswith(f"Error: folder {folder}{' ' if start[0] != ':' else ''}{start}")
+        assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+def test_a_small_folder_recovers_after_a_kill_and_follows_its_photos(tmp_path):
+    """10 photos (fewer than the demo's batch of 32) are named; after `kill -9` the documented command
+    resumes by itself once the stale lock is cleared; adding or removing photos reruns that folder's
+    steps and nothing shared (vocabulary, model); no change, nothing to do."""
+    photos = tmp_path / "photos"
+    _photos(photos, 10)
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work")
+    shutil.copytree(REPO / "profiles", work / "profiles")  # profiles/default: the workflow's defaults
+    args = ["--configfile", "config/demo.yaml", "--config", f"folder={photos}", "--cores", "2"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen(
+        [*SNAKEMAKE, *args], cwd=work, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    incomplete = work / ".snakemake" / "incomplete"
+    deadline = time.time() + 600
+    while (
+        time.time() < deadline
+        and run.poll() is None
+        and not (incomplete.is_dir() and any(incomplete.iterdir()))
+    ):
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # a hard kill while a job runs
+    run.wait(timeout=60)
+    assert any(incomplete.iterdir())
+    locked = run_snakemake(args, work)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the stale lock
+    assert run_snakemake([*args, "--unlock"], work, timeout=300).returncode == 0
+    result = run_snakemake(args, work)  # the same command: the cut-off job is rerun by itself
+    assert result.returncode == 0, result.stderr[-5000:]
+    name = folder_name(photos)
+    table = pd.read_parquet(work / f"results/{name}/tiny/names.parquet")
+    assert len(table) == 10
+    log = (work / f"logs/self_train/{name}/tiny.log").read_text()
+    assert "fewer than train.batch_size 32: training with a batch of 10" in log
+
+    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
+    _photos(photos, 2, start=10)
+    added = run_snakemake(["-n", *args], work, timeout=300)
+    counts = job_counts(added.stdout)
+    assert counts["prepare_manifest"] == 1 and counts["embed_images"] == 1 and counts["name_images"] == 1
+    assert not {"build_vocabulary", "embed_vocabulary", "create_random_model"} & set(counts)
+    (photos / "010.jpg").unlink()
+    (photos / "011.jpg").unlink()
+    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
+    (photos / "005.jpg").unlink()
+    assert job_counts(run_snakemake(["-n", *args], work, timeout=300).stdout)["prepare_manifest"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +146,8 @@ def photo_run(tmp_path_factory, shared_data) -> tuple[Path, Path, pd.DataFrame, 
 @pytest.mark.data
 def test_names_table_of_a_photo_folder(photo_run):
     work, photos, vocabulary, output = photo_run
-    table = pd.read_parquet(work / "results/photos/tiny/names.parquet")
+    prefix = f"results/{folder_name(photos)}/tiny"
+    table = pd.read_parquet(work / f"{prefix}/names.parquet")
     readable = sorted(str(p) for p in photos.glob("*.JPEG"))
     assert sorted(table.path) == readable  # one row per readable image, the corrupt one skipped
     names = set(vocabulary.name)
@@ -63,15 +155,15 @@ def test_names_table_of_a_photo_folder(photo_run):
     for name, runner_ups in zip(table.name, table.runner_up_names, strict=True):
         assert len(runner_ups) == 3 and len({name, *runner_ups}) == 4 and set(runner_ups) <= names
     assert table.score.between(0, 1).all() and table.cluster.notna().all()
-    csv = pd.read_csv(work / "results/photos/tiny/names.csv")
+    csv = pd.read_csv(work / f"{prefix}/names.csv")
     assert csv.path.tolist() == table.path.tolist() and csv.name.tolist() == table.name.tolist()
     # no ground truth, no metrics
-    assert not (work / "results/photos/tiny/eval").exists()
+    assert not (work / f"{prefix}/eval").exists()
     assert not (work / "results/summary.parquet").exists()
-    page = (work / "results/photos/tiny/gallery/index.html").read_text()
+    page = (work / f"{prefix}/gallery/index.html").read_text()
     assert page.count('<section class="card"') == table.cluster.nunique()
     assert "majority true class" not in page
     # the run's last line points to the names
     assert output.strip().splitlines()[-1] == (
-        "Names of every image: results/photos/tiny/names.csv; gallery: results/photos/tiny/gallery/index.html"
+        f"Names of every image: {prefix}/names.csv; gallery: {prefix}/gallery/index.html"
     )

@@ -5,12 +5,14 @@ import os
 import re
 import shlex
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from s3a.config import MULTILABEL_KINDS, resolved
 from s3a.configcheck import load_problems, missing_roots
 from s3a.data import UNLABELED_KINDS
-from s3a.models import ModelSpec
+from s3a.models import ModelSpec, activation_problem
+from s3a.startup import folder_problem, scan_folder, start_problems
 
 
 def check_config(config):
@@ -29,7 +31,11 @@ def check_config(config):
             logger.warning(f"Warning: {line} (jobs that need this dataset will stop)")
 
 
-check_config(config)
+check_config(config)  # also turns `--config folder=` into a dataset (s3a.configcheck.load_problems)
+FOLDER = config["run"]["datasets"][0] if config.get("folder") else None
+# `--config folder=`: a folder that is missing, empty or unreadable stops even a dry run
+if FOLDER and (_problem := folder_problem(config["datasets"][FOLDER]["params"]["root"])):
+    raise SystemExit(f"Error: {_problem}")
 # the schema is generated from s3a.config, whose models fill the defaults (a dataset's own k_search,
 # llm and train entries keep only the keys they override)
 validate(config, "../../config/config.schema.json", set_default=False)
@@ -66,10 +72,21 @@ for _name in MODELS:
         and not os.path.isfile(_spec.pretrained)
         and not re.fullmatch(RANDOM_CHECKPOINT, _spec.pretrained)
     ):  # a random checkpoint of that name is made by the rule create_random_model
-        raise ValueError(
-            f"models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
+        raise SystemExit(
+            f"Error: models.{_name}.pretrained: no checkpoint file {os.path.abspath(_spec.pretrained)}; "
             "give the path of an existing .pt/.bin/.safetensors file, or an open_clip tag such as 'openai'"
         )
+    if _problem := activation_problem(_spec):  # a local file that does not say QuickGELU or GELU
+        raise SystemExit(f"Error: models.{_name}.quick_gelu: {_problem}")
+
+
+def check_jobs():
+    """Snakemake's onstart (a real run with jobs to do, before the first one): what would fail a job
+    later, found now, one line each (s3a.startup): folders, the LLM key, torchrun, uncached weights."""
+    jobs = [(j.rule.name, dict(j.wildcards), j.rule.shellcmd or "") for j in workflow.dag.needrun_jobs()]
+    by_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    if problems := start_problems(config, jobs, conda=by_conda):
+        raise SystemExit("\n".join(f"Error: {p}" for p in problems))
 
 
 def dataset_splits(dataset):
@@ -105,8 +122,13 @@ def dataset_entry(wildcards):
 
 
 def manifest_params(wildcards):
+    """Kind and builder params; a photo folder's also its listing's fingerprint (names, sizes, times),
+    so adding or removing photos reruns the manifest and what depends on it."""
     entry = dataset_entry(wildcards)
-    return {"kind": entry["kind"], "params": entry.get("params", {})}
+    params = {"kind": entry["kind"], "params": entry.get("params", {})}
+    if entry["kind"] == "folder":
+        params["listing"] = scan_folder(entry["params"]["root"]).fingerprint
+    return params
 
 
 def model_spec(wildcards):

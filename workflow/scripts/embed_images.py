@@ -1,5 +1,7 @@
 """Rule embed_images: unit-norm CLIP image embeddings of one split (corrupt images skipped)."""
 
+import os
+
 import torch
 
 from s3a.embed import EmbedParams, encode_images
@@ -19,6 +21,11 @@ def main(smk) -> None:
         )
         result = encode_images(clip.model, clip.preprocess, list(rows.path), params)
         log.info("%s: embedded %d of %d images", smk.wildcards.split, len(result.index), len(rows))
+        if len(rows) and not len(result.index):  # one line, not a failure three jobs on
+            where = os.path.commonpath([os.path.dirname(p) for p in rows.path])
+            message = f"no readable image in {where}: {len(rows)} unreadable files, see {smk.log[0]}"
+            log.error(message)
+            raise SystemExit(message)
         write_embeddings(rows.image_id.to_numpy()[result.index], result.embeddings, smk.output[0])
 
 

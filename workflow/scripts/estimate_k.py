@@ -8,7 +8,15 @@ from s3a.logs import log_to
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         _, features = read_embeddings(smk.input.embeddings)
-        k, table = estimate_k(features, KSearchParams(**smk.params.search))
+        params = KSearchParams(**smk.params.search)
+        if len(features) <= params.lo:  # K classes need at least K + 1 images
+            message = (
+                f"only {len(features)} readable images: too few to find {params.lo} or more classes "
+                f"(at least {params.lo + 1} are needed; unreadable files are listed in logs/embed_images/)"
+            )
+            log.error(message)
+            raise SystemExit(message)
+        k, table = estimate_k(features, params)
         table["selected"] = table.k == k
         log.info("estimated K = %d after %d partitions", k, len(table))
         write_table(table, smk.output[0])

@@ -173,14 +173,15 @@ class LLM(Block):
     model: str = Field("gpt-3.5-turbo", pattern=r"\S", description="Chat model name at the endpoint. The paper used gpt-3.5-turbo-0301, which OpenAI has retired; any other model (gpt-3.5-turbo included) can move the final numbers by about a point. The id the server reports is recorded in the metadata of descriptions.parquet.")  # fmt: skip
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature (official: 0.7).")
     repeats: Int = Field(3, ge=1, description="Independent answers per cluster (official: 3).")
-    prompt_style: Literal["official", "clean"] = Field("official", description="official = the one-shot prompt of spec 5.4 with WordNet's own sense numbers (crane.n.04) and the official re-query rule (re-ask until every candidate keeps a discriminative phrase); clean = senses numbered within the vocabulary entry, an answer is valid when every concept has a phrase.")  # fmt: skip
+    prompt_style: Literal["official", "clean"] = Field("official", description="official = the authors' prompt (template2 of their notebook, read from it at run time: see official_notebook) with WordNet's own sense numbers (crane.n.04), and their reading of the answers (cell 16: one line per concept in the prompt's order, phrases split on '; ' and compared as raw text; an answer that fails is asked again, and all 3 answers of a cluster are asked again when a candidate is left with no phrase); clean = the project's own wording, senses numbered within the vocabulary entry, a tolerant parser (bullets, case, underscores, periods), an answer is valid when every concept has a phrase.")  # fmt: skip
+    official_notebook: str | None = Field(None, pattern=r"\S", description="Local copy of the authors' notebook CVPR-algo.ipynb (github.com/sheng-eatamath/S3A, commit 28255f939b5c5b40c312ccf86e14e21d2a0a622e, sssa/ipynb/), the offline source of the official prompt; accepted when its template2 hashes to the pinned value. null = download it once from raw.githubusercontent.com at that commit (SHA-256 checked) and cache the extracted template in official_prompt/ beside cache_path. Read only by prompt_style official with backend openai or cache-only (cache-only never downloads).")  # fmt: skip
     max_tokens: Int = Field(2048, ge=1, description="Cap on the length of each answer, sent with every request (a local model that rambles otherwise generates until its context is full). An answer cut at the cap (finish_reason length) is invalid and re-asked. The default is about 3x the longest valid answer (3 candidates with all their senses, 18 concepts x 35 tokens measured on the worked example).")  # fmt: skip
     max_concurrency: Int = Field(8, ge=1, description="Requests in flight at once; falls to 1 for the rest of the run after the endpoint's first time-out.")  # fmt: skip
     timeout_s: float = Field(60.0, gt=0, description="Seconds before a request is abandoned and retried. After a time-out all requests pause for timeout_s plus the back-off (a single-slot server is still generating the abandoned answer).")  # fmt: skip
     max_retries: Int = Field(5, ge=0, description="Retries of a request after 429/5xx/timeouts/connection errors (exponential backoff).")  # fmt: skip
     backoff_s: float = Field(1.0, ge=0, description="Base delay of the exponential back-off between retries (backoff_s * 2^(k-1) seconds; a longer retry-after from the server is honoured, up to backoff_max_s).")  # fmt: skip
     backoff_max_s: float = Field(30.0, ge=0, description="Cap of one back-off delay in seconds (at least backoff_s).")  # fmt: skip
-    max_reasks: Int = Field(3, ge=0, description="New requests after an answer that fails validation.")
+    max_reasks: Int = Field(3, ge=0, description="New requests after an answer that fails validation; with prompt_style official also the rounds of asking all of a cluster's answers again when a candidate is left with no phrase.")  # fmt: skip
     on_failure: Literal["fail", "wordnet"] = Field("fail", description="When retries and re-asks are exhausted for a cluster: fail (stop, naming the cluster; the reproduction setting) or wordnet (describe that cluster by its WordNet definitions, source = wordnet in descriptions.parquet, counted in the log and as llm_fallback_clusters in the summary; nothing is cached for it, so a rerun with a better server fills it in). A rejected key, a refused request or an unreachable endpoint always stops.")  # fmt: skip
     api_key_env: str = Field("OPENAI_API_KEY", pattern=ENV_NAME, description="Name of the environment variable holding the API key.")  # fmt: skip
 
@@ -223,6 +224,7 @@ class Train(Block):
     extract_batch_size: Int = Field(256, ge=1, description="Images per forward pass when extracting teacher features.")  # fmt: skip
     seed: Int = Field(0, ge=0, description="Seed of sampling, augmentation and initial state.")
     checkpoint_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGXCPU"]] = Field(["SIGTERM", "SIGUSR1"], description="Signals on which training finishes its current step, saves a mid-epoch resume state and exits with status 75, so the retried job goes on from that step: Slurm sends SIGTERM at a time limit, on preemption and on scancel; ask for an earlier SIGUSR1 with sbatch --signal=USR1@<seconds> (see profiles/slurm).")  # fmt: skip
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Precision of the image encoder in self-training (training steps, teacher features of the online vote, test evaluation): bf16 = bf16 autocast on CUDA (faster, less memory); fp32 = no autocast, as the official run (spec 6.4, AMP off). The heads over the names are fp32 either way; the CPU always runs fp32.")  # fmt: skip
 
 
 #: a dataset's override of a top-level block: only the keys it sets (the schema shows `{}`)
@@ -265,7 +267,7 @@ class ModelEntry(Block):
     arch: str = Field(description="open_clip architecture (ViT-B-16, ViT-L-14, s3a-tiny) or local-dir:/hf-hub: identifier.")  # fmt: skip
     pretrained: str | None = Field(None, description="open_clip pretrained tag (openai, ...) or a local checkpoint file (.pt/.bin/.safetensors); null = random weights.")  # fmt: skip
     cache_dir: str | None = Field(None, description="Where downloaded weights are cached; null = open_clip's default cache.")  # fmt: skip
-    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for a local file; true/false state it (true for a local file of OpenAI weights). A value that contradicts the tag is an error.")  # fmt: skip
+    quick_gelu: bool | None = Field(None, description="Activation the weights were trained with. null = open_clip's pretrained table decides for a tag (QuickGELU for the OpenAI weights, built so even where open_clip would only warn) and the architecture's default for random weights; true/false state it. Required for a local checkpoint file of an architecture with an openai tag (ViT-B-16, ViT-L-14, ...): true for OpenAI's weights, false for weights trained with GELU (a file cannot tell; unset stops the run before any job). A value that contradicts the tag is an error.")  # fmt: skip
 
 
 class Run(Block):
@@ -280,7 +282,7 @@ class Config(Block):
 
     datasets: dict[str, DatasetEntry] = Field(min_length=1, description="Dataset table: a short name (used in result paths) -> how to build its manifest.")  # fmt: skip
     models: dict[str, ModelEntry] = Field(min_length=1, description="Model table: a short key (used in result paths) -> open_clip architecture and weights.")  # fmt: skip
-    folder: str | None = Field(None, description="A folder of your own photos to name: adds an unlabeled `folder` dataset named after the folder and runs only it (`--config folder=/path/to/photos`); null = off.")  # fmt: skip
+    folder: str | None = Field(None, description="A folder of your own photos to name: adds an unlabeled `folder` dataset named after the folder (its base name and six characters of its path) and runs only it (`--config folder=/path/to/photos`); null = off.")  # fmt: skip
     run: Run = Field(Run(), description="What `snakemake` builds by default.")
     splits: list[Literal["train", "test"]] = Field(["train", "test"], min_length=1, json_schema_extra={"uniqueItems": True, "contains": {"const": "train"}}, description="Splits to embed, predict and evaluate; must contain train (the unlabeled set discovery and self-training use).")  # fmt: skip
     vocabulary: Vocabulary = Field(Vocabulary(), description="The realistic zero-shot vocabulary (spec section 2).")  # fmt: skip

@@ -70,6 +70,7 @@ class LabelUpdate(Block):
     step: float = Field(1.0, gt=0, description="Step size eta of the update.")
     max_updates: _POSITIVE_INT | None = Field(None, description="Stop updating after this many update epochs; null = no cap.")  # fmt: skip
     min_label_change: float = Field(0.0, ge=0, description="Stop updating when the mean |change of y| of an update epoch falls below this.")  # fmt: skip
+    reduction: Literal["per_image", "repro"] = Field("per_image", description="How the label loss reduces over a batch: per_image (each image's labels take the gradient of its own loss) or repro (the CDUL reimplementation's batch-mean KL: each image's gradient divided by the batch's image count B, i.e. B times smaller steps).")  # fmt: skip
 
 
 class Asl(Block):

@@ -316,13 +316,14 @@ def predict_finetuned(
     text: np.ndarray | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """``(N, C)`` float32 sigmoid scores of ``image_paths`` under a fine-tuned model (``model.pt``
+    """``(N, C)`` float64 sigmoid scores of ``image_paths`` under a fine-tuned model (``model.pt``
     of the ``finetune`` or ``mldecoder`` learner) on the model entry ``model_spec``.
 
     Images are read by :func:`s3a.embed.image_batches` (decoder ``decoder``, the model's evaluation
     transform); an unreadable image is logged and its row is NaN. ``text`` ``(C', D)`` scores another
     label set with a decoder head (e.g. all labels for GZSL; default: its training labels).
-    Memory: the ``(N, C)`` result plus a few batches (linear in N); cost one forward per image.
+    Memory: the ``(N, C)`` float64 result (``8 · N · C`` bytes; float32 would tie every logit
+    above ~16.6 at 1.0) plus a few batches; cost one forward per image.
     """
     from s3a.embed import EmbedParams, image_batches
     from s3a.models import ModelSpec, load_clip
@@ -334,7 +335,7 @@ def predict_finetuned(
         raise ValueError("text replaces the label set of a decoder head only (learner mldecoder)")
     w = None if text is None else torch.tensor(np.asarray(text, dtype=np.float32), device=clip.device)
     n_labels = len(w) if w is not None else (len(net.text) if net.decoder else net.head.linear.out_features)
-    out = np.full((len(image_paths), n_labels), np.nan, np.float32)
+    out = np.full((len(image_paths), n_labels), np.nan, np.float64)
     read = EmbedParams(batch_size=batch_size, num_workers=num_workers, decoder=decoder)
     cuda = clip.device.type == "cuda"
     batches = image_batches(
@@ -345,5 +346,5 @@ def predict_finetuned(
             for i, why in bad:
                 log.warning("skipped unreadable image %s (%s)", image_paths[i], why)
             if images is not None:
-                out[idx.numpy()] = torch.sigmoid(net(images, w).logits).float().cpu().numpy()
+                out[idx.numpy()] = torch.sigmoid(net(images, w).logits.double()).cpu().numpy()
     return out

@@ -268,8 +268,8 @@ def predict_mldecoder(
 ) -> np.ndarray:
     """Rule ``predict_mldecoder``: ``(N, C)`` sigmoid scores over *every* label (``label_index``
     order, whatever the training columns were), :func:`~s3a.multilabel.headtrain.predict_head` in
-    chunks of ``image_chunk`` images (memory: the ``N x C`` float32 output, NUS-WIDE test ~83k x
-    1,006: 0.33 GB)."""
+    chunks of ``image_chunk`` images (memory: the ``N x C`` float64 output, NUS-WIDE test ~83k x
+    1,006: 0.67 GB)."""
     from s3a.device import pick_device
 
     text = np.asarray(classifier)[np.argsort(label_ids)]

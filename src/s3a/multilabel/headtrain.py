@@ -179,17 +179,19 @@ def _scores(head: CLIPDecoderHead, tokens: np.ndarray, text: np.ndarray, chunk: 
     with torch.inference_mode():
         q = head.queries(w)
         for s in range(0, len(tokens), chunk):
-            yield s, torch.sigmoid(head.decode(head.memory(_as_tensor(tokens, slice(s, s + chunk), dev)), q))
+            logits = head.decode(head.memory(_as_tensor(tokens, slice(s, s + chunk), dev)), q)
+            yield s, torch.sigmoid(logits.double())  # float32 would tie every logit above ~16.6 at 1.0
 
 
 def predict_head(
     head: CLIPDecoderHead, tokens: np.ndarray, text: np.ndarray, image_chunk: int = 256, device: str = "cpu"
 ) -> np.ndarray:
-    """``(N, C)`` float32 sigmoid scores of a label set (``text`` ``(C, D)``) for ``tokens`` ``(N, P,
-    F)``. Dense: meant for label sets (C <= a few thousand); over the vocabulary use :func:`head_topk`."""
-    out = np.empty((len(tokens), len(text)), np.float32)
+    """``(N, C)`` float64 sigmoid scores of a label set (``text`` ``(C, D)``) for ``tokens`` ``(N, P,
+    F)``. Dense: meant for label sets (C <= a few thousand; ``8 · N · C`` bytes); over the
+    vocabulary use :func:`head_topk`."""
+    out = np.empty((len(tokens), len(text)), np.float64)
     for s, scores in _scores(head, tokens, text, image_chunk, device):
-        out[s : s + len(scores)] = scores.float().cpu().numpy()
+        out[s : s + len(scores)] = scores.cpu().numpy()
     return out
 
 
@@ -201,14 +203,14 @@ def head_topk(
     image_chunk: int = 64,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(indices (N, k) int64, scores (N, k) float32)``: each image's k best labels of ``text``
+    """``(indices (N, k) int64, scores (N, k) float64)``: each image's k best labels of ``text``
     ``(C, D)`` by sigmoid score, e.g. all 20,071 vocabulary names; memory ``image_chunk · C`` scores
     at a time, never ``N · C``."""
     k = min(k, len(text))
     idx = np.empty((len(tokens), k), np.int64)
-    val = np.empty((len(tokens), k), np.float32)
+    val = np.empty((len(tokens), k), np.float64)
     for s, scores in _scores(head, tokens, text, image_chunk, device):
         top = torch.topk(scores, k, dim=1)
         idx[s : s + len(scores)] = top.indices.cpu().numpy()
-        val[s : s + len(scores)] = top.values.float().cpu().numpy()
+        val[s : s + len(scores)] = top.values.cpu().numpy()
     return idx, val

@@ -244,10 +244,11 @@ def linear_features(global_emb: np.ndarray, tile_emb: np.ndarray | None = None) 
 
 
 def predict_linear(head: LinearHead, features: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """``(N, C)`` float32 sigmoid scores of ``features`` ``(N, D)``, in chunks of images."""
+    """``(N, C)`` float64 sigmoid scores of ``features`` ``(N, D)``, in chunks of images (the
+    sigmoid in float64: in float32 every logit above ~16.6 scores 1.0 and ties)."""
     out = []
     with torch.inference_mode():
         for s in range(0, len(features), chunk):
             xb = torch.from_numpy(np.ascontiguousarray(features[s : s + chunk], dtype=np.float32))
-            out.append(torch.sigmoid(head(xb)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, head.linear.out_features), np.float32)
+            out.append(torch.sigmoid(head(xb).double()).numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.linear.out_features), np.float64)

@@ -12,8 +12,10 @@ large objects in the ``small`` subset). Values are percentages.
 * P@K = ΣTP/(N·K), R@K = ΣTP/Σ|Y_i|, F1@K harmonic; each image predicts its K highest labels
   (ties: lower label index first).
 
-Cost: dense ``(N, C)`` inputs — COCO val 40k x 80 (13 MB float32), NUS-WIDE test ~83k x 1,006
-(0.33 GB); AP sorts each column once (N log N per label). Never used over the 20K vocabulary.
+Cost: dense ``(N, C)`` inputs, float64 scores (every stage hands them over as float64: a float32
+softmax or sigmoid score within 6e-8 of 1 rounds to 1.0 and ties, see
+:mod:`s3a.multilabel.pseudo`) — COCO val 40k x 80 (26 MB), NUS-WIDE test ~83k x 1,006 (0.67 GB);
+AP sorts each column once (N log N per label). Never used over the 20K vocabulary.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 1. :func:`view_topk` — per view (the global view and each of the M tiles) ``softmax(τ · V z)`` over
    all |V| = 20,071 vocabulary names, keeping the top-k (``openvocab.topk_per_view``, 20): the long
-   table ``image_id, view (int8, -1 = global), vocab_index, prob`` of
-   ``ml/openvocab/{split}.parquet``.
+   table ``image_id, view (int8, -1 = global), vocab_index, prob (float64)`` of
+   ``ml/openvocab/{split}.parquet``. Probabilities stay float64 here and in every score after it
+   (a float32 probability within 6e-8 of 1 rounds to 1.0 and ties: :mod:`s3a.multilabel.pseudo`).
 2. :func:`image_scores` — per image, the CDUL aggregation of spec 5
    (:func:`s3a.multilabel.pseudo.aggregate`, any ``PseudoParams``) on the union of its kept names,
    a name missing from a view scoring 0 there (so ``β`` is 0 unless all M tiles kept the name):
-   long ``image_id, vocab_index, s_global, s_agg, score``.
+   long ``image_id, vocab_index, s_global, s_agg, score`` (float64).
 3. :func:`discover_frequency` — optional label discovery: the n names with the largest
    ``Σ_i score`` (``ml/openvocab/label_set.parquet``); the cluster-vote variant, in the same
    columns, is :func:`s3a.multilabel.discovery.discover_cluster_vote`.
@@ -21,10 +22,11 @@
 Never an images x names matrix beyond one chunk: :func:`view_topk` holds ``chunk · (M+1) · |V|``
 softmax values (chunk 32, M 9: 6.4M float64, 51 MB), :func:`image_scores` works on ``image_chunk``
 images of the long table at a time.
-Full scale (ImageNet-1K train, 1.28M images, M = 9, k = 20): 256M long rows (~4.6 GB Parquet
-before compression), ``1.28M · 10 · 20,071 · 512 · 2`` ≈ 260 TFLOP of products (minutes on a GPU,
-hours on a CPU). The dense ``(n, C)`` label-score matrices of the evaluation are over the dataset's
-label set (C <= 1,006), never the vocabulary.
+Full scale (ImageNet-1K train, 1.28M images, M = 9, k = 20): 256M long rows (~5.6 GB Parquet
+before compression: the float64 ``prob`` adds 1 GB to the 4.6 GB of a float32 one),
+``1.28M · 10 · 20,071 · 512 · 2`` ≈ 260 TFLOP of products (minutes on a GPU, hours on a CPU). The
+dense ``(n, C)`` label-score matrices of the evaluation are over the dataset's label set
+(C <= 1,006), never the vocabulary.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def view_topk(
             "image_id": cat(ids_out).astype(np.int64),
             "view": cat(view_out).astype(np.int8),
             "vocab_index": cat(idx_out).astype(np.int64),
-            "prob": cat(prob_out).astype(np.float32),
+            "prob": cat(prob_out).astype(np.float64),
         }
     )
 
@@ -125,10 +127,10 @@ def _aggregate_chunk(rows: pd.DataFrame, n_tiles: int, params: PseudoParams) -> 
     merged = pd.concat([glob, tiles], axis=1).fillna(0.0)
     full = merged["count"].to_numpy() >= n_tiles
     views = ViewScores(
-        s_global=merged["g"].to_numpy(np.float32),
-        s_alpha=merged["max"].to_numpy(np.float32),
-        s_beta=np.where(full, merged["min"].to_numpy(np.float32), 0.0).astype(np.float32),
-        s_mean=(merged["sum"].to_numpy(np.float32) / max(n_tiles, 1)).astype(np.float32),
+        s_global=merged["g"].to_numpy(np.float64),
+        s_alpha=merged["max"].to_numpy(np.float64),
+        s_beta=np.where(full, merged["min"].to_numpy(np.float64), 0.0),
+        s_mean=merged["sum"].to_numpy(np.float64) / max(n_tiles, 1),
     )
     if n_tiles == 0:  # global view only: the local view is absent, score = S_g
         agg, final = views.s_global, views.s_global
@@ -167,7 +169,7 @@ def image_scores(
         a, b = np.searchsorted(ids, lo, "left"), np.searchsorted(ids, hi, "right")
         parts.append(_aggregate_chunk(view_table.iloc[a:b], n_tiles, params))
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="float32") for c in SCORE_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in SCORE_COLUMNS})
     out = pd.concat(parts, ignore_index=True).sort_values(["image_id", "vocab_index"], kind="stable")
     return out.astype({"image_id": np.int64, "vocab_index": np.int64}).reset_index(drop=True)[
         list(SCORE_COLUMNS)
@@ -274,10 +276,10 @@ def label_subtrees(
 def subtree_scores(
     scores: pd.DataFrame, image_ids: np.ndarray, subtrees: Sequence[np.ndarray], column: str = "score"
 ) -> np.ndarray:
-    """``(n, C)`` float32 label scores of ``image_ids``: per label the max of ``column`` over the
+    """``(n, C)`` float64 label scores of ``image_ids``: per label the max of ``column`` over the
     names of its subtree that the image kept (0 when none)."""
     image_ids = np.asarray(image_ids, dtype=np.int64)
-    out = np.zeros((len(image_ids), len(subtrees)), np.float32)
+    out = np.zeros((len(image_ids), len(subtrees)), np.float64)
     pairs = pd.DataFrame(
         {
             "vocab_index": np.concatenate([t for t in subtrees] + [np.zeros(0, np.int64)]),

@@ -12,10 +12,21 @@ leaves every score within a few thousandths of ``1/C``; then every ``ζ ≥ 1/C 
 ``S_agg = β``. :func:`view_scores` keeps ``S_g``, ``α``, ``β`` and the tile mean so that
 :func:`aggregate` re-derives any (ζ, λ, reduction) without touching the embeddings.
 
+Precision: every score is a float64 probability, from the softmax to the stored table. At CLIP's
+scale of 100 a softmax score within 6e-8 of 1 rounds to exactly 1.0 in float32, so an absent label
+that one tile matches strongly ties with the true positives and the ranking (hence every mAP, ties
+grouped) is lost: on MULTILABEL_SPEC 11.1's distractor simulation float32 gives mAP(α) 71-73 and
+S_final 89-90 where float64 gives the spec's 82-86 and 94-95. A label leading all others by a cosine
+gap δ scores about ``1 − e^(−τδ)``: float32 saturates from δ ≈ 0.17 at τ = 100 (a confident CLIP
+tile reaches that), float64 from δ ≈ 0.37 (``e^-37 ≈ 1e-16``). The cosines themselves are float32
+products (the embeddings' precision).
+
 Cost at full scale (COCO train 82k images, C = 80, M = 9, D = 512): one ``(chunk·M, D) x (D, C)``
-product per chunk, ~3 GFLOP in all (seconds on a CPU); memory ``chunk · M · C`` floats per chunk
-plus the four ``(N, C)`` float32 outputs (4 x 26 MB). With the 20K-name vocabulary use
-``openvocab`` (top-k per view), never these dense ``(N, C)`` tables.
+product per chunk, ~3 GFLOP in all (seconds on a CPU); memory ``chunk · M · C`` float64 per chunk
+(4096 x 9 x 80: 24 MB) plus the four ``(N, C)`` float64 outputs, ``32 · N · C`` bytes (COCO train
+4 x 53 MB; the 120k-image x 80-label reference size 4 x 77 MB) and the two of :func:`aggregate`.
+With the 20K-name vocabulary use ``openvocab`` (top-k per view), never these dense ``(N, C)``
+tables.
 """
 
 from __future__ import annotations
@@ -86,17 +97,18 @@ def logit_scale(temperature: float | str) -> float:
 
 
 def label_softmax(cosines: np.ndarray, scale: float) -> np.ndarray:
-    """``softmax(scale · cosines)`` over the last axis, in float64 then float32; any shape ``(..., C)``."""
+    """``softmax(scale · cosines)`` over the last axis as float64 (a float32 score within 6e-8 of 1
+    would round to 1.0 and tie: module docstring); any shape ``(..., C)``, one float64 copy."""
     x = scale * np.asarray(cosines, dtype=np.float64)
     x -= x.max(axis=-1, keepdims=True)
     np.exp(x, out=x)
     x /= x.sum(axis=-1, keepdims=True)
-    return x.astype(np.float32)
+    return x
 
 
 @dataclass
 class ViewScores:
-    """Per-view label scores, each ``(N, C)`` float32 in [0, 1]: ``s_global`` (S_g), ``s_alpha``
+    """Per-view label scores, each ``(N, C)`` float64 in [0, 1]: ``s_global`` (S_g), ``s_alpha``
     (max over tiles), ``s_beta`` (min over tiles), ``s_mean`` (mean over tiles)."""
 
     s_global: np.ndarray
@@ -111,7 +123,8 @@ def view_scores(
     classifier: np.ndarray,
     params: PseudoParams = PseudoParams(),
 ) -> ViewScores:
-    """Softmax label scores of the global view and the tile reductions, in chunks of images.
+    """Softmax label scores of the global view and the tile reductions, in chunks of images; the
+    four ``(N, C)`` outputs are float64 (``32 · N · C`` bytes; module docstring).
 
     Args:
         global_emb: ``(N, D)`` unit global embeddings.
@@ -126,7 +139,7 @@ def view_scores(
     scale = logit_scale(params.temperature)
     w = np.asarray(classifier, dtype=np.float32).T
     c = w.shape[1]
-    out = {k: np.empty((n, c), np.float32) for k in ("g", "a", "b", "m")}
+    out = {k: np.empty((n, c), np.float64) for k in ("g", "a", "b", "m")}
     for s in range(0, n, params.chunk):
         e = min(n, s + params.chunk)
         out["g"][s:e] = label_softmax(np.asarray(global_emb[s:e], np.float32) @ w, scale)
@@ -140,7 +153,7 @@ def view_scores(
 
 
 def aggregate(scores: ViewScores, params: PseudoParams = PseudoParams()) -> tuple[np.ndarray, np.ndarray]:
-    """``(S_agg, S_final)``, each ``(N, C)`` float32, from stored view scores (no embeddings needed).
+    """``(S_agg, S_final)``, each ``(N, C)`` float64, from stored view scores (no embeddings needed).
 
     ``local_reduce``: ``cdul`` applies the γ rule with ``zeta``; ``max`` returns α; ``mean`` the
     tile mean. Then ``S_final = ½ (S_g + S_agg + λ |S_g − S_agg|)``.
@@ -151,21 +164,29 @@ def aggregate(scores: ViewScores, params: PseudoParams = PseudoParams()) -> tupl
         agg = scores.s_mean
     else:
         agg = np.where(scores.s_alpha >= params.zeta, scores.s_alpha, scores.s_beta)
-    g = scores.s_global
-    final = 0.5 * (g + agg + params.lam * np.abs(g - agg))
-    return agg.astype(np.float32, copy=False), final.astype(np.float32)
+    agg = np.asarray(agg, np.float64)
+    g = np.asarray(scores.s_global, np.float64)
+    final = np.add(g, agg)  # in place from here: two (N, C) float64 arrays, a third when λ ≠ 0
+    if params.lam:
+        diff = np.subtract(g, agg)
+        np.abs(diff, out=diff)
+        diff *= params.lam
+        final += diff
+    final *= 0.5
+    return agg, final
 
 
 def _fsl(a: np.ndarray) -> pa.FixedSizeListArray:
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), type=pa.float32()), a.shape[1])
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), type=pa.float64()), a.shape[1])
 
 
 def scores_table(
     image_ids: np.ndarray, scores: ViewScores, params: PseudoParams = PseudoParams()
 ) -> pa.Table:
     """The ``ml/pseudo/{split}.parquet`` table: ``image_id, s_global, s_alpha, s_beta, s_mean,
-    s_final`` (each ``fixed_size_list<float32>[C]``), ``s_final`` under ``params``."""
+    s_final`` (each ``fixed_size_list<float64>[C]``: probabilities, float64 so that scores near 1
+    keep their ranking), ``s_final`` under ``params``."""
     _, final = aggregate(scores, params)
     return pa.table(
         {
@@ -180,11 +201,14 @@ def scores_table(
 
 
 def read_scores(table: pa.Table) -> tuple[np.ndarray, ViewScores, np.ndarray]:
-    """``(image_ids (N,), view scores, s_final (N, C))`` from a :func:`scores_table` table."""
+    """``(image_ids (N,), view scores, s_final (N, C))`` from a :func:`scores_table` table, float64
+    (a table written as float32 before scores were kept in float64 is read as float64, its ties
+    kept)."""
 
     def col(name: str) -> np.ndarray:
         arr = table.column(name).combine_chunks()
-        return arr.values.to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
+        flat = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        return flat.reshape(len(arr), arr.type.list_size)
 
     views = ViewScores(col("s_global"), col("s_alpha"), col("s_beta"), col("s_mean"))
     return table.column("image_id").to_numpy().astype(np.int64), views, col("s_final")

@@ -19,7 +19,8 @@ For the ZSL row of a softmax stage the scores of the unseen labels are renormali
 ``zs_global`` this is exactly the softmax over the unseen labels; for the aggregated stages it is the
 renormalised aggregate).
 
-Cost: the dense ``(N, C)`` scores and targets of one split (NUS-WIDE test ~83k x 1,006: 0.33 GB).
+Cost: the dense ``(N, C)`` float64 scores and targets of one split (NUS-WIDE test ~83k x 1,006:
+0.67 GB of scores).
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def stage_names() -> tuple[str, ...]:
 def stage_scores(
     stage: str, table: pa.Table, pseudo: PseudoParams | None = None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``(image_ids (N,), scores (N, C) float32, thresholded)`` of ``stage`` from its table (module
+    """``(image_ids (N,), scores (N, C) float64, thresholded)`` of ``stage`` from its table (module
     docstring); ``pseudo`` re-aggregates the pseudo-label tables (default :class:`PseudoParams`).
+    Scores are ranked as float64: a float32 copy would tie every score within 6e-8 of 1.
 
     Raises:
         ValueError: an unknown stage or a table without the stage's column.
@@ -66,7 +68,7 @@ def stage_scores(
         return ids, scores, False
     column = "y" if stage.startswith("refined_") else "scores"
     ids = table.column("image_id").to_numpy().astype(np.int64)
-    return ids, list_matrix(table, column).astype(np.float32, copy=False), True
+    return ids, list_matrix(table, column).astype(np.float64, copy=False), True
 
 
 def evaluate_ml_stage(

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s3a.data.base import MANIFEST_COLUMNS, DatasetError
-from s3a.io import embeddings_table
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +223,13 @@ def label_matrix(
 
 def predictions_table(image_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
     """A learner's predictions (``ml/{learner}/{split}``): ``image_id int64, scores
-    fixed_size_list<float32>[C]``."""
-    return embeddings_table(image_ids, scores).rename_columns(["image_id", "scores"])
+    fixed_size_list<float64>[C]`` (probabilities; float64 because a float32 sigmoid rounds every
+    logit above ~16.6 to 1.0 and ties them, as :mod:`s3a.multilabel.pseudo` explains for softmax)."""
+    a = np.ascontiguousarray(scores, dtype=np.float64)
+    if a.ndim != 2 or len(image_ids) != a.shape[0]:
+        raise ValueError(f"expected ids (N,) and scores (N, C); got {np.shape(image_ids)} and {a.shape}")
+    column = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), type=pa.float64()), a.shape[1])
+    return pa.table({"image_id": pa.array(np.asarray(image_ids, dtype=np.int64)), "scores": column})
 
 
 def list_matrix(table: pa.Table, column: str) -> np.ndarray:
@@ -241,9 +245,9 @@ def list_matrix(table: pa.Table, column: str) -> np.ndarray:
 
 
 def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
-    """``(image_ids (N,) int64, scores (N, C) float32)`` of a :func:`predictions_table` file."""
+    """``(image_ids (N,) int64, scores (N, C) float64)`` of a :func:`predictions_table` file."""
     table = pq.read_table(path, columns=["image_id", "scores"])
-    scores = list_matrix(table, "scores").astype(np.float32, copy=False)
+    scores = list_matrix(table, "scores").astype(np.float64, copy=False)
     return table.column("image_id").to_numpy().astype(np.int64), scores
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from s3a.io import embeddings_table, read_embeddings, read_table, write_table
+from s3a.jobguard import StateLockedError, die_with_parent, hold_state_lock
 from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.multilabel.data import label_matrix
@@ -148,6 +149,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()  # under torchrun: this worker goes when torchrun goes (s3a.jobguard)
+    try:
+        return _run(args)
+    except StateLockedError as exc:  # s3a.jobguard.hold_state_lock: one trainer per state
+        print(f"python -m s3a.multilabel.train: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     # configuration errors surface here, before a model or a GPU is touched
     config = json.loads(args.params)
     if args.supervision is not None and args.learner == "mldecoder":
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from s3a.multilabel.imageloop import train_images
     from s3a.train.preempt import EXIT_PREEMPTED, Preempted
 
-    with log_to(log_file) as log:
+    with hold_state_lock(args.state), log_to(log_file) as log:
         env = distributed.setup(None if args.device == "auto" else args.device)
         try:
             try:

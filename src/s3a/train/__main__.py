@@ -26,15 +26,21 @@ A run that is killed resumes from its last finished epoch when started again wit
 On SIGTERM or SIGUSR1 (``train.checkpoint_signals``: Slurm's time limit, preemption, scancel, or an
 early ``sbatch --signal=USR1@300``) it saves its state after the current step and exits with status
 75; started again, it goes on from that step and ends with the same weights.
+Under torchrun a worker dies with torchrun (:func:`s3a.jobguard.die_with_parent`: SIGTERM, so it
+saves its step first), and a second trainer on the same ``--state`` stops at once with one line
+(:func:`s3a.jobguard.hold_state_lock`). A dataset with fewer training images than ``batch_size`` (a
+small photo folder) trains with a batch of all its images (:func:`fit_batch`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
+from s3a.jobguard import StateLockedError, die_with_parent, hold_state_lock
 from s3a.logs import log_to
 from s3a.models import ModelSpec
 from s3a.train.loop import TrainParams, TrainPaths, train
@@ -65,8 +71,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fit_batch(params: TrainParams, n_images: int, world_size: int = 1) -> TrainParams:
+    """``params`` with ``batch_size`` lowered to the largest multiple of ``world_size`` that is at most
+    ``n_images`` when the images do not fill one batch (a folder of 10 photos trains with a batch of 10).
+
+    Raises:
+        ValueError: fewer images than processes.
+    """
+    if n_images >= params.batch_size:
+        return params
+    batch = n_images // world_size * world_size
+    if batch < 1:
+        raise ValueError(f"{n_images} images to train on: fewer than the {world_size} training processes")
+    logging.getLogger("s3a.train").warning(
+        "%d images to train on, fewer than train.batch_size %d: training with a batch of %d",
+        n_images,
+        params.batch_size,
+        batch,
+    )
+    return params.model_copy(update={"batch_size": batch})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()  # under torchrun: this worker goes when torchrun goes
+    try:
+        return _run(args)
+    except StateLockedError as exc:
+        print(f"python -m s3a.train: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     # configuration errors surface here, before a model or a GPU is touched
     params = TrainParams(**json.loads(args.params))
     spec = ModelSpec(**json.loads(args.model))
@@ -83,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     paths.check()
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
-    with log_to(log_file) as log:
+    with hold_state_lock(args.state), log_to(log_file) as log:  # one trainer per state
+        import pyarrow.parquet as pq
+
+        n_images = pq.ParquetFile(paths.structural_labels).metadata.num_rows
+        params = fit_batch(params, n_images, int(os.environ.get("WORLD_SIZE", "1")))
         try:
             train(paths, params, spec, device=None if args.device == "auto" else args.device)
         except Preempted as stopped:

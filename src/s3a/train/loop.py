@@ -6,13 +6,17 @@ student logits ``s = 100 W f(x_strong)``::
 
     L = w_ins * CE(s, argmax q)[max q > tau] + w_str * CE(s, y_str)
 
+The image encoder runs under bf16 autocast on CUDA, or in fp32 with ``train.precision: fp32`` (the
+official run, :func:`s3a.train.step.encoder_autocast`); the logits over the names are fp32 either way.
+
 From epoch ``warmup_epochs`` on, the structural labels ``y_str`` are recomputed at the start of
 every epoch by the vote iterations of spec 5.3 on the teacher's features (spec 5.6).
 
 Every ``eval_every`` epochs (and after the last one) the student and the teacher are evaluated on the
 test split of the manifest, as the official code does: ``history.parquet`` carries their test top-1
-and cluster accuracy per evaluated epoch, and ``test_epochs.parquet`` their test predictions, from
-which the workflow reports the ``last`` epoch and the ``best`` one (selected on the test split).
+and cluster accuracy (over the named classes, as the report) per evaluated epoch, and
+``test_epochs.parquet`` their test predictions, from which the workflow reports the ``last`` epoch
+and the ``best`` one (selected on the test split).
 
 The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
 EMA, loss) in :mod:`s3a.train.optim`, one step and one epoch in :mod:`s3a.train.step`, the resume
@@ -44,7 +48,7 @@ from s3a.classify import zero_shot
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
-from s3a.metrics import evaluate_predictions, gt_vocab_index, top1_accuracy
+from s3a.metrics import evaluate_predictions, gt_vocab_index, named_classes, top1_accuracy
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
@@ -52,7 +56,7 @@ from s3a.train.optim import param_groups
 from s3a.train.params import TrainParams, TrainPaths
 from s3a.train.preempt import Preempted, SignalFlag, SkipSampler, random_states, set_random_states
 from s3a.train.state import ResumeState, run_fingerprint, seed_everything
-from s3a.train.step import EpochRun, max_over_ranks, train_epoch
+from s3a.train.step import EpochRun, encoder_autocast, max_over_ranks, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ def extract_features(
     )
     model.eval()
     index, rows = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+    autocast = encoder_autocast(env.device, params.precision)
     batches = image_batches(
         paths, transform, read, env.device, sampler, desc="teacher features", progress=env.is_main
     )
@@ -124,7 +128,9 @@ class EvalSplit:
     Attributes:
         image_id, paths: ``(M,)`` images of the split.
         gt_vocab: ``(M,)`` vocabulary index of each image's class name (``-1`` out of vocabulary).
-        gt_class: ``(M,)`` the dataset's class index (for the cluster accuracy).
+        gt_class: ``(M,)`` the named class (:func:`s3a.metrics.named_classes`) the cluster accuracy
+            matches against: classes sharing a vocabulary name are one, as in the report (997 on
+            ImageNet-1K).
         gt_names: ``(M,)`` class-name strings.
         names: ``(V,)`` vocabulary names by ``vocab_index``.
     """
@@ -170,16 +176,22 @@ def _load_inputs(paths: TrainPaths):
     vocabulary = read_table(paths.vocabulary, columns=["vocab_index", "name", "synset_ids"])
     gt = gt_vocab_index(list(rows.wnid), list(rows.class_name), vocabulary)
     _, classifier = read_embeddings(paths.classifier, id_column="vocab_index")
+    return rows, gt, classifier, eval_split(manifest, vocabulary)
+
+
+def eval_split(manifest: pd.DataFrame, vocabulary: pd.DataFrame) -> EvalSplit:
+    """The test split of ``manifest`` with its ground truth as the report's
+    :func:`s3a.metrics.stage_metrics` takes it (vocabulary index and named class)."""
     test = manifest[manifest.split == "test"]
-    split = EvalSplit(
+    gt_vocab = gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary)
+    return EvalSplit(
         image_id=test.image_id.to_numpy(),
         paths=list(test.path),
-        gt_vocab=gt_vocab_index(list(test.wnid), list(test.class_name), vocabulary),
-        gt_class=test.class_index.to_numpy(np.int64),
+        gt_vocab=gt_vocab,
+        gt_class=named_classes(gt_vocab, list(test.class_name)),
         gt_names=list(test.class_name),
         names=vocabulary.sort_values("vocab_index").name.tolist(),
     )
-    return rows, gt, classifier, split
 
 
 def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str | None = None) -> pd.DataFrame:

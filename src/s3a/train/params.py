@@ -38,6 +38,8 @@ class TrainParams(Train):
         seed: seeds the sampler, augmentations (per sample, epoch and index) and initial state.
         checkpoint_signals: signals on which the run saves a mid-epoch state and exits with
             :data:`s3a.train.preempt.EXIT_PREEMPTED` (:mod:`s3a.train.preempt`).
+        precision: ``bf16`` (the image encoder under bf16 autocast on CUDA) or ``fp32`` (no autocast,
+            the official run); see :func:`s3a.train.loop.encoder_autocast`.
         decoder: image decoding of the teacher-feature extraction (``pil`` or ``fast``, see
             :class:`s3a.embed.EmbedParams`); the workflow passes ``embed.decoder``, so offline and
             online features come from the same decoder.

@@ -17,13 +17,28 @@ from s3a.train.optim import cosine_lr, ema_decay, ema_update, s3a_loss
 from s3a.train.params import TrainParams
 from s3a.train.preempt import SignalFlag
 
-__all__ = ["EpochRun", "head_logits", "max_over_ranks", "train_epoch", "train_step"]
+__all__ = [
+    "BF16_DEVICES", "EpochRun", "encoder_autocast", "head_logits", "max_over_ranks", "train_epoch",
+    "train_step",
+]  # fmt: skip
+
+
+#: devices on which ``train.precision: bf16`` puts the image encoder under bf16 autocast
+BF16_DEVICES = ("cuda",)
+
+
+def encoder_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast of the image encoder in self-training (steps, teacher features, evaluation):
+    bf16 on CUDA for ``precision="bf16"``; off (fp32, even inside an outer autocast) for ``"fp32"``,
+    the official run (spec 6.4), and on the CPU."""
+    enabled = precision == "bf16" and device.type in BF16_DEVICES
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def head_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """``(B, V)`` fp32 logits of the image encoder ``model`` over the vocabulary classifier.
 
-    The encoder runs under whatever autocast is active (bf16 on CUDA); the head itself
+    The encoder runs under whatever autocast is active (:func:`encoder_autocast`); the head itself
     (:func:`s3a.embed.vocabulary_logits`) always runs in fp32 with autocast off.
     """
     return vocabulary_logits(model(images), classifier)
@@ -47,7 +62,7 @@ def train_step(
     weak, strong, structural = (t.to(device, non_blocking=True) for t in batch)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with encoder_autocast(device, params.precision):
         with torch.no_grad():
             teacher_logits = head_logits(teacher, weak, classifier)
         student_logits = head_logits(model, strong, classifier)

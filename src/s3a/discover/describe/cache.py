@@ -131,6 +131,14 @@ class AnswerCache:
                 (model, self._digest(prompt), float(temperature), int(repeat), prompt, answer, served_model),
             )
 
+    def delete(self, model: str, prompt: str, temperature: float, repeat: int) -> None:
+        """Forget one answer (a cluster given up under ``on_failure: wordnet``)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "DELETE FROM llm_answers WHERE model=? AND prompt_sha256=? AND temperature=? AND repeat=?",
+                (model, self._digest(prompt), float(temperature), int(repeat)),
+            )
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM llm_answers").fetchone()[0])

@@ -67,6 +67,7 @@ class _OpenAIRunner:
                 "or use backend 'cache-only' / 'wordnet'"
             )
         self._key = key
+        self._stop.clear()  # the official style runs the runner again for clusters it re-asks
         client = _client(openai, self, key)
         self._retryable = tuple(getattr(openai, n) for n in self._RETRYABLE_NAMES)
         results: dict[tuple[str, int], dict[str, list[str]]] = {}
@@ -195,9 +196,7 @@ class _OpenAIRunner:
                         "start it with a larger --ctx-size); raise llm.max_tokens if valid answers are "
                         "longer"
                     )
-                answer = validate_answer(
-                    content, prompt.labels, prompt.label_names, prompt.names, p.prompt_style
-                )
+                answer = validate_answer(content, prompt.labels, p.prompt_style)
             except InvalidAnswer as exc:
                 reasks += 1
                 if reasks > p.max_reasks:

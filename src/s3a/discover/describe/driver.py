@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from s3a.discover.describe.cache import AnswerCache
 from s3a.discover.describe.client import _OpenAIRunner
-from s3a.discover.describe.params import OUTPUT_COLUMNS, DescribeError, DescribeParams, InvalidAnswer
+from s3a.discover.describe.official import OfficialTemplate, official_template
+from s3a.discover.describe.params import (
+    OUTPUT_COLUMNS,
+    ClusterFailure,
+    DescribeError,
+    DescribeParams,
+    InvalidAnswer,
+)
 from s3a.discover.describe.parsing import (
     _Prompt,
     aggregate_phrases,
+    official_phrases,
     validate_answer,
     wordnet_phrases,
 )
@@ -108,8 +117,18 @@ def describe_candidates(
         ``on_failure: wordnet``), sorted by cluster, candidate rank, count (descending) and phrase. A
         candidate without a surviving phrase has no row. ``DataFrame.attrs`` (kept in the Parquet
         metadata by :func:`s3a.io.write_table`) records ``backend``, ``prompt_style``, ``llm_model``
-        (requested), ``llm_models_reported`` (the model ids the server reported for the answers used)
-        and ``wordnet_fallback_clusters``.
+        (requested), ``llm_models_reported`` (the model ids the server reported for the answers used),
+        ``wordnet_fallback_clusters`` and ``official_prompt`` (where the authors' prompt came from:
+        :attr:`OfficialTemplate.source`; None when no official prompt was built).
+
+    Official style: the prompt is the authors' ``template2`` (:mod:`s3a.discover.describe.official`:
+    downloaded once and cached under ``resources/``, or read from ``llm.official_notebook``), every
+    answer is read and checked as cell 16 does (:func:`s3a.discover.describe.official_answer`; an
+    answer that fails is asked again, alone, at most ``max_reasks`` times), and the answers of a
+    cluster are pooled (:func:`s3a.discover.describe.official_phrases`); when a candidate is left with
+    no phrase, all the cluster's answers are asked again and checked again, at most ``max_reasks``
+    times, after which ``on_failure`` decides. Clean style: :func:`parse_answer` and
+    :func:`aggregate_phrases`.
 
     Raises:
         DescribeError: missing key, rejected key, unreachable endpoint, answers that stay invalid
@@ -124,6 +143,7 @@ def describe_candidates(
         "llm_model": params.model if params.backend != "wordnet" else None,
         "llm_models_reported": [],
         "wordnet_fallback_clusters": [],
+        "official_prompt": None,
     }
     if not clusters:
         log.info("describe: no clusters, nothing to do")
@@ -136,9 +156,15 @@ def describe_candidates(
         per_cluster = {c.cluster: [wordnet_phrases(c.concepts)] for c in clusters}
         log.info("describe: %d clusters from WordNet definitions (offline backend)", len(clusters))
     else:
+        template: OfficialTemplate | None = None
+        if style == "official":
+            template = official_template(
+                Path(params.cache_path).parent, params.official_notebook, download=params.backend == "openai"
+            )
+            attrs["official_prompt"] = dict(template.source)
         prompts: dict[str, _Prompt] = {}
         for c in clusters:
-            text = build_prompt(c.concepts, style)
+            text = build_prompt(c.concepts, style, template)
             prompts.setdefault(text, _Prompt(text, c.concepts, c.names, c.label_names)).clusters.append(
                 c.cluster
             )
@@ -168,7 +194,10 @@ def describe_candidates(
     rows = []
     for c in clusters:
         source = "wordnet" if params.backend == "wordnet" or c.cluster in fallback else "llm"
-        kept = aggregate_phrases(per_cluster[c.cluster], c.label_names, c.names)
+        if source == "llm" and style == "official":
+            kept = official_phrases(per_cluster[c.cluster], c.label_names, c.names)[0]
+        else:
+            kept = aggregate_phrases(per_cluster[c.cluster], c.label_names, c.names)
         rows.extend((c.cluster, name, phrase, count, source) for name, phrase, count in kept)
         if dropped := [n for n in c.names if n not in {name for name, _, _ in kept}]:
             log.info("describe: cluster %d: no discriminative phrase left for %s", c.cluster, dropped)
@@ -207,9 +236,7 @@ def _answer_prompts(
                 entry = cache.get_entry(params.model, prompt.text, params.temperature, repeat)
                 if entry is not None:
                     try:
-                        parsed[prompt.text, repeat] = validate_answer(
-                            entry[0], prompt.labels, prompt.label_names, prompt.names, style
-                        )
+                        parsed[prompt.text, repeat] = validate_answer(entry[0], prompt.labels, style)
                         if entry[1]:
                             models.add(entry[1])
                         continue
@@ -235,14 +262,85 @@ def _answer_prompts(
                 "backend 'wordnet' to work offline"
             )
         failed: dict[str, str] = {}
+        runner = _OpenAIRunner(params, cache)
         if missing:
-            runner = _OpenAIRunner(params, cache)
             received, failed = runner.run(missing, progress)
             parsed.update(received)
-            models |= runner.models
+        if style == "official":
+            failed.update(_official_requery(prompts, params, parsed, failed, runner, progress))
+        models |= runner.models
+        for prompt in prompts:  # a cluster given up keeps nothing in the cache: a rerun asks again
+            if prompt.text in failed:
+                for repeat in range(params.repeats):
+                    cache.delete(params.model, prompt.text, params.temperature, repeat)
         answers = {
             p.text: [parsed[p.text, r] for r in range(params.repeats)]
             for p in prompts
             if p.text not in failed
         }
         return answers, failed, models
+
+
+def _official_requery(
+    prompts: list[_Prompt],
+    params: DescribeParams,
+    parsed: dict[tuple[str, int], dict[str, list[str]]],
+    failed: dict[str, str],
+    runner: _OpenAIRunner,
+    progress: bool,
+) -> dict[str, str]:
+    """Cell 16's check of a cluster's answers together: a candidate left with no phrase re-asks them all.
+
+    Updates ``parsed`` in place. Returns the prompts newly given up under ``on_failure: wordnet``.
+
+    Raises:
+        ClusterFailure: a cluster still leaves a candidate without a phrase after ``max_reasks`` rounds
+            (``on_failure: fail``).
+        DescribeError: ``backend: cache-only``, which cannot ask again.
+    """
+    repeats = range(params.repeats)
+    given_up: dict[str, str] = {}
+    empty: dict[str, tuple[_Prompt, list[str]]] = {}
+    for round_ in range(params.max_reasks + 1):
+        empty = {}
+        for prompt in prompts:
+            if prompt.text in failed or prompt.text in given_up:
+                continue
+            answers = [parsed[prompt.text, r] for r in repeats]
+            if names := official_phrases(answers, prompt.label_names, prompt.names)[1]:
+                empty[prompt.text] = (prompt, names)
+        if not empty:
+            return given_up
+        where = "; ".join(f"{p.where()}: {names}" for p, names in empty.values())
+        if params.backend == "cache-only":
+            raise DescribeError(
+                f"backend 'cache-only': the cached answers leave candidates without a phrase ({where}); "
+                "the official rule asks all the answers of such a cluster again, which needs backend 'openai'"
+            )
+        if round_ == params.max_reasks:
+            break
+        log.warning(
+            "describe: no phrase left for %s after pooling the %d answers; asking all of them again "
+            "(official re-query rule, %d/%d)",
+            where,
+            params.repeats,
+            round_ + 1,
+            params.max_reasks,
+        )
+        received, now_failed = runner.run([(p, r) for p, _ in empty.values() for r in repeats], progress)
+        parsed.update(received)
+        given_up.update({text: why for text, why in now_failed.items() if text not in failed})
+    for prompt, names in empty.values():
+        reason = (
+            f"no phrase left for {names} of {prompt.where()} after {params.max_reasks} re-asks of all "
+            f"{params.repeats} answers (official re-query rule); try another model or raise max_reasks"
+        )
+        if params.on_failure != "wordnet":
+            raise ClusterFailure(f"the LLM gave no usable answers: {reason}")
+        log.warning(
+            "describe: %s falls back to WordNet definitions (llm.on_failure: wordnet): %s",
+            prompt.where(),
+            reason,
+        )
+        given_up[prompt.text] = reason
+    return given_up

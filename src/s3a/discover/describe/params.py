@@ -18,10 +18,11 @@ ON_FAILURE = get_args(LLM.model_fields["on_failure"].annotation)
 SOURCES = ("llm", "wordnet")
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 OUTPUT_COLUMNS = ["cluster", "name", "phrase", "count", "source"]
-#: Default answer cap. Measured on the worked example (:func:`example_answer_tokens`): its longest
-#: concept line is 35 BPE tokens; the longest candidate list of the vocabulary has 7 + 6 + 5 = 18
-#: senses (``queen``, ``jack``, ``mate``), so the longest valid answer of the example's density is
-#: about 18 x 35 = 630 tokens. 2048 leaves a 3x margin for models that list more phrases per concept.
+#: Default answer cap. Measured on the ``clean`` worked example (:func:`example_answer_tokens`): its
+#: longest concept line is 34 BPE tokens; the longest candidate list of the vocabulary has 7 + 6 + 5 =
+#: 18 senses (``queen``, ``jack``, ``mate``), so the longest valid answer of the example's density is
+#: about 18 x 34 = 612 tokens. 2048 leaves a 3x margin for models that list more phrases per concept.
+#: (The authors' own gpt-3.5 answers for three datasets are at most 459 CLIP BPE tokens.)
 DEFAULT_MAX_TOKENS = LLM.model_fields["max_tokens"].default
 
 
@@ -60,15 +61,21 @@ class DescribeParams(LLM):
         max_retries: retries of one request after 429, 5xx, a time-out or a connection error.
         backoff_s: base delay of the exponential backoff (delay ``backoff_s * 2**k``, jittered).
         backoff_max_s: cap of one backoff delay.
-        max_reasks: new requests after an invalid answer before giving up.
+        max_reasks: new requests after an invalid answer before giving up; in the official style also
+            the rounds of asking all of a cluster's answers again when a candidate keeps no phrase.
         api_key_env: name of the environment variable holding the key (never the key itself).
         cache_path: SQLite file of the answer cache (keep it under ``resources/``, not in an output).
         cache_journal: SQLite journal mode of the cache: ``wal``, ``delete`` or ``auto`` (``delete`` on
             a network filesystem, where WAL is unsafe; see :func:`~s3a.discover.describe.cache.journal_mode`).
-        prompt_style: ``official`` (spec 5.4: the one-shot prompt with WordNet's own sense numbers,
-            ``crane.n.04``, and the official re-query rule: an answer after which some candidate keeps
-            no discriminative phrase is re-asked) or ``clean`` (senses numbered within the vocabulary
-            entry, an answer is valid when every concept has a phrase).
+        prompt_style: ``official`` (the authors' ``template2`` with WordNet's own sense numbers,
+            ``crane.n.04``, read from their notebook at run time; answers read and re-asked as cell 16
+            of the notebook does: :func:`~s3a.discover.describe.official_answer`,
+            :func:`~s3a.discover.describe.official_phrases`) or ``clean`` (the project's own wording,
+            senses numbered within the vocabulary entry, tolerant parsing, an answer is valid when
+            every concept has a phrase).
+        official_notebook: a local copy of the authors' notebook (the offline source of the official
+            prompt; :mod:`s3a.discover.describe.official`); ``None`` = download it once and cache the
+            template beside ``cache_path``.
         max_tokens: cap on the answer length sent with every request; an answer cut at the cap
             (``finish_reason: length``) is invalid and re-asked.
         on_failure: what happens when retries or re-asks are exhausted for a cluster: ``fail`` stops

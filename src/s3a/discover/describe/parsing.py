@@ -158,23 +158,124 @@ class _Prompt:
         return "cluster" + ("s " if len(self.clusters) > 1 else " ") + ", ".join(map(str, self.clusters))
 
 
-def validate_answer(
-    text: str,
-    labels: Sequence[str],
-    label_names: Mapping[str, str],
-    names: Sequence[str],
-    style: str = "official",
-) -> dict[str, list[str]]:
-    """Parse one answer and apply the style's validity rule; raises :class:`InvalidAnswer`.
+def validate_answer(text: str, labels: Sequence[str], style: str = "official") -> dict[str, list[str]]:
+    """Read one answer the style's way; raises :class:`InvalidAnswer` when it must be asked again.
 
-    Both styles need exactly the requested concepts, each with a phrase (:func:`parse_answer`). The
-    ``official`` style also re-asks, as the official code does, when after the post-processing of this
-    answer alone (:func:`aggregate_phrases`: phrases equal to a candidate name or shared between
-    candidates dropped) some candidate keeps no phrase.
+    ``official``: cell 16's integrity check and reading (:func:`official_answer`); the check of a
+    cluster's answers together (a candidate left with no phrase) is :func:`official_phrases`, applied by
+    the driver to all the repeats of a cluster. ``clean``: the tolerant :func:`parse_answer`.
     """
-    answer = parse_answer(text, labels)
     if style == "official":
-        kept = {name for name, _, _ in aggregate_phrases([answer], label_names, names)}
-        if empty := [name for name in names if name not in kept]:
-            raise InvalidAnswer(f"no discriminative phrase left for {empty} (official re-query rule)")
-    return answer
+        return official_answer(text, labels)
+    return parse_answer(text, labels)
+
+
+# ----------------------------------------------------------------------- the authors' reading (cell 16)
+
+
+def official_lines(text: str) -> list[str]:
+    """Cell 16's lines of an answer: lower-cased, ``\\n\\n`` made ``\\n``, split on ``\\n``.
+
+    Empty lines are dropped; nothing is stripped (a line of spaces is a line).
+    """
+    return [line for line in str(text).lower().replace("\n\n", "\n").split("\n") if line]
+
+
+def official_answer(text: str, labels: Sequence[str]) -> dict[str, list[str]]:
+    """One answer read exactly as cell 16 of the authors' notebook reads it.
+
+    Integrity check: the answer must have one line per requested synset name, and line ``k`` is paired
+    with the ``k``-th requested name by position: its key (the text before the first ``": "``) must
+    contain that name (``str.find``), and the names so cut out of the keys must be the requested ones.
+    Phrases of line ``k``: the text between its first and second ``": "``, split on ``"; "``, empty
+    strings dropped; nothing else is stripped, normalised or de-duplicated (a trailing period stays on
+    the last phrase, underscores and quotes stay, a phrase given twice counts twice).
+
+    One addition: a line whose key passes but that has no ``": "`` at all is invalid here (the notebook
+    would stop with an ``IndexError`` when reading its phrases).
+
+    Args:
+        text: the answer.
+        labels: the requested synset names in prompt order (``parrot.n.01``, ...).
+
+    Returns:
+        ``{synset name: [phrase, ...]}`` in line order.
+
+    Raises:
+        InvalidAnswer: the answer fails the integrity check (it is asked again, alone).
+    """
+    lines = official_lines(text)
+    if len(lines) != len(labels):
+        raise InvalidAnswer(
+            f"{len(lines)} non-empty line(s) for {len(labels)} requested concept(s) {list(labels)} "
+            "(official integrity check: one line per concept, in the prompt's order)"
+        )
+    keys = []
+    for line, label in zip(lines, labels, strict=True):
+        key = line.split(": ")[0]
+        start = key.find(label)
+        keys.append(key[start : start + len(label)])
+    if set(keys) != set(labels):
+        wrong = [
+            f"line {k + 1} for {label}"
+            for k, (key, label) in enumerate(zip(keys, labels, strict=True))
+            if key != label
+        ]
+        raise InvalidAnswer(
+            f"keys do not name the requested concepts by position ({', '.join(wrong[:5])}; official "
+            "integrity check)"
+        )
+    out: dict[str, list[str]] = {}
+    for k, (key, line) in enumerate(zip(keys, lines, strict=True)):
+        parts = line.split(": ")
+        if len(parts) < 2:
+            raise InvalidAnswer(f"line {k + 1} ({key}) has no ': ' before its phrases")
+        out.setdefault(key, []).extend(p for p in parts[1].split("; ") if p)
+    return out
+
+
+def official_phrases(
+    answers: Iterable[Mapping[str, Sequence[str]]],
+    label_names: Mapping[str, str],
+    candidate_names: Sequence[str],
+) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """Pool one cluster's answers and remove phrases exactly as cell 16 does.
+
+    Over all the repeats together: the key of a synset name is its text before the first dot (senses of
+    one name merge); phrases equal to any key (compared as raw strings) are removed; phrases found
+    under two different keys are removed; ``count`` is the number of occurrences left.
+
+    Args:
+        answers: one :func:`official_answer` mapping per repeat.
+        label_names: synset name -> vocabulary name (the ``name`` of the output rows; the key before
+            the first dot is that name, except for names that contain a dot, ``st._augustine_grass``).
+        candidate_names: the cluster's candidate names in rank order (the row order).
+
+    Returns:
+        ``(rows, empty)``: ``(name, phrase, count)`` rows, names in candidate order, then by count
+        (descending) and phrase; and the names left with no phrase, for which the notebook asks all the
+        cluster's answers again.
+    """
+    pooled: dict[str, list[str]] = {}  # synset name -> phrases over the repeats, in order
+    for answer in answers:
+        for label, phrases in answer.items():
+            pooled.setdefault(label, []).extend(phrases)
+    heads = {label: label.split(".")[0] for label in pooled}
+    banned = set(heads.values())
+    kept: dict[str, list[str]] = {}
+    name_of: dict[str, str] = {}
+    for label, phrases in pooled.items():
+        kept.setdefault(heads[label], []).extend(p for p in phrases if p not in banned)
+        name_of.setdefault(heads[label], label_names[label])
+    owners = Counter(p for phrases in kept.values() for p in set(phrases))
+    rows: list[tuple[str, str, int]] = []
+    empty: list[str] = []
+    order = {name: i for i, name in enumerate(candidate_names)}
+    for head in sorted(kept, key=lambda h: order.get(name_of[h], len(order))):
+        counts = Counter(p for p in kept[head] if owners[p] == 1)
+        if not counts:
+            empty.append(name_of[head])
+        rows.extend(
+            (name_of[head], p, int(c)) for p, c in sorted(counts.items(), key=lambda pc: (-pc[1], pc[0]))
+        )
+    return rows, empty

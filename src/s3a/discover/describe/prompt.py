@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from s3a.discover.describe.official import OfficialTemplate
 from s3a.discover.describe.params import PROMPT_STYLES
 from s3a.vocab import render_synset_definitions, synset_label, wordnet_sense_name
 
@@ -13,8 +14,9 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------- prompt
 
-# The worked example of the one-shot prompt (``clean`` style). Definitions are short paraphrases of the
-# WordNet glosses.
+# The worked example of the ``clean`` prompt, in the project's own wording (the ``official`` style sends
+# the authors' text, read from their notebook at run time: s3a.discover.describe.official). Definitions
+# are short paraphrases of the WordNet glosses.
 _EXAMPLE_DEFINITIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "african_grey",
@@ -47,52 +49,21 @@ _INSTRUCTION = (
     "'{concept name}: {phrases delimited by semicolons}.' with no duplication."
 )
 
-# The ``official`` style (spec 5.4): the same one-shot structure in the official wording, the example
-# concepts with WordNet's own synset names and glosses, and the example answers of the official prompt.
-_OFFICIAL_EXAMPLE: tuple[tuple[str, str], ...] = (
-    (
-        "african_grey.n.01",
-        "commonly domesticated grey parrot with red-and-black tail and white face; "
-        "native to equatorial Africa",
-    ),
-    (
-        "parrot.n.01",
-        "usually brightly colored zygodactyl tropical birds with short hooked beaks and the ability to "
-        "mimic sounds",
-    ),
-    ("parrot.n.02", "a copycat who does not understand the words or acts being imitated"),
-    (
-        "cockatoo.n.01",
-        "white or light-colored crested parrot of the Australian region; often kept as cage birds",
-    ),
-)
-
-_OFFICIAL_EXAMPLE_ANSWER = (
-    "african_grey.n.01: grey parrot; red-and-black tail; white face; pale yellow eye; black hooked beak; "
-    "scalloped grey feathers.\n"
-    "parrot.n.01: brightly colored feathers; short hooked beak; zygodactyl feet; perched on a branch; "
-    "tropical bird.\n"
-    "parrot.n.02: person imitating another person; repeating words without understanding; copying "
-    "gestures.\n"
-    "cockatoo.n.01: white or light-colored; crested parrot; strong, curved beak; erectile crest; "
-    "kept in a cage."
-)
-
-_OFFICIAL_INSTRUCTION = (
-    "Goal: to discriminate these visual concepts in a photo. List all possible visual descriptive phrases "
-    'for each visual concept without duplication, in the format "{concept name}: {all phrases delimited '
-    'by semicolons}." for each concept. No duplication.'
-)
-
 
 def _concept_block(lines: Sequence[str]) -> str:
     return "Given visual concepts:\n" + ",\n".join(f"'{line}'" for line in lines) + "."
 
 
-def _official_concepts(concepts: Sequence[tuple[str, str]]) -> str:
-    """``Given visual concepts: 'crane.n.04: definition.', ...`` on one line, as the official code."""
-    items = (f"'{label}: {' '.join(str(d).split()).rstrip('.')}.'" for label, d in concepts)
-    return "Given visual concepts: " + ", ".join(items)
+def official_concept_list(concepts: Sequence[tuple[str, str]]) -> str:
+    """The concept list of the ``official`` prompt, built as cell 13 of the authors' notebook does.
+
+    Every concept as ``'<synset name>: <definition>.'`` (a period and a quote appended, the definition
+    as it is), joined by ``", "``.
+
+    >>> official_concept_list([("parrot.n.01", "a bird"), ("parrot.n.02", "a copycat")])
+    "'parrot.n.01: a bird.', 'parrot.n.02: a copycat.'"
+    """
+    return ", ".join("'" + label + ": " + str(definition) + ".'" for label, definition in concepts)
 
 
 def _example_question() -> str:
@@ -114,29 +85,37 @@ def candidate_concepts(name: str, definitions: Sequence[str]) -> list[tuple[str,
 
 
 def official_concepts(synset_ids: Sequence[str], definitions: Sequence[str]) -> list[tuple[str, str]]:
-    """``(WordNet synset name, definition)`` of one vocabulary entry, in WordNet's sense order.
+    """``(WordNet synset name, definition)`` of one vocabulary entry, in the entry's (wnid) order.
 
     The ``official`` prompt style: labels are WordNet's own names (:func:`s3a.vocab.wordnet_sense_name`),
-    e.g. the two ``crane`` synsets of the vocabulary are ``crane.n.04`` (the machine) and
-    ``crane.n.05`` (the bird).
+    e.g. the two ``crane`` synsets of the vocabulary are ``crane.n.05`` (the bird, listed first) and
+    ``crane.n.04`` (the machine). The order is the authors' own, not the sense numbers': in their
+    cached answers for three datasets (464 clusters), every cluster lists the senses of a name in wnid
+    order (``mackinaw.n.04, mackinaw.n.03, mackinaw.n.01``), and the order matters, because their
+    reading of an answer pairs its lines with the requested synsets by position.
 
     Raises:
         KeyError: a synset id has no bundled WordNet name (not an ImageNet-21K/1K wnid).
     """
     if len(synset_ids) != len(definitions):
         raise ValueError(f"{len(synset_ids)} synset ids but {len(definitions)} definitions")
-    pairs = [(wordnet_sense_name(str(w)), str(d)) for w, d in zip(synset_ids, definitions, strict=True)]
-    return sorted(pairs, key=lambda pair: int(pair[0].rsplit(".", 1)[1]))
+    return [(wordnet_sense_name(str(w)), str(d)) for w, d in zip(synset_ids, definitions, strict=True)]
 
 
-def build_prompt(concepts: Sequence[tuple[str, str]], style: str = "official") -> str:
+def build_prompt(
+    concepts: Sequence[tuple[str, str]],
+    style: str = "official",
+    template: OfficialTemplate | None = None,
+) -> str:
     """The one-shot prompt (single user message) for one cluster's concepts.
 
     Args:
         concepts: ``(synset label, definition)`` pairs in candidate-rank order, from
             :func:`official_concepts` or :func:`candidate_concepts`. Non-empty with distinct labels.
-        style: ``official`` (spec 5.4's wording, WordNet's glosses in the example, the concepts on one
-            line as ``'name.n.NN: definition.'``) or ``clean`` (one concept per line).
+        style: ``official`` (the authors' ``template2`` applied to :func:`official_concept_list`,
+            character for character) or ``clean`` (the project's own wording, one concept per line).
+        template: the authors' prompt (:func:`s3a.discover.describe.official.official_template`);
+            required for ``official``, ignored for ``clean``.
 
     Returns:
         A question/answer worked example (African grey, the two parrot senses, cockatoo) followed by the
@@ -150,12 +129,12 @@ def build_prompt(concepts: Sequence[tuple[str, str]], style: str = "official") -
     if len(set(labels)) != len(labels):
         raise ValueError(f"concept labels must be distinct, got {labels}")
     if style == "official":
-        return (
-            f"Q: {_official_concepts(_OFFICIAL_EXAMPLE)}\n{_OFFICIAL_INSTRUCTION}\n"
-            f"A:\n{_OFFICIAL_EXAMPLE_ANSWER}\n\n"
-            f"Q: {_official_concepts(concepts)}\n{_OFFICIAL_INSTRUCTION}\n"
-            "A:"
-        )
+        if template is None:
+            raise ValueError(
+                "the official prompt style needs the authors' template: pass "
+                "template=s3a.discover.describe.official.official_template(...)"
+            )
+        return template.render(official_concept_list(concepts))
     question = _concept_block([f"{label}: {' '.join(str(d).split())}" for label, d in concepts])
     return (
         f"Q: {_example_question()}\n{_INSTRUCTION}\n"
@@ -165,14 +144,14 @@ def build_prompt(concepts: Sequence[tuple[str, str]], style: str = "official") -
     )
 
 
-def example_answer_tokens(style: str = "official") -> list[int]:
-    """Length of each line of the worked example's answer in CLIP BPE tokens (the ``max_tokens`` basis).
+def example_answer_tokens(answer: str | None = None) -> list[int]:
+    """Length of each line of a worked example's answer in CLIP BPE tokens (the ``max_tokens`` basis).
 
-    CLIP's byte-pair tokenizer (bundled with open_clip, no download) stands in for the LLM's own; GPT
-    tokenizers give counts of the same order for English text.
+    ``answer`` defaults to the ``clean`` prompt's worked example. CLIP's byte-pair tokenizer (bundled
+    with open_clip, no download) stands in for the LLM's own; GPT tokenizers give counts of the same
+    order for English text.
     """
     from open_clip.tokenizer import SimpleTokenizer
 
     tokenizer = SimpleTokenizer()
-    answer = _OFFICIAL_EXAMPLE_ANSWER if style == "official" else _EXAMPLE_ANSWER
-    return [len(tokenizer.encode(line)) for line in answer.splitlines()]
+    return [len(tokenizer.encode(line)) for line in (answer or _EXAMPLE_ANSWER).splitlines()]
