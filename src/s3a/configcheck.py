@@ -147,7 +147,10 @@ def load_problems(
         for block in ("datasets", "run"):  # the blocks the folder's entry goes into
             if not isinstance(config.get(block, {}), MutableMapping):
                 return [config_problem(config, schema, source) or f"{source}: {block}: expected a mapping"]
-        name = add_folder_dataset(config)
+        try:
+            name = add_folder_dataset(config)
+        except (OSError, ValueError) as exc:  # e.g. a NUL character, a path too long
+            return [f"{source}: folder: {config['folder']!r} is not a usable path ({exc})"]
         given = (explicit or {}).get("llm")
         if isinstance(given, Mapping) and "on_failure" in given:  # the user's own setting wins
             config["datasets"][name].get("llm", {}).pop("on_failure", None)

@@ -34,7 +34,9 @@ scalars = st.one_of(
     st.integers(min_value=-(10**12), max_value=10**12),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["auto", "3", "true", "null", "1e-3", "-1", "official", "wordnet", "~/photos", ""]),
+    st.sampled_from(
+        ["auto", "3", "true", "null", "1e-3", "-1", "official", "wordnet", "~/photos", "", "a\x00b"]
+    ),
 )
 values = st.recursive(
     scalars,
@@ -107,6 +109,14 @@ def test_any_mutated_config_loads_or_gives_one_line_per_problem(config):
 @given(values)
 def test_any_yaml_document_loads_or_gives_one_line(document):
     _check(document)
+
+
+def test_a_folder_path_with_a_nul_character_is_one_line():
+    config = copy.deepcopy(BASES["demo.yaml"])
+    config["folder"] = "/photos/a\x00b"
+    assert load_problems(config, SCHEMA, SOURCE) == [
+        f"{SOURCE}: folder: '/photos/a\\x00b' is not a usable path (embedded null byte)"
+    ]
 
 
 def test_a_folder_given_as_a_number_is_a_folder_name():
