@@ -243,6 +243,8 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world
     state = torch.load(stopped.state, weights_only=False)
     assert state["epoch"] == 1 and 1 <= state["step_in_epoch"] <= 4, (state["epoch"], state["step_in_epoch"])
     assert state["step"] == 4 + state["step_in_epoch"]  # 4 steps per epoch: nothing after the signal
+    where = {"signal": "SIGTERM", "epoch": 1, "step_in_epoch": state["step_in_epoch"], "step": state["step"]}
+    assert state["interruptions"] == [where]
     assert "SIGTERM received: saved the state after step" in log.read_text()
     subprocess.run(
         [sys.executable, "-m", "s3a.train", *cli_args(stopped, spec, params)], check=True, timeout=300
@@ -250,6 +252,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world
     for name in ("student", "teacher"):
         a, b = torch.load(getattr(reference, name)), torch.load(getattr(stopped, name))
         assert all(torch.equal(a[key], b[key]) for key in a), name  # bit-identical
+    assert torch.load(stopped.state, weights_only=False)["interruptions"] == [where]  # kept to the end
     pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
 
 

@@ -235,7 +235,9 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     history: list[dict] = []
     test_predictions: list[pd.DataFrame] = []  # per evaluated epoch: image_id, epoch, student/teacher
     labels, partition, start_epoch, step = offline_labels.copy(), offline_partition.copy(), 0, 0
+    interruptions: list[dict] = []  # the signals this run stopped on, and where (kept in its state)
     if state is not None:
+        interruptions = list(state.interruptions)
         student.load_state_dict(state.student)
         teacher.load_state_dict(state.teacher)
         optimizer.load_state_dict(state.optimizer)
@@ -315,6 +317,15 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                         previous_labels=np.asarray(previous),
                         teacher_top1=float(top1),
                         random_states=random_states(),
+                        interruptions=[
+                            *interruptions,
+                            {
+                                "signal": stop.received,
+                                "epoch": epoch,
+                                "step_in_epoch": run.done,
+                                "step": run.step,
+                            },
+                        ],
                     ).save(paths.state)
                 distributed.barrier()
                 raise Preempted(stop.received or "a signal", epoch, run.done, str(paths.state))
@@ -364,6 +375,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                     labels=np.asarray(labels),
                     partition=np.asarray(partition),
                     test_predictions=test_predictions,
+                    interruptions=interruptions,
                 ).save(paths.state)
             distributed.barrier()
             if stop.agreed(lambda v: max_over_ranks(v, env)):  # saved at the epoch's end: stop here

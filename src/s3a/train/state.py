@@ -81,6 +81,8 @@ class ResumeState(SavedState):
         teacher_top1: the teacher's train top-1 computed at the start of the epoch.
         random_states: the main process's random states at ``step_in_epoch``
             (:func:`s3a.train.preempt.random_states`).
+        interruptions: every signal the run stopped on so far: ``signal``, ``epoch``,
+            ``step_in_epoch`` and ``step`` (global) of the state it saved; the retry resumed there.
     """
 
     fingerprint: str
@@ -98,3 +100,4 @@ class ResumeState(SavedState):
     previous_labels: np.ndarray | None = None
     teacher_top1: float = float("nan")
     random_states: dict | None = None
+    interruptions: list[dict] = dataclasses.field(default_factory=list)
