@@ -171,8 +171,18 @@ body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222
 """
 
 
-def render_html(cards: Sequence[Card], thumbs: dict[int, str], title: str, note: str = "") -> str:
-    """The gallery page: ``thumbs`` maps an image id to its thumbnail's path relative to the page."""
+def render_html(
+    cards: Sequence[Card],
+    thumbs: dict[int, str],
+    title: str,
+    note: str = "",
+    originals: dict[int, str] | None = None,
+) -> str:
+    """The gallery page: ``thumbs`` maps an image id to its thumbnail's path relative to the page;
+    ``originals`` (image id -> the photo's file) gives each thumbnail its file name as a tooltip and a
+    link to the photo. Every text from a file name, the vocabulary or an LLM is HTML-escaped, and a
+    link is a ``file:`` URI with its bytes percent-encoded, so a name such as ``<script>`` or
+    ``"$(...)"`` is shown, never run."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -201,10 +211,12 @@ def render_html(cards: Sequence[Card], thumbs: dict[int, str], title: str, note:
         for kind, chosen in (("typical", card.typical), ("random", card.random)):
             for image_id in chosen:
                 if image_id in thumbs:
-                    parts.append(
-                        f'<figure><img src="{esc(thumbs[image_id])}" alt="image {image_id}" loading="eager">'
-                        f"<figcaption>{kind}</figcaption></figure>"
-                    )
+                    img = f'<img src="{esc(thumbs[image_id])}" alt="image {image_id}" loading="eager">'
+                    original = (originals or {}).get(image_id)
+                    if original is not None:
+                        name = esc(Path(original).name)
+                        img = f'<a href="{esc(Path(original).absolute().as_uri())}" title="{name}">{img}</a>'
+                    parts.append(f"<figure>{img}<figcaption>{kind}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -243,7 +255,10 @@ def write_gallery(
                 log.warning("gallery: no thumbnail for %s: %s", paths[image_id], exc)
                 continue
             thumbs[image_id] = f"thumbs/{image_id}.jpg"
-        (tmp / "index.html").write_text(render_html(cards, thumbs, **page), encoding="utf-8")
+        originals = {i: str(paths[i]) for i in thumbs}
+        (tmp / "index.html").write_text(
+            render_html(cards, thumbs, originals=originals, **page), encoding="utf-8"
+        )
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

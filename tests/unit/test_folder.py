@@ -68,3 +68,26 @@ def test_imagefolder_warns_about_empty_classes_unknown_names_and_empty_splits(tm
     with caplog.at_level("WARNING"):
         build_manifest("folder", {"root": str(tmp_path)})
     assert "split is empty" not in caplog.text  # an unlabeled folder has only train, by design
+
+
+def test_a_link_to_the_root_a_fifo_and_a_non_utf8_name_are_skipped_and_said(tmp_path, caplog):
+    """The listing ends at once: a link to `/` (or to a folder holding the photos) is not followed, a
+    FIFO named like a photo is never opened, a name that is not UTF-8 cannot go into the tables."""
+    import time
+
+    photos = tmp_path / "photos"
+    _image(photos / "a.jpg")
+    _image(photos / "sub" / "b.jpg")
+    os.symlink("/", photos / "root")
+    os.symlink("..", photos / "sub" / "up")
+    os.mkfifo(photos / "pipe.jpg")
+    _image(photos / os.fsdecode(b"bad\xff.jpg"))
+    start = time.monotonic()
+    with caplog.at_level("WARNING"):
+        found = [os.path.relpath(p, photos) for p in walk_images(photos)]
+    assert time.monotonic() - start < 5
+    assert found == ["a.jpg", "sub/b.jpg"]
+    assert (
+        f"folder {photos}: skipped 2 links to a folder holding the photos, 1 not regular files, "
+        "1 names not in UTF-8" in caplog.text
+    )

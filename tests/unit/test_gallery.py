@@ -226,3 +226,45 @@ def test_build_gallery_adapter(tmp_path):
     assert "Model tiny has random weights." in page
     assert len(list((tmp_path / "out" / "gallery" / "thumbs").glob("*.jpg"))) == 6
     assert "2 cards, 6 thumbnails" in (tmp_path / "gallery.log").read_text()
+
+
+HOSTILE = [
+    'a<img src=x onerror="document.title=1">.jpg',
+    "q\"uote's $(touch PWNED); `id`.jpg",
+    "new\nline <script>alert(1)<\\script>.jpg",
+]
+
+
+@pytest.mark.slow
+def test_hostile_file_names_are_shown_never_run(tmp_path):
+    """Photo names with markup, quotes, `$(...)`, `;` and newlines: the page escapes them (each thumbnail
+    carries its file name and links to the photo), and in a real browser nothing extra loads or runs."""
+    inputs = _gallery_inputs(tmp_path)
+    manifest = inputs[0]
+    renamed = []
+    for i, path in enumerate(manifest.path):
+        new = Path(path).with_name(HOSTILE[i % len(HOSTILE)].replace(".jpg", f" {i}.jpg"))
+        os.rename(path, new)
+        renamed.append(str(new))
+    manifest["path"] = renamed
+    params = GalleryParams(typical=3, random=2, thumbnail_px=48)
+    cards = gallery_cards(*inputs, params, labelled=True)
+    out = tmp_path / "gallery"
+    assert (
+        write_gallery(cards, dict(zip(manifest.image_id, manifest.path, strict=True)), out, params, title="t")
+        == 10
+    )
+    text = (out / "index.html").read_text()
+    assert "<script>alert" not in text and "<img src=x" not in text
+    # each of the 10 thumbnails links to its photo (percent-encoded) with its name as a tooltip (escaped)
+    assert (
+        sum(
+            f'<a href="{Path(r).absolute().as_uri()}" title="{html.escape(Path(r).name)}">' in text
+            for r in renamed
+        )
+        == 10
+    )
+    result = check_in_chromium(out / "index.html", tmp_path / "shot.png")
+    assert result["images"] == 10 and result["broken"] == []  # no injected <img src=x>
+    assert result["errors"] == [] and result["console"] == []
+    assert not list(tmp_path.rglob("PWNED"))

@@ -198,27 +198,59 @@ UNLABELED = "unlabeled"
 FOLDER_LAYOUT = "a folder of images, flat or in sub-folders of any depth"
 
 
-def walk_images(root: str | os.PathLike[str]) -> list[str]:
+def walk_images(root: str | os.PathLike[str], report: bool = True) -> list[str]:
     """Sorted absolute paths of every image file under ``root``, at any depth.
 
     Hidden files and hidden folders (names starting with ``.``) are skipped; symbolic links to files
-    and folders are followed (a folder reached twice through links is listed once); broken links
-    are skipped. Image files are those of :data:`s3a.data.base.IMAGE_EXTENSIONS`, in any case.
-    Cost: one ``scandir`` per folder, O(files) memory.
+    and folders are followed (a folder reached twice through links is listed once), except a link to
+    a folder that holds ``root`` itself (a link to ``/``, to ``..``, to the folder): following it would
+    list the whole disk. Broken links are skipped, and so are entries with an image's name that are
+    not regular files (a FIFO, a socket, a device: opening one could block forever) and names that are
+    not valid UTF-8 (the tables store text; rename them, e.g. with ``convmv``). Image files are those of
+    :data:`s3a.data.base.IMAGE_EXTENSIONS`, in any case. With ``report``, what was skipped for these
+    reasons is logged in one line. Cost: one ``scandir`` per folder, O(files) memory.
     """
+    base = os.path.realpath(abspath(root))
     found: list[str] = []
     seen: set[tuple[int, int]] = set()
+    skipped = {"links to a folder holding the photos": 0, "not regular files": 0, "names not in UTF-8": 0}
+
+    def holds_root(top: str, name: str) -> bool:
+        path = os.path.join(top, name)
+        if not os.path.islink(path):
+            return False
+        target = os.path.realpath(path)
+        return base == target or base.startswith(target.rstrip(os.sep) + os.sep)
+
     for top, dirs, files in os.walk(abspath(root), followlinks=True):
         st = os.stat(top)
         if (st.st_dev, st.st_ino) in seen:  # a link cycle or a second link to the same folder
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            if holds_root(top, d):
+                skipped["links to a folder holding the photos"] += 1
+            else:
+                kept.append(d)
+        dirs[:] = kept
         for name in files:
+            if not is_image(name) or name.startswith("."):
+                continue
             path = os.path.join(top, name)
-            if is_image(name) and os.path.isfile(path):
-                found.append(path)
+            if not os.path.isfile(path):
+                skipped["not regular files"] += os.path.lexists(path) and not os.path.islink(path)
+                continue
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                skipped["names not in UTF-8"] += 1
+                continue
+            found.append(path)
+    if report and any(skipped.values()):
+        what = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+        log.warning("folder %s: skipped %s", base, what)
     return sorted(found)
 
 
