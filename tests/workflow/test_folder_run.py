@@ -73,8 +73,14 @@ def test_a_small_folder_recovers_after_a_kill_and_follows_its_photos(tmp_path):
     """10 photos (fewer than the demo's batch of 32) are named; after `kill -9` the documented command
     resumes by itself once the stale lock is cleared; adding or removing photos reruns that folder's
     steps and nothing shared (vocabulary, model); no change, nothing to do."""
-    photos = tmp_path / "photos"
+    # a folder and photo names a shell or a page would interpret, and entries a listing must skip
+    photos = tmp_path / 'my "photos" $(touch PWNED);'
     _photos(photos, 10)
+    for i, name in enumerate(["a<img src=x onerror=alert(1)>", "q'uote $(touch PWNED) `id`;", "new\nline"]):
+        (photos / f"{i:03d}.jpg").rename(photos / f"{name} {i:03d}.jpg")
+    os.symlink("/", photos / "root")  # not followed: it holds the photos
+    os.mkfifo(photos / "pipe.jpg")  # never opened
+    shutil.copy(photos / "003.jpg", photos / os.fsdecode(b"bad\xff.jpg"))  # not UTF-8: skipped, said
     (tmp_path / "work").mkdir()
     work = copy_workflow(tmp_path / "work")
     shutil.copytree(REPO / "profiles", work / "profiles")  # profiles/default: the workflow's defaults
@@ -105,6 +111,12 @@ def test_a_small_folder_recovers_after_a_kill_and_follows_its_photos(tmp_path):
     assert len(table) == 10
     log = (work / f"logs/self_train/{name}/tiny.log").read_text()
     assert "fewer than train.batch_size 32: training with a batch of 10" in log
+
+    assert not list(tmp_path.rglob("PWNED")), "a name was run as a command"
+    assert (
+        "skipped 1 links to a folder holding the photos, 1 not regular files, 1 names not in UTF-8"
+        in (work / f"logs/prepare_manifest/{name}.log").read_text()
+    )
 
     assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
     _photos(photos, 2, start=10)
