@@ -32,7 +32,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 ## --rerun-incomplete: after a hard kill, `make demo` again resumes
 demo: venv
 	$(SNAKEMAKE) --configfile config/demo.yaml --cores $(CORES) --rerun-incomplete $(ARGS)
-	@$(BIN)/python -m s3a.report results/summary.parquet
+	@# the summary after a real run only (a dry run or --unlock has none to show)
+	@if [ -z "$(filter -n --dry-run --dryrun --unlock --lint,$(ARGS))" ]; then \
+		$(BIN)/python -m s3a.report results/summary.parquet; fi
 
 ## test: lint, workflow checks and every test tier that runs here; the cluster tier runs on a local
 ## Slurm that `ci/local-slurm.sh up` starts (root + apt) and `down` stops afterwards, pass or fail.

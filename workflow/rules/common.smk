@@ -15,14 +15,23 @@ from s3a.models import ModelSpec, activation_problem
 from s3a.startup import folder_problem, scan_folder, start_problems
 
 
+def blame(line, files, given):
+    """A problem line of load_problems with its source: `--config <block>` when the command line set
+    the block the problem is in, else the config files."""
+    rest = line.removeprefix("<config>: ")
+    top = rest.split(":", 1)[0].split(".", 1)[0]
+    return f"{'--config ' + top if top in given else files}: {rest}"
+
+
 def check_config(config):
     """Prepare the config (folder=, typed command-line values) and stop before any job with one line
     per problem: file, key path, what is allowed."""
-    source = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
+    files = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
     with open(workflow.source_path("../../config/config.schema.json")) as f:
-        problems = load_problems(config, json.load(f), source, workflow.config_settings.overwrite_config)
+        problems = load_problems(config, json.load(f), "<config>", workflow.config_settings.overwrite_config)
     if problems:
-        raise SystemExit("\n".join(f"Configuration error: {p}" for p in problems))
+        given = set(workflow.config_settings.config)  # the blocks set with --config
+        raise SystemExit("\n".join(f"Configuration error: {blame(p, files, given)}" for p in problems))
     names = [
         n for n in (config.get("run", {}).get("datasets") or config["datasets"]) if n in config["datasets"]
     ]
@@ -180,10 +189,21 @@ def gallery_targets():
 
 
 def print_names_paths():
-    """The run's closing lines: the names table and the gallery of each dataset and model."""
+    """The run's closing lines: the names table and the gallery of each dataset and model, and how
+    many image files could not be read (listed in the manifest, so not named)."""
+    import pyarrow.parquet as pq
+
     for path in names_targets():
         folder = os.path.dirname(path)
-        print(f"Names of every image: {folder}/names.csv; gallery: {folder}/gallery/index.html")
+        dataset, model = path.split("/")[1:3]
+        skipped = ""
+        manifest = f"results/{dataset}/manifest.parquet"
+        if os.path.isfile(path) and os.path.isfile(manifest):
+            listed, named = (pq.ParquetFile(f).metadata.num_rows for f in (manifest, path))
+            if listed > named:
+                log = f"logs/embed_images/{dataset}/{model}-*.log"
+                skipped = f" ({listed - named} of {listed} image files could not be read: see {log})"
+        print(f"Names of every image{skipped}: {folder}/names.csv; gallery: {folder}/gallery/index.html")
 
 
 def names_inputs(wildcards):
