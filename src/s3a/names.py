@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from s3a.classify import LOGIT_SCALE
-from s3a.device import pick_device
+from s3a.device import pick_device, tensor_view
 from s3a.io import atomic_path
 
 __all__ = ["NAMES_COLUMNS", "top_names", "names_table", "write_names_csv"]
@@ -73,11 +73,11 @@ def top_names(
     if not 1 <= k <= len(classifier):
         raise ValueError(f"top_names needs 1 <= k <= {len(classifier)} (classifier rows), got {k}")
     dev = pick_device(device)
-    w = torch.from_numpy(np.ascontiguousarray(classifier, dtype=np.float32)).to(dev)
+    w = tensor_view(np.ascontiguousarray(classifier, dtype=np.float32)).to(dev)
     index, prob = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
     with torch.inference_mode():
         for s in range(0, len(image_embeddings), chunk):
-            z = torch.from_numpy(np.ascontiguousarray(image_embeddings[s : s + chunk], np.float32)).to(dev)
+            z = tensor_view(np.ascontiguousarray(image_embeddings[s : s + chunk], np.float32)).to(dev)
             p, i = torch.softmax(scale * z @ w.T, dim=-1).topk(k, dim=-1)
             index.append(i.cpu().numpy().astype(np.int64))
             prob.append(p.cpu().numpy().astype(np.float32))

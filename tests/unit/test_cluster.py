@@ -270,3 +270,19 @@ def test_cluster_embeddings_table():
     assert adjusted_rand_score(y, df["cluster"]) > 0.999
     with pytest.raises(ValueError, match="image_ids"):
         cluster_embeddings(ids[:-1], x, 5)
+
+
+def test_read_only_inputs_give_no_torch_warning():
+    """Embeddings read from Parquet are read-only arrays: k-means and the names table use them as they
+    are (no copy) without torch's non-writable warning."""
+    import warnings
+
+    from s3a.discover.kmeans_torch import assign_nearest
+    from s3a.names import top_names
+
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    x.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assign_nearest(x, x[:5].copy(), device="cpu")
+        top_names(x, x[:7], k=2, device="cpu")

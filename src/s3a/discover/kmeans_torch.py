@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from s3a.config import Int, KMeans
-from s3a.device import pick_device
+from s3a.device import pick_device, tensor_view
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ def assign_nearest(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     dev = pick_device(device)
     with torch.inference_mode():
-        xt = torch.from_numpy(x).to(dev)
-        labels, _ = _nearest(xt, _row_sq_norms(xt, chunk), torch.from_numpy(c).to(dev), chunk)
+        xt = tensor_view(x).to(dev)
+        labels, _ = _nearest(xt, _row_sq_norms(xt, chunk), tensor_view(c).to(dev), chunk)
     return labels.cpu().numpy()
 
 
@@ -305,7 +305,7 @@ def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -
     tol = _mean_variance(x) * params.tol
     best: tuple | None = None
     with torch.inference_mode():
-        xt = torch.from_numpy(x).to(dev)
+        xt = tensor_view(x).to(dev)
         x_sq = _row_sq_norms(xt, params.chunk)
         for run in tqdm(range(params.n_init), desc=f"k-means k={k}", disable=not progress):
             init = _kmeans_pp(xt, x_sq, k, rng)
