@@ -35,8 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from s3a.models import ModelSpec, load_clip
@@ -47,7 +45,7 @@ from s3a.resume import fingerprint
 from s3a.train import distributed
 from s3a.train.augment import OneView, training_views
 from s3a.train.optim import cosine_lr
-from s3a.train.preempt import Preempted, SignalFlag, SkipSampler, random_states, set_random_states
+from s3a.train.preempt import Preempted, SignalFlag, epoch_loader, random_states, set_random_states
 from s3a.train.state import SavedState, seed_everything
 from s3a.train.step import max_over_ranks
 
@@ -225,7 +223,7 @@ def train_images(
 
     with stop.installed():  # from here a signal saves the state at the next step or epoch end
         for epoch in range(start + 1, params.epochs + 1):
-            base_seed = seed_everything(params.seed, epoch, env.rank)
+            seed_everything(params.seed, epoch, env.rank)
             update = counter.due(epoch)
             sums = np.zeros(5)  # loss * B, loss_label, |dy|, |y - p|, images
             done, lr = 0, 0.0
@@ -235,19 +233,7 @@ def train_images(
                 if env.is_main and state.random_states is not None:
                     set_random_states(state.random_states)
             state = None
-            sampler = DistributedSampler(
-                data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
-            )
-            sampler.set_epoch(epoch)
-            data.set_epoch(epoch)
-            loader = DataLoader(
-                data,
-                per_rank,
-                sampler=SkipSampler(sampler, done * per_rank),
-                num_workers=params.num_workers,
-                pin_memory=env.device.type == "cuda",
-                generator=torch.Generator().manual_seed(base_seed),
-            )
+            loader = epoch_loader(data, env, epoch, params.seed, per_rank, done, params.num_workers)
             index, rows = [], []
             model.train()
             bar = tqdm(

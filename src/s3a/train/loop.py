@@ -41,7 +41,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from s3a.classify import zero_shot
@@ -54,7 +53,7 @@ from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
 from s3a.train.optim import param_groups
 from s3a.train.params import TrainParams, TrainPaths
-from s3a.train.preempt import Preempted, SignalFlag, SkipSampler, random_states, set_random_states
+from s3a.train.preempt import Preempted, SignalFlag, epoch_loader, random_states, set_random_states
 from s3a.train.state import ResumeState, run_fingerprint, seed_everything
 from s3a.train.step import EpochRun, encoder_autocast, max_over_ranks, train_epoch
 
@@ -251,9 +250,20 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
     data = TwoViews(image_paths, *training_views(clip.preprocess_cfg), seed=params.seed)
     per_rank = params.batch_size // env.world_size
     stop = SignalFlag(params.checkpoint_signals)
+
+    def save(epoch: int, step: int, labels, partition, **mid) -> None:
+        """The resume state (main process): at the end of an epoch, or in it (``mid``)."""
+        if env.is_main:
+            ResumeState(
+                fingerprint=fingerprint, epoch=epoch, step=step, student=student.state_dict(),
+                teacher=teacher.state_dict(), optimizer=optimizer.state_dict(), history=history,
+                labels=np.asarray(labels), partition=np.asarray(partition),
+                test_predictions=test_predictions, interruptions=interruptions, **mid,
+            ).save(paths.state)  # fmt: skip
+
     with stop.installed():  # from here a signal saves the state at the next step or epoch end
         for epoch in range(start_epoch, params.epochs):
-            base_seed = seed_everything(params.seed, epoch, env.rank)
+            seed_everything(params.seed, epoch, env.rank)
             run = EpochRun(step=step, sums=np.zeros(5))
             if state is not None and state.epoch == epoch and state.step_in_epoch:  # resumed mid-epoch
                 previous, teacher_top1 = state.previous_labels, state.teacher_top1
@@ -274,59 +284,22 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                             features, classifier_np, start, VoteParams(n_iter=params.vote_iters), top1=top1
                         )
                         labels, partition = vote.labels, vote.final_partition
-            sampler = DistributedSampler(
-                data, env.world_size, env.rank, shuffle=True, seed=params.seed, drop_last=True
-            )
-            sampler.set_epoch(epoch)
-            data.set_epoch(epoch)
-            loader = DataLoader(
-                data,
-                per_rank,
-                sampler=SkipSampler(sampler, run.done * per_rank),
-                num_workers=params.num_workers,
-                drop_last=True,
-                pin_memory=env.device.type == "cuda",
-                generator=torch.Generator().manual_seed(base_seed),
-            )
+            loader = epoch_loader(data, env, epoch, params.seed, per_rank, run.done, params.num_workers, True)
             labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
             def checkpoint(
-                run: EpochRun,
-                epoch=epoch,
-                labels=labels,
-                partition=partition,
-                previous=previous,
+                run: EpochRun, epoch=epoch, labels=labels, partition=partition, previous=previous,
                 top1=teacher_top1,
-            ) -> None:
+            ) -> None:  # fmt: skip
                 """Save the state after ``run.done`` steps of ``epoch`` and stop (a signal arrived)."""
                 sums = distributed.all_reduce_sum(run.sums, env)
-                if env.is_main:
-                    ResumeState(
-                        fingerprint=fingerprint,
-                        epoch=epoch,
-                        step=run.step,
-                        student=student.state_dict(),
-                        teacher=teacher.state_dict(),
-                        optimizer=optimizer.state_dict(),
-                        history=history,
-                        labels=np.asarray(labels),
-                        partition=np.asarray(partition),
-                        test_predictions=test_predictions,
-                        step_in_epoch=run.done,
-                        epoch_sums=[float(v) for v in sums],
-                        previous_labels=np.asarray(previous),
-                        teacher_top1=float(top1),
-                        random_states=random_states(),
-                        interruptions=[
-                            *interruptions,
-                            {
-                                "signal": stop.received,
-                                "epoch": epoch,
-                                "step_in_epoch": run.done,
-                                "step": run.step,
-                            },
-                        ],
-                    ).save(paths.state)
+                where = {"signal": stop.received, "epoch": epoch, "step_in_epoch": run.done, "step": run.step}
+                interruptions.append(where)
+                save(
+                    epoch, run.step, labels, partition, step_in_epoch=run.done,
+                    epoch_sums=[float(v) for v in sums], previous_labels=np.asarray(previous),
+                    teacher_top1=float(top1), random_states=random_states(),
+                )  # fmt: skip
                 distributed.barrier()
                 raise Preempted(stop.received or "a signal", epoch, run.done, str(paths.state))
 
@@ -364,19 +337,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                     epoch,
                     {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()},
                 )
-                ResumeState(
-                    fingerprint=fingerprint,
-                    epoch=epoch + 1,
-                    step=step,
-                    student=student.state_dict(),
-                    teacher=teacher.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    history=history,
-                    labels=np.asarray(labels),
-                    partition=np.asarray(partition),
-                    test_predictions=test_predictions,
-                    interruptions=interruptions,
-                ).save(paths.state)
+            save(epoch + 1, step, labels, partition)
             distributed.barrier()
             if stop.agreed(lambda v: max_over_ranks(v, env)):  # saved at the epoch's end: stop here
                 raise Preempted(stop.received or "a signal", epoch + 1, 0, str(paths.state))

@@ -136,3 +136,33 @@ class SkipSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
+
+
+def epoch_loader(
+    data: torch.utils.data.Dataset,
+    env,
+    epoch: int,
+    seed: int,
+    per_rank: int,
+    skip_batches: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    """The loader of one epoch: this process's shard of a seeded shuffle (``DistributedSampler`` with
+    ``seed`` and ``epoch``), its first ``skip_batches`` batches left out (a resumed epoch), the views
+    of ``data`` seeded for ``epoch`` (``data.set_epoch``), pinned memory on CUDA."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(data, env.world_size, env.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    data.set_epoch(epoch)
+    return DataLoader(
+        data,
+        per_rank,
+        sampler=SkipSampler(sampler, skip_batches * per_rank),
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=env.device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed * 1009 + epoch),
+    )
