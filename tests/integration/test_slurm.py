@@ -236,14 +236,16 @@ def test_a_preempted_and_a_timed_out_training_job_resume_to_identical_weights(ru
     work, _, _ = runs["slurm"]
     local, _ = runs["local"]
     target = "results/shapes/tiny/train/student.pt"
-    # about 90 s of training on the demo's 2 cores: longer than the 1-minute limit of an attempt
-    longer = ["train={'epochs': 12, 'batch_size': 32, 'warmup_epochs': 1, 'eval_every': 6}"]
+    # about 100 s of training on the 2 idle cores of CI (5 steps per epoch, 1.3 s per epoch): longer than
+    # what a 1-minute attempt leaves after its start-up, even when Slurm, which checks time limits about
+    # every 30 s, lets an attempt run 90 s; a loaded machine only adds attempts (up to 9)
+    longer = ["train={'epochs': 80, 'batch_size': 32, 'warmup_epochs': 1, 'eval_every': 40}"]
     config = [*DEMO, *longer]
     deadline = time.monotonic() + TIMEOUT
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     reference = start_snakemake([*config, "--cores", "2", "--", target], local, niceness=19)
     slurm = start_snakemake(
-        ["--profile", "profiles/slurm", *config, "--retries", "4", "--set-resources", "self_train:runtime=1",
+        ["--profile", "profiles/slurm", *config, "--retries", "8", "--set-resources", "self_train:runtime=1",
          "--slurm-init-seconds-before-status-checks", "2", "--", target],
         work,
     )  # fmt: skip
@@ -274,7 +276,7 @@ def test_a_preempted_and_a_timed_out_training_job_resume_to_identical_weights(ru
     # every interrupted attempt saved the step it was in: none died before saving, none redid a step
     assert len(saved) == len(attempts) - 1 and all(s["signal"] == "SIGTERM" for s in saved), (saved, attempts)
     assert all(s["step_in_epoch"] >= 1 for s in saved), saved
-    print(f"interruptions: {saved}; Slurm attempts: {attempts}")
+    print(f"\ninterruptions: {saved}\nSlurm attempts: {attempts}")
     for name in ("student", "teacher"):
         ours = torch.load(work / f"results/shapes/tiny/train/{name}.pt")
         theirs = torch.load(local / f"results/shapes/tiny/train/{name}.pt")
