@@ -59,6 +59,7 @@ class Card:
     random: tuple[int, ...]
     true_class: str | None = None  # majority true class (labelled datasets)
     match: bool | None = None  # whether ``name`` is that class's vocabulary name
+    phrase_source: str = "llm"  # where the phrases come from: ``llm`` or ``wordnet`` (definitions)
 
 
 def representative_images(
@@ -112,7 +113,8 @@ def gallery_cards(
         manifest: ``image_id``, ``class_name``, ``wnid``.
         vocabulary: ``vocab_index``, ``name``, ``synset_ids``, ``definitions``.
         structural: ``image_id``, ``vocab_index``, ``cluster`` (the structural labels).
-        descriptions: ``cluster``, ``name``, ``phrase``, ``count`` (the LLM phrases).
+        descriptions: ``cluster``, ``name``, ``phrase``, ``count`` (the LLM phrases) and ``source``
+            (``llm``, or ``wordnet`` for the offline backend and the clusters that fell back).
         names: the names table of :func:`s3a.names.names_table` (``image_id``, ``name``).
         embeddings: ``(ids (M,), embeddings (M, D))`` of the train split.
         labelled: whether the manifest's classes are ground truth (not an unlabeled folder).
@@ -132,8 +134,9 @@ def gallery_cards(
     for cluster, group in structural.groupby("cluster", sort=True):
         vocab_index = int(group.vocab_index.mode().iloc[0])
         name = str(vocab.at[vocab_index, "name"])
-        said = descriptions[(descriptions.cluster == cluster) & (descriptions.name == name)]
-        said = said.groupby("phrase", sort=False)["count"].sum().sort_values(ascending=False, kind="stable")
+        rows = descriptions[(descriptions.cluster == cluster) & (descriptions.name == name)]
+        said = rows.groupby("phrase", sort=False)["count"].sum().sort_values(ascending=False, kind="stable")
+        sources = set(rows["source"]) if "source" in rows else {"llm"}
         agree = final.reindex(group.image_id).eq(name).mean()
         true_class = match = None
         if labelled:
@@ -155,6 +158,7 @@ def gallery_cards(
                 random=tuple(int(i) for i in drawn),
                 true_class=true_class,
                 match=match,
+                phrase_source="llm" if sources <= {"llm"} else "wordnet",
             )
         )
     return sorted(cards, key=lambda c: (-c.size, c.cluster))
@@ -191,10 +195,14 @@ def render_html(
         f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{len(cards)} discovered classes, {sum(c.size for c in cards)} images.',
         f"{esc(note)}</p>",
+        '<p class="meta">Each card is a discovered class under the name its cluster was given (as '
+        "names.csv writes names, with WordNet's underscores). names.csv gives every photo the final "
+        "model's own name, which is the card's name for the share the card states.</p>",
     ]
     for card in cards:
         parts.append(f'<section class="card" id="cluster-{card.cluster}">')
-        parts.append(f"<h2>{esc(card.name.replace('_', ' '))}</h2>")
+        # the vocabulary name as names.csv writes it (WordNet's underscores kept)
+        parts.append(f"<h2>{esc(card.name)}</h2>")
         meta = (
             f"cluster {card.cluster} &middot; {card.size} images &middot; "
             f"the final model names {100 * card.final_agreement:.0f}% of them so"
@@ -206,7 +214,8 @@ def render_html(
         parts.append("<ul>" + "".join(f"<li>{esc(d)}</li>" for d in card.definitions) + "</ul>")
         if card.phrases:
             said = ", ".join(f"&ldquo;{esc(p)}&rdquo; &times;{n}" for p, n in card.phrases)
-            parts.append(f'<p class="meta">LLM phrases: {said}</p>')
+            label = "LLM phrases" if card.phrase_source == "llm" else "WordNet phrases (no LLM answer)"
+            parts.append(f'<p class="meta">{label}: {said}</p>')
         parts.append('<div class="grid">')
         for kind, chosen in (("typical", card.typical), ("random", card.random)):
             for image_id in chosen:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from s3a.gallery import GalleryParams, gallery_cards, representative_images, write_gallery
+from s3a.gallery import GalleryParams, gallery_cards, render_html, representative_images, write_gallery
 
 REPO = Path(__file__).resolve().parents[2]
 #: where the browser test keeps its screenshot (CI can collect the folder)
@@ -268,3 +268,17 @@ def test_hostile_file_names_are_shown_never_run(tmp_path):
     assert result["images"] == 10 and result["broken"] == []  # no injected <img src=x>
     assert result["errors"] == [] and result["console"] == []
     assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_card_names_as_in_names_csv_and_phrase_source_labelled(tmp_path):
+    """The card title is the vocabulary name as names.csv writes it; WordNet phrases (offline backend,
+    or a cluster the LLM could not describe) are not called LLM phrases."""
+    manifest, vocabulary, structural, descriptions, names, embeddings = _gallery_inputs(tmp_path)
+    params = GalleryParams(typical=1, random=0)
+    cards = gallery_cards(manifest, vocabulary, structural, descriptions, names, embeddings, params, False)
+    page = render_html(cards, {}, title="t")
+    assert "<h2>golden_retriever</h2>" in page and "LLM phrases:" in page and "WordNet phrases" not in page
+    offline = descriptions.assign(source="wordnet")
+    cards = gallery_cards(manifest, vocabulary, structural, offline, names, embeddings, params, False)
+    page = render_html(cards, {}, title="t")
+    assert "WordNet phrases (no LLM answer):" in page and "LLM phrases:" not in page
