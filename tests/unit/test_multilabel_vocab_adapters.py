@@ -185,6 +185,7 @@ def test_openvocab_and_summary_adapters(pets):
             md=str(pets / "summary.md"),
             html=str(pets / "multilabel.html"),
         ),
+        params=SimpleNamespace(random_weights=["tiny"]),
     )  # fmt: skip
     summary = read_table(pets / "summary_multilabel.parquet")
     assert summary["stage"].tolist() == ["ov_exact", "ov_hier"] and list(summary.columns[:21]) == list(
@@ -192,6 +193,10 @@ def test_openvocab_and_summary_adapters(pets):
     )
     html = (pets / "multilabel.html").read_text()
     assert html.count("<td>pets</td>") == 2 and "<td>100.0</td>" in html
+    # a page like the gallery's: the legend of stages and metrics, why n/a, the random-weights note
+    assert html.startswith("<!DOCTYPE html>") and '<section class="card">' in html
+    assert "<b>zs_final</b>" in html and "<b>mAP</b>" in html and "n/a: the metric is not defined" in html
+    assert "Model tiny has random weights" in html
     md = (pets / "summary.md").read_text()
     assert md.count("| pets ") == 2 and "100.0" in md
     assert "multi-label summary of 2 metric rows" in (pets / "summarize_multilabel.log").read_text()

@@ -398,5 +398,7 @@ rule summarize_multilabel:
         "logs/summarize_multilabel/summary.log",
     conda:
         "../envs/s3a.yaml"
+    params:
+        random_weights=random_weight_models(),
     script:
         "../scripts/summarize_multilabel.py"

@@ -13,7 +13,7 @@ def main(smk) -> None:
         with atomic_path(smk.output.md) as tmp:
             tmp.write_text(summary_markdown(summary) + "\n")
         with atomic_path(smk.output.html) as tmp:
-            tmp.write_text(summary_html(summary))
+            tmp.write_text(summary_html(summary, smk.params.random_weights))
         log.info("multi-label summary of %d metric rows: %s", len(summary), smk.output.md)
 
 

@@ -19,7 +19,7 @@ from s3a.multilabel.metrics import EVAL_COLUMNS, SUBSETS
 
 __all__ = [
     "PUBLISHED", "KEY_COLUMNS", "STAGE_ORDER", "SHOWN_METRICS", "SOURCES_NOTE", "summarize", "summary_tables",
-    "summary_markdown", "summary_html",
+    "summary_markdown", "summary_html", "STAGE_LEGEND", "METRIC_LEGEND", "NA_NOTE",
 ]  # fmt: skip
 
 KEY_COLUMNS = ["dataset", "model", "stage", "split", "subset"]
@@ -151,10 +151,62 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return text
 
 
-def summary_html(summary: pd.DataFrame) -> str:
-    """HTML of :func:`summary_tables` for the Snakemake report (``results/report/multilabel.html``)."""
+#: what each stage of the table is (the legend of the HTML page)
+STAGE_LEGEND = {
+    "zs_global": "CLIP zero-shot scores of the whole image",
+    "zs_local": "zero-shot scores of the 3x3 tiles, reduced over the tiles",
+    "zs_final": "CDUL's global-local aggregation of the two (the initial pseudo-labels)",
+    "pseudo_train": "the pseudo-labels of the train images against their ground truth",
+    "refined_<learner>": "the latent labels after gradient-alignment training",
+    "linear / finetune / mldecoder": "the trained learner's predictions on the test images",
+    "ov_exact / ov_hier": "open-vocabulary scores over the 20K names, exact or up the WordNet hierarchy",
+}
+#: what each metric column is
+METRIC_LEGEND = {
+    "mAP": "mean over labels of the average precision (ties grouped)",
+    "CF1 / OF1": "per-class and overall F1 at the score threshold (multilabel.evaluate.threshold)",
+    "F1@3 / F1@5": "F1 of each image's 3 or 5 best-scored labels",
+}
+NA_NOTE = (
+    "n/a: the metric is not defined there: CF1 and OF1 of softmax stages (scores that sum to 1 over the "
+    "labels have no meaningful threshold), or a subset without a positive label."
+)
+
+
+def summary_html(summary: pd.DataFrame, random_models: Sequence[str] = ()) -> str:
+    """The page of :func:`summary_tables` in the Snakemake report (``results/report/multilabel.html``):
+    styled like the gallery, with a legend of the stages and metrics, why a cell is ``n/a``, and a
+    plain note when a model (``random_models``) has random weights."""
+    from html import escape
+
+    from s3a.gallery import STYLE
+
     ours, published = summary_tables(summary)
-    parts = ["<h3>Our results (percent)</h3>", ours.to_html(index=False)]
+    legend = lambda items: "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in items.items())  # noqa: E731
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Multi-label results</title>',
+        f"<style>{STYLE}table{{border-collapse:collapse;background:#fff}}td,th{{border:1px solid #ddd;"
+        "padding:.25em .6em;text-align:right}}th{{background:#f0f0f0}}</style></head><body>",
+        "<h1>Multi-label results</h1>",
+    ]
+    shown = sorted(set(random_models) & set(summary.get("model", pd.Series(dtype=str))))
+    if shown:
+        parts.append(
+            f'<p class="meta no">Model {escape(", ".join(shown))} has random weights: these numbers show '
+            "that the pipeline runs end to end, not how well the methods work.</p>"
+        )
+    parts += [
+        '<section class="card"><h2>Our results (percent)</h2>',
+        ours.to_html(index=False) if len(ours) else "<p>(no multi-label evaluation rows)</p>",
+        f'<p class="meta">{escape(NA_NOTE)}</p></section>',
+        f'<section class="card"><h2>Stages</h2><ul>{legend(STAGE_LEGEND)}</ul>',
+        f"<h2>Metrics</h2><ul>{legend(METRIC_LEGEND)}</ul></section>",
+    ]
     if len(published):
-        parts += [f"<h3>Published</h3><p>{SOURCES_NOTE}</p>", published.to_html(index=False)]
-    return "\n".join(parts) + "\n"
+        parts += [
+            '<section class="card"><h2>Published</h2>',
+            f'<p class="meta">{escape(SOURCES_NOTE)}</p>',
+            published.to_html(index=False),
+            "</section>",
+        ]
+    return "\n".join([*parts, "</body></html>"]) + "\n"
