@@ -256,6 +256,39 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world
     pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
 
 
+@pytest.mark.slow
+def test_a_signal_in_the_last_step_of_an_epoch_resumes_to_the_same_history(world, monkeypatch):
+    """The signal arrives during an epoch's last step: the state holds a finished epoch's training
+    (its evaluation and history row still to do), and the resumed run writes that row as it was."""
+    import s3a.train.step as step_module
+    from s3a.train.preempt import Preempted
+
+    root, spec = world
+    params = TrainParams(**{**FAST, "epochs": 3, "lr": 1e-3, "min_lr": 1e-4})
+    reference = paths_for(root, "last-step-whole")
+    train(reference, params, spec, device="cpu")
+    real, calls = step_module.train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 8:  # the 4th and last step of epoch 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(step_module, "train_step", step_then_signal)
+    stopped = paths_for(root, "last-step")
+    with pytest.raises(Preempted, match="after step 4 of epoch 1"):
+        train(stopped, params, spec, device="cpu")
+    state = torch.load(stopped.state, weights_only=False)
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 4, 8)
+    monkeypatch.setattr(step_module, "train_step", real)
+    train(stopped, params, spec, device="cpu")
+    pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
+    a, b = torch.load(reference.student), torch.load(stopped.student)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_signal_flag_catches_the_configured_signals_only_while_installed():
     flag = SignalFlag(["SIGUSR1"])
     before = signal.getsignal(signal.SIGUSR1)

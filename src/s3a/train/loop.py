@@ -267,7 +267,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
             run = EpochRun(step=step, sums=np.zeros(5))
             if state is not None and state.epoch == epoch and state.step_in_epoch:  # resumed mid-epoch
                 previous, teacher_top1 = state.previous_labels, state.teacher_top1
-                run.done = state.step_in_epoch
+                run.done, run.lr = state.step_in_epoch, state.lr
                 run.sums = np.asarray(state.epoch_sums, dtype=np.float64) * (1.0 if env.is_main else 0.0)
                 if env.is_main and state.random_states is not None:
                     set_random_states(state.random_states)
@@ -298,7 +298,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                 save(
                     epoch, run.step, labels, partition, step_in_epoch=run.done,
                     epoch_sums=[float(v) for v in sums], previous_labels=np.asarray(previous),
-                    teacher_top1=float(top1), random_states=random_states(),
+                    teacher_top1=float(top1), lr=float(run.lr), random_states=random_states(),
                 )  # fmt: skip
                 distributed.barrier()
                 raise Preempted(stop.received or "a signal", epoch, run.done, str(paths.state))

@@ -79,6 +79,7 @@ class ResumeState(SavedState):
             processes at ``step_in_epoch``.
         previous_labels: the structural labels before the epoch's vote (its ``structural_changed``).
         teacher_top1: the teacher's train top-1 computed at the start of the epoch.
+        lr: the learning rate of the epoch's last step so far (the epoch's ``lr`` in the history).
         random_states: the main process's random states at ``step_in_epoch``
             (:func:`s3a.train.preempt.random_states`).
         interruptions: every signal the run stopped on so far: ``signal``, ``epoch``,
@@ -99,5 +100,6 @@ class ResumeState(SavedState):
     epoch_sums: list[float] = dataclasses.field(default_factory=list)
     previous_labels: np.ndarray | None = None
     teacher_top1: float = float("nan")
+    lr: float = float("nan")
     random_states: dict | None = None
     interruptions: list[dict] = dataclasses.field(default_factory=list)
