@@ -126,10 +126,8 @@ def test_invalid_config_is_rejected_before_any_job(tmp_path):
     # a wrong value given on the command line is blamed on the command line, not on the file
     args = ["-n", "--configfile", "config/demo.yaml", "--config", "train={'epochs': -1}"]
     result = run_snakemake(args, work, timeout=300)
-    assert (
-        result.stderr
-        == "Configuration error: --config train: train.epochs: -1 is out of range; allowed: >= 1\n"
-    )
+    assert result.stderr.startswith("Configuration error: --config train: train.epochs: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "demo.yaml" not in result.stderr
 
 
 def test_dataset_llm_override_is_validated(tmp_path):

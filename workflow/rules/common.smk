@@ -25,26 +25,28 @@ def blame(line, files, given):
 
 def check_config(config):
     """Prepare the config (folder=, typed command-line values) and stop before any job with one line
-    per problem: file, key path, what is allowed."""
+    per problem: file, key path, what is allowed. Returns the dataset name of `--config folder=`."""
     files = " + ".join(map(str, workflow.overwrite_configfiles or CONFIGFILES))
     with open(workflow.source_path("../../config/config.schema.json")) as f:
         problems = load_problems(config, json.load(f), "<config>", workflow.config_settings.overwrite_config)
     if problems:
         given = set(workflow.config_settings.config)  # the blocks set with --config
         raise SystemExit("\n".join(f"Configuration error: {blame(p, files, given)}" for p in problems))
+    folder = config["run"]["datasets"][0] if config.get("folder") else None
+    # `--config folder=`: a folder that is missing, empty or unreadable stops even a dry run
+    if folder and (problem := folder_problem(config["datasets"][folder]["params"]["root"])):
+        raise SystemExit(f"Error: {problem}")
     names = [
         n for n in (config.get("run", {}).get("datasets") or config["datasets"]) if n in config["datasets"]
     ]
     if not workflow.dryrun:
         for line in missing_roots(config["datasets"], names):
             logger.warning(f"Warning: {line} (jobs that need this dataset will stop)")
+    return folder
 
 
-check_config(config)  # also turns `--config folder=` into a dataset (s3a.configcheck.load_problems)
-FOLDER = config["run"]["datasets"][0] if config.get("folder") else None
-# `--config folder=`: a folder that is missing, empty or unreadable stops even a dry run
-if FOLDER and (_problem := folder_problem(config["datasets"][FOLDER]["params"]["root"])):
-    raise SystemExit(f"Error: {_problem}")
+# also turns `--config folder=` into a dataset (s3a.configcheck.load_problems): FOLDER names it
+FOLDER = check_config(config)
 # the schema is generated from s3a.config, whose models fill the defaults (a dataset's own k_search,
 # llm and train entries keep only the keys they override)
 validate(config, "../../config/config.schema.json", set_default=False)
