@@ -58,11 +58,12 @@ class SignalFlag:
             raise ValueError(f"unknown signal name(s) {unknown}; use names such as SIGTERM, SIGUSR1")
         self.signals = [signal.Signals[s] for s in signals]
         self.received: str | None = None
+        self._said = False
 
     def _handle(self, signum, frame) -> None:
+        # only a flag: a handler that logs could deadlock on a lock the interrupted code holds
         if self.received is None:
             self.received = signal.Signals(signum).name
-            log.warning("%s received: the state is saved after the current step", self.received)
 
     @contextmanager
     def installed(self) -> Iterator[SignalFlag]:
@@ -79,7 +80,11 @@ class SignalFlag:
 
     def agreed(self, all_reduce_max) -> bool:
         """True when any process received a signal (``all_reduce_max`` combines the ranks' flags)."""
-        return bool(all_reduce_max(1.0 if self.received else 0.0))
+        stop = bool(all_reduce_max(1.0 if self.received else 0.0))
+        if stop and not self._said:
+            self._said = True
+            log.warning("%s received: the state is saved after the current step", self.received or "a signal")
+        return stop
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

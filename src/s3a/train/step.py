@@ -4,6 +4,7 @@ student's strong view, the loss, the EMA update, and the stop on a signal (:mod:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,20 +87,20 @@ class EpochRun:
 
 
 def train_epoch(
-    model,
-    teacher,
-    optimizer,
-    loader,
+    model: torch.nn.Module,
+    teacher: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     labels: torch.Tensor,
-    classifier,
-    params,
-    env,
+    classifier: torch.Tensor,
+    params: TrainParams,
+    env: distributed.DistEnv,
     run: EpochRun,
-    steps,
-    total,
+    steps: int,
+    total: int,
     stop: SignalFlag | None = None,
-    checkpoint=None,
-):
+    checkpoint: Callable[[EpochRun], None] | None = None,
+) -> dict[str, float]:
     """Train until ``steps`` steps of the epoch are done (``run.done`` of them already were).
 
     After each step the processes agree on whether a signal arrived (:mod:`s3a.train.preempt`); if
@@ -128,7 +129,7 @@ def train_epoch(
         n = len(idx)
         run.sums += [loss * n, parts["loss_ins"] * n, parts["loss_str"] * n, parts["confident"], n]
         bar.update(1)
-        if stop is not None and stop.agreed(lambda v: max_over_ranks(v, env)):
+        if stop is not None and checkpoint is not None and stop.agreed(lambda v: max_over_ranks(v, env)):
             bar.close()
             checkpoint(run)
     bar.close()
@@ -145,5 +146,6 @@ def train_epoch(
 
 
 def max_over_ranks(value: float, env: distributed.DistEnv) -> float:
-    """The largest ``value`` over the processes (a flag any of them may have raised)."""
+    """A 0/1 flag combined over the processes: positive when any process raised it (computed as the
+    sum, one all-reduce of one number)."""
     return float(distributed.all_reduce_sum(np.array([value], dtype=np.float64), env)[0])
