@@ -286,3 +286,6 @@ def test_read_only_inputs_give_no_torch_warning():
         warnings.simplefilter("error")
         assign_nearest(x, x[:5].copy(), device="cpu")
         top_names(x, x[:7], k=2, device="cpu")
+    from s3a.device import tensor_view
+
+    assert tensor_view(x).data_ptr() == x.ctypes.data  # a view of the array, not a copy

@@ -183,6 +183,18 @@ def test_loss_falls_on_a_learnable_task(world):
     assert set(pd.read_parquet(root / "learn" / "out" / "history.parquet").columns) >= expected
 
 
+def signal_after_first_epoch(command: list[str], paths: TrainPaths, sig: signal.Signals) -> int:
+    """Start ``command``, send ``sig`` once its state says an epoch is done, return its exit status."""
+    proc = subprocess.Popen(command)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if Path(paths.state).exists() and torch.load(paths.state, weights_only=False)["epoch"] >= 1:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    return proc.wait(timeout=120)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(world):
     root, spec = world
@@ -193,14 +205,9 @@ def test_killed_run_resumes_to_the_same_result(world):
     )
 
     killed = paths_for(root, "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "s3a.train", *cli_args(killed, spec, params)])
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if Path(killed.state).exists() and torch.load(killed.state, weights_only=False)["epoch"] >= 1:
-            proc.send_signal(signal.SIGKILL)  # a node failure: no chance to clean up
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    command = [sys.executable, "-m", "s3a.train", *cli_args(killed, spec, params)]
+    # a node failure: no chance to clean up
+    assert signal_after_first_epoch(command, killed, signal.SIGKILL) == -signal.SIGKILL
     done = torch.load(killed.state, weights_only=False)["epoch"]
     assert 1 <= done < 4
     assert not Path(killed.history).exists()
@@ -232,14 +239,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world
     stopped = paths_for(root, "sigterm")
     log = Path(stopped.state).with_name("train.log")
     command = [sys.executable, "-m", "s3a.train", *cli_args(stopped, spec, params), "--log", str(log)]
-    proc = subprocess.Popen(command)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if Path(stopped.state).exists() and torch.load(stopped.state, weights_only=False)["epoch"] >= 1:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.02)
-    assert proc.wait(timeout=120) == EXIT_PREEMPTED
+    assert signal_after_first_epoch(command, stopped, signal.SIGTERM) == EXIT_PREEMPTED
     state = torch.load(stopped.state, weights_only=False)
     assert state["epoch"] == 1 and 1 <= state["step_in_epoch"] <= 4, (state["epoch"], state["step_in_epoch"])
     assert state["step"] == 4 + state["step_in_epoch"]  # 4 steps per epoch: nothing after the signal
