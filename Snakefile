@@ -29,6 +29,9 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/multilabel_common.smk"
 include: "workflow/rules/multilabel.smk"
+include: "workflow/rules/multilabel_cdul.smk"
+include: "workflow/rules/multilabel_decoder.smk"
+include: "workflow/rules/multilabel_openvocab.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -1,6 +1,6 @@
 """Benchmark: CLIP-Decoder head throughput and memory, label queries in chunks vs all at once.
 
-Both contenders run the same :class:`s3a.multilabel.heads.CLIPDecoderHead` on random patch tokens
+Both contenders run the same :class:`s3a.multilabel.decoder.head.CLIPDecoderHead` on random patch tokens
 ``(B, P, D)`` and random unit label embeddings ``(C, D)``:
 
 * *unchunked* (the baseline): every label query through the decoder in one pass (``chunk=0``);
@@ -30,7 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams
+from s3a.multilabel.decoder.head import CLIPDecoderHead, MLDecoderParams
 from s3a.multilabel.losses import asymmetric_loss
 
 

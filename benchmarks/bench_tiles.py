@@ -5,7 +5,7 @@ JPEG files, with the same model, forward batch and loader workers:
 
 * *baseline*: :func:`s3a.embed.encode_images` (``--decoder``, ``pil`` by default: PIL decode and the
   model's own transform in the workers), ``--batch-size`` images per forward;
-* *ours*: :func:`s3a.multilabel.tiles.encode_tiles` (one decode per image, a ``--grid`` x
+* *ours*: :func:`s3a.multilabel.views.encode_tiles` (one decode per image, a ``--grid`` x
   ``--grid`` grid of crops cut and fitted in the workers), ``--batch-size`` crops per forward.
 
 It prints img/s of the baseline, crops/s of the tiles and their ratio (crops/s / img/s; the
@@ -13,9 +13,9 @@ target is >= 0.8 on a GPU, where both are bound by the forward pass), after one 
 each, as the best of ``--repeats`` alternating runs: end to end (the whole call, its loader
 workers' start-up and first batch included) and steady (from the first forward batch on).
 
-Part 2, the ``init_pseudolabels`` rule at COCO-like size: :func:`s3a.multilabel.pseudo.view_scores`
+Part 2, the ``init_pseudolabels`` rule at COCO-like size: :func:`s3a.multilabel.cdul.pseudolabels.view_scores`
 (``--n`` images, ``--labels`` labels, ``--grid``² tiles, D = ``--dim``, random unit embeddings) and
-:func:`~s3a.multilabel.pseudo.aggregate` on the scores it returns, each with its wall time and the
+:func:`~s3a.multilabel.aggregate.aggregate` on the scores it returns, each with its wall time and the
 peak memory it adds to the process (Linux ``VmHWM``; the inputs are excluded). The random
 embeddings are held as ``--emb-dtype`` (float16 by default: half the 2.2 GB of float32 tiles at
 120k x 9 x 512; ``view_scores`` reads them chunk by chunk as float32).
@@ -41,8 +41,9 @@ from bench_scale import _return_freed_memory, measure
 
 from s3a.embed import EmbedParams, encode_images
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
-from s3a.multilabel.pseudo import PseudoParams, aggregate, view_scores
-from s3a.multilabel.tiles import TileParams, encode_tiles
+from s3a.multilabel.aggregate import PseudoParams, aggregate
+from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.views import TileParams, encode_tiles
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 

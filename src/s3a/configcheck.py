@@ -170,7 +170,7 @@ def dataset_problems(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[
     ``datasets.<name>.params``.
     """
     from s3a.data import DATASETS, builder_params
-    from s3a.multilabel import data as multilabel
+    from s3a.multilabel.data import registry as multilabel
 
     problems = []
     for name in names:

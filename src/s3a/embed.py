@@ -78,7 +78,7 @@ class ImageFiles(Dataset):
     reason)`` when ``load`` raises (a corrupt or unreadable file is skipped and reported, never fatal).
 
     ``load`` is any picklable path -> tensor callable (the PIL transform, :class:`FastDecode`,
-    :class:`GpuDecode`, the tile reader of :mod:`s3a.multilabel.tiles`), run in the loader's workers.
+    :class:`GpuDecode`, the tile reader of :mod:`s3a.multilabel.views`), run in the loader's workers.
     """
 
     def __init__(self, paths: Sequence[str], load: Callable[[str], torch.Tensor]) -> None:

@@ -4,7 +4,7 @@ A training job is ``snakemake -> bash -> torchrun -> worker``. torchrun starts e
 session, so a hard kill of the job's process group (Snakemake killed with ``kill -9``, a terminal
 closed) used to leave the worker running with PPID 1, still writing the resume state and the
 outputs, and a rerun could then put a second trainer on the same state file. Two guards, used by
-``python -m s3a.train`` and ``python -m s3a.multilabel.train``:
+``python -m s3a.train`` and ``python -m s3a.multilabel.imagetrain``:
 
 - :func:`die_with_parent`: under torchrun, the kernel sends the worker ``SIGTERM`` when torchrun
   dies (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a no-op). A plain ``python -m s3a.train`` is

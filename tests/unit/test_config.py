@@ -152,7 +152,7 @@ def test_model_errors_name_the_key():
 
 def test_dataset_kinds_are_the_registry():
     from s3a.data import DATASETS
-    from s3a.multilabel.data import BUILDERS
+    from s3a.multilabel.data.registry import BUILDERS
 
     assert tuple(DATASETS) == cfg.S3A_KINDS
     assert tuple(BUILDERS) == cfg.MULTILABEL_KINDS
@@ -191,15 +191,15 @@ def _shared(block, defaults: dict, rename: dict | None = None) -> tuple[dict, di
 def test_multilabel_parameters_take_their_defaults_from_the_models():
     """The library's multi-label dataclasses and the config blocks agree key for key."""
     from s3a.config import multilabel as ml
-    from s3a.multilabel.finetune import ImageTrainParams
-    from s3a.multilabel.heads import MLDecoderParams
-    from s3a.multilabel.headtrain import HeadTrainParams
-    from s3a.multilabel.labels import LabelUpdateParams
-    from s3a.multilabel.linear import LinearParams
+    from s3a.multilabel.aggregate import PseudoParams
+    from s3a.multilabel.cdul.align import LabelUpdateParams
+    from s3a.multilabel.cdul.linear import LinearParams
+    from s3a.multilabel.decoder.head import MLDecoderParams
+    from s3a.multilabel.decoder.train import HeadTrainParams
+    from s3a.multilabel.imagetrain.network import ImageTrainParams
     from s3a.multilabel.losses import AslParams
     from s3a.multilabel.metrics import EvalParams
-    from s3a.multilabel.pseudo import PseudoParams
-    from s3a.multilabel.tiles import TileParams
+    from s3a.multilabel.views import TileParams
 
     decoder = ml.MLDecoderLearner()
     pairs = [

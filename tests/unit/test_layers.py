@@ -100,3 +100,53 @@ def test_no_library_file_is_much_over_400_lines():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+#: the multi-label package's three layers (src/s3a/multilabel/README.md): the shared modules, the
+#: three methods (each may import only the shared modules and itself), and the modules that compose
+#: methods (the learner settings, the image learners, the evaluation of a stage)
+ML = "s3a.multilabel"
+ML_SHARED = {f"{ML}.{m}" for m in ("data", "classifier", "views", "aggregate", "losses", "metrics", "report")}
+ML_METHODS = {f"{ML}.{m}" for m in ("cdul", "decoder", "openvocab")}
+ML_TOP = {f"{ML}.{m}" for m in ("learners", "imagetrain", "evaluate")}
+
+
+def ml_part(name: str) -> str | None:
+    """The shared module, method or top module (its first two dotted parts) ``name`` belongs to."""
+    part = ".".join(name.split(".")[:3])
+    return part if part != ML else None
+
+
+def test_every_multilabel_module_has_a_layer():
+    parts = {ml_part(name) for name in modules() if name.startswith(ML + ".")}
+    assert parts == ML_SHARED | ML_METHODS | ML_TOP
+
+
+def test_multilabel_methods_share_only_the_shared_modules():
+    """CDUL, the CLIP-Decoder and open-vocabulary multi-label never import each other (anywhere,
+    lazily too) nor the top layer; the shared modules import no method and no top module."""
+    known = modules()
+    wrong = {}
+    for name, path in known.items():
+        part = ml_part(name) if name.startswith(ML + ".") else None
+        if part is None:
+            continue
+        allowed = ML_SHARED | ({part} if part in ML_METHODS else set())
+        if part in ML_TOP:
+            continue
+        bad = sorted(
+            d for d in imports(name, path, set(known), module_level=False)
+            if d.startswith(ML + ".") and ml_part(d) not in allowed
+        )  # fmt: skip
+        if bad:
+            wrong[name] = bad
+    assert wrong == {}
+
+
+def test_the_layer_check_sees_a_sibling_import(tmp_path):
+    """The check above would catch openvocab importing CDUL's pseudo-labels."""
+    path = tmp_path / "scores.py"
+    path.write_text("from s3a.multilabel.cdul.pseudolabels import view_scores\n")
+    known = {f"{ML}.openvocab.scores", f"{ML}.cdul.pseudolabels"}
+    found = imports(f"{ML}.openvocab.scores", path, known, module_level=False)
+    assert found == {f"{ML}.cdul.pseudolabels"} and ml_part(next(iter(found))) not in ML_SHARED

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from s3a.multilabel.labels import EPS, LabelUpdateParams, is_update_epoch, label_gradient, psi, update_labels
-from s3a.multilabel.linear import LinearParams, predict_linear, train_linear
+from s3a.multilabel.cdul.align import (
+    EPS,
+    LabelUpdateParams,
+    is_update_epoch,
+    label_gradient,
+    psi,
+    update_labels,
+)
+from s3a.multilabel.cdul.linear import LinearParams, predict_linear, train_linear
 from s3a.multilabel.losses import AslParams, network_loss
 from s3a.multilabel.metrics import mean_average_precision
 
@@ -195,7 +202,7 @@ def test_linear_learner_trains_with_asl():
 
 
 def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
-    import s3a.multilabel.linear as linear
+    import s3a.multilabel.cdul.linear as linear
 
     x, labels, _ = _alignment_sim(6, n=300)
     params = LinearParams(epochs=6, batch_size=64, lr=1e-2)

@@ -12,17 +12,14 @@ import pytest
 from PIL import Image
 
 from s3a.data.base import MANIFEST_COLUMNS, DatasetError
-from s3a.multilabel.data import (
+from s3a.multilabel.data.benchmarks import build_coco2014, build_nuswide, build_voc
+from s3a.multilabel.data.mosaic import build_generated_multilabel, build_mosaic
+from s3a.multilabel.data.registry import build_multilabel
+from s3a.multilabel.data.tables import (
     LABEL_SET_COLUMNS,
     LABELS_COLUMNS,
     VOC_CLASSES,
     attach_vocab_index,
-    build_coco2014,
-    build_generated_multilabel,
-    build_mosaic,
-    build_multilabel,
-    build_nuswide,
-    build_voc,
     label_matrix,
     readable_prompt,
 )

@@ -7,8 +7,8 @@ import pytest
 from helpers import planted_multilabel, unit
 
 from s3a.discover.cluster import KMeansParams
-from s3a.multilabel.discovery import discover_cluster_vote, view_points
-from s3a.multilabel.openvocab import discover_frequency, discovery_metrics
+from s3a.multilabel.openvocab.discovery import discover_cluster_vote, discover_frequency, view_points
+from s3a.multilabel.openvocab.hierarchy import discovery_metrics
 
 V, N_SYNONYMS = 1000, 3
 #: the columns of discover_frequency, which the label_set writer and discovery_metrics take

@@ -19,17 +19,19 @@ import torch
 
 from s3a.io import read_embeddings, write_embeddings, write_table
 from s3a.models import TINY_ARCH, ModelSpec
-from s3a.multilabel import imageloop
-from s3a.multilabel.data import build_multilabel, label_matrix
-from s3a.multilabel.finetune import (
+from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, scores_table
+from s3a.multilabel.classifier import label_classifier
+from s3a.multilabel.data.registry import build_multilabel
+from s3a.multilabel.data.tables import label_matrix
+from s3a.multilabel.imagetrain import loop as imageloop
+from s3a.multilabel.imagetrain.__main__ import main
+from s3a.multilabel.imagetrain.network import (
     ImageTrainParams,
     build_net,
     image_loss,
     net_param_groups,
     predict_finetuned,
 )
-from s3a.multilabel.pseudo import PseudoParams, ViewScores, aggregate, label_classifier, scores_table
-from s3a.multilabel.train import main
 
 FAST = {"batch_size": 8, "num_workers": 0, "lr": 1e-3, "augment": "weak", "init_scale": 20.0}
 SMALL_HEAD = {"embed_dim": 16, "heads": 2, "ff_dim": 32, "dropout": 0.1, "query_chunk": 4}
@@ -89,7 +91,7 @@ def refined(root: Path, run: str) -> np.ndarray:
 
 
 def initial_targets(root: Path) -> np.ndarray:
-    from s3a.multilabel.pseudo import read_scores
+    from s3a.multilabel.aggregate import read_scores
 
     _, views, _ = read_scores(pq.read_table(root / "pseudo.parquet"))
     return aggregate(views, PseudoParams())[1]
@@ -226,7 +228,7 @@ def test_killed_run_resumes_to_identical_labels_and_weights(world, monkeypatch, 
     assert np.abs(state["labels"] - np.clip(initial_targets(root), 1e-4, 1 - 1e-4)).max() > 1e-3
     assert not (root / "killed" / "model.pt").exists()
     monkeypatch.setattr(imageloop.AlignState, "save", real_save)
-    with caplog.at_level(logging.INFO, logger="s3a.multilabel.imageloop"):
+    with caplog.at_level(logging.INFO, logger="s3a.multilabel.imagetrain.loop"):
         assert main(cli(root, spec, "killed", params)) == 0
     assert "resuming the finetune learner after epoch 2" in caplog.text
 
@@ -306,7 +308,7 @@ def test_torchrun_two_gloo_processes(world, learner):
               "mldecoder": {**SMALL_HEAD, "backbone": "finetune"}}  # fmt: skip
     run = f"ddp_{learner}"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "s3a.multilabel.train", *cli(root, spec, run, params, learner)]  # fmt: skip
+               "-m", "s3a.multilabel.imagetrain", *cli(root, spec, run, params, learner)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -346,6 +348,7 @@ def test_a_second_trainer_on_a_held_state_stops_with_one_line(world, capsys):
     with hold_state_lock(state):
         assert main(args) == 1
     assert capsys.readouterr().err.startswith(
-        f"python -m s3a.multilabel.train: another trainer (process {os.getpid()}) is training on {state}; "
+        f"python -m s3a.multilabel.imagetrain: another trainer (process {os.getpid()}) "
+        f"is training on {state}; "
     )
     assert not (root / "locked" / "model.pt").exists()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3a.multilabel.heads import (
+from s3a.multilabel.decoder.head import (
     CLIPDecoderHead,
     GroupDecoderHead,
     MLDecoderParams,
@@ -143,7 +143,7 @@ def test_encode_patch_tokens_reads_files_like_the_embedder(tiny_clip, tmp_path):
     from PIL import Image
 
     from s3a.embed import EmbedParams
-    from s3a.multilabel.heads import encode_patch_tokens
+    from s3a.multilabel.decoder.head import encode_patch_tokens
 
     rng = np.random.default_rng(0)
     paths = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from s3a.multilabel.heads import MLDecoderParams
-from s3a.multilabel.headtrain import HeadTrainParams, head_topk, predict_head, train_head
+from s3a.multilabel.decoder.head import MLDecoderParams
+from s3a.multilabel.decoder.train import HeadTrainParams, head_topk, predict_head, train_head
 from s3a.multilabel.metrics import mean_average_precision
 
 
@@ -44,7 +44,7 @@ def test_resume_after_a_kill_gives_identical_results(tmp_path, monkeypatch):
     import pytest
     import torch
 
-    import s3a.multilabel.headtrain as headtrain
+    import s3a.multilabel.decoder.train as headtrain
 
     rng = np.random.default_rng(1)
     tokens = rng.normal(size=(40, 5, 12)).astype(np.float16)

@@ -8,12 +8,12 @@ import json
 import pytest
 from helpers import ML_TRAIN as TRAIN
 
-from s3a.multilabel.finetune import ImageTrainParams
-from s3a.multilabel.heads import MLDecoderParams
-from s3a.multilabel.headtrain import HeadTrainParams
-from s3a.multilabel.labels import LabelUpdateParams
+from s3a.multilabel.cdul.align import LabelUpdateParams
+from s3a.multilabel.cdul.linear import LinearParams
+from s3a.multilabel.decoder.head import MLDecoderParams
+from s3a.multilabel.decoder.train import HeadTrainParams
+from s3a.multilabel.imagetrain.network import ImageTrainParams
 from s3a.multilabel.learners import head_params, image_train_config, learner_params, linear_uses_tiles
-from s3a.multilabel.linear import LinearParams
 from s3a.multilabel.losses import AslParams
 
 
@@ -26,7 +26,7 @@ def test_defaults_equal_the_library_defaults():
 
 def test_mldecoder_image_config_splits_the_block():
     config = image_train_config(TRAIN, "mldecoder")
-    json.dumps(config)  # the --params JSON of python -m s3a.multilabel.train
+    json.dumps(config)  # the --params JSON of python -m s3a.multilabel.imagetrain
     assert set(config["mldecoder"]) == {
         "embed_dim", "heads", "ff_dim", "dropout", "query_chunk", "clip_loss_weight", "cls_loss_weight",
         "backbone", "backbone_lr",

@@ -9,20 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from s3a.multilabel.data import ImageRecord, assemble
-from s3a.multilabel.openvocab import (
-    OV_COLUMNS,
-    SCORE_COLUMNS,
-    discover_frequency,
+from s3a.multilabel.aggregate import PseudoParams, aggregate
+from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.data.tables import ImageRecord, assemble
+from s3a.multilabel.openvocab.discovery import discover_frequency
+from s3a.multilabel.openvocab.hierarchy import (
     discovery_metrics,
     evaluate_openvocab,
-    image_scores,
     label_subtrees,
     read_wordnet_hypernyms,
     subtree_scores,
-    view_topk,
 )
-from s3a.multilabel.pseudo import PseudoParams, aggregate, view_scores
+from s3a.multilabel.openvocab.scores import OV_COLUMNS, SCORE_COLUMNS, image_scores, view_topk
 
 # WordNet 3.0 data.noun format: offset lex_filenum ss_type w_cnt(hex) (word lex_id)* p_cnt (ptr)* | gloss
 DATA_NOUN = """\

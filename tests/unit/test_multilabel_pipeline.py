@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 
 from s3a.embed import EmbedParams, encode_images
-from s3a.multilabel.data import build_generated_multilabel
-from s3a.multilabel.labels import LabelUpdateParams
-from s3a.multilabel.linear import (
-    LinearParams,
-    linear_features,
-    predict_linear,
-    train_linear,
-)
+from s3a.multilabel.aggregate import PseudoParams, aggregate
+from s3a.multilabel.cdul.align import LabelUpdateParams
+from s3a.multilabel.cdul.linear import LinearParams, linear_features, predict_linear, train_linear
+from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.classifier import label_classifier, template_set
+from s3a.multilabel.data.mosaic import build_generated_multilabel
 from s3a.multilabel.metrics import EVAL_COLUMNS, evaluate_stage
-from s3a.multilabel.pseudo import PseudoParams, aggregate, label_classifier, template_set, view_scores
-from s3a.multilabel.tiles import TileParams, encode_tiles
+from s3a.multilabel.views import TileParams, encode_tiles
 
 
 def test_template_sets():

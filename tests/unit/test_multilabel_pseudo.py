@@ -7,8 +7,7 @@ import pyarrow as pa
 import pytest
 from helpers import planted_multilabel, unit
 
-from s3a.multilabel.metrics import mean_average_precision
-from s3a.multilabel.pseudo import (
+from s3a.multilabel.aggregate import (
     REPRO_SCALE,
     PseudoParams,
     ViewScores,
@@ -16,8 +15,9 @@ from s3a.multilabel.pseudo import (
     label_softmax,
     read_scores,
     scores_table,
-    view_scores,
 )
+from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.metrics import mean_average_precision
 
 
 def _random_views(seed: int = 0, n: int = 40, m: int = 9, c: int = 12, d: int = 16):

@@ -1,4 +1,4 @@
-"""The CDUL rules' step functions (s3a.multilabel.steps, s3a.multilabel.stages) on the generated
+"""The CDUL rules' step functions (s3a.multilabel.steps, s3a.multilabel.evaluate) on the generated
 multi-label set with the tiny random model, and their error cases."""
 
 from __future__ import annotations
@@ -12,33 +12,25 @@ import pytest
 from helpers import ML_TRAIN as TRAIN
 
 from s3a.embed import EmbedParams, encode_images
-from s3a.multilabel.data import build_generated_multilabel, label_matrix
-from s3a.multilabel.finetune import ImageTrainParams, build_net, save_model
-from s3a.multilabel.linear import linear_features, predict_linear
-from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
-from s3a.multilabel.pseudo import (
-    PseudoParams,
-    ViewScores,
-    aggregate,
-    label_classifier,
-    scores_table,
-    view_scores,
-)
-from s3a.multilabel.stages import evaluate_ml_stage, stage_scores
-from s3a.multilabel.steps import (
-    align_views,
-    embed_label_set,
-    embed_tiles,
-    init_pseudolabels,
+from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, scores_table
+from s3a.multilabel.cdul.linear import (
+    linear_features,
     load_linear,
-    predict_images,
+    predict_linear,
     predict_linear_step,
     save_linear,
     train_linear_step,
 )
-from s3a.multilabel.supervision import evaluate_zsl
-from s3a.multilabel.tiles import TileParams, read_tiles
-from s3a.multilabel.train import labels_table
+from s3a.multilabel.cdul.pseudolabels import init_pseudolabels, view_scores
+from s3a.multilabel.classifier import embed_label_set, label_classifier
+from s3a.multilabel.data.mosaic import build_generated_multilabel
+from s3a.multilabel.data.tables import label_matrix, labels_table
+from s3a.multilabel.decoder.zsl import evaluate_zsl
+from s3a.multilabel.evaluate import evaluate_ml_stage, stage_scores
+from s3a.multilabel.imagetrain.network import ImageTrainParams, build_net, predict_images, save_model
+from s3a.multilabel.learners import linear_settings
+from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
+from s3a.multilabel.views import TileParams, align_views, embed_tiles, read_tiles
 
 TILES = TileParams(num_workers=0)
 
@@ -132,7 +124,7 @@ def test_train_and_predict_linear(tiny_clip, world, tmp_path):
     train["linear"].update(epochs=3, batch_size=4, tiles=True)
     train["label_update"]["every"] = 1
     out = train_linear_step(
-        train, table, pseudo, ids[train_rows], glob[train_rows], tile_ids, tile_emb, w,
+        *linear_settings(train), table, pseudo, ids[train_rows], glob[train_rows], tile_ids, tile_emb, w,
         labels=data.labels, manifest=manifest, state_path=str(tmp_path / "state.pt"), progress=False,
     )  # fmt: skip
     assert out.tiles and out.head.linear.in_features == 2 * glob.shape[1]
@@ -161,13 +153,32 @@ def test_train_and_predict_linear(tiny_clip, world, tmp_path):
     # without tiles the features are the global embeddings; training on test images is refused
     train["linear"]["tiles"] = False
     plain = train_linear_step(
-        train, table, pseudo, ids[train_rows], glob[train_rows], None, None, w, progress=False
+        *linear_settings(train),
+        table,
+        pseudo,
+        ids[train_rows],
+        glob[train_rows],
+        None,
+        None,
+        w,
+        progress=False,
     )
     assert not plain.tiles and plain.head.linear.in_features == glob.shape[1]
     with pytest.raises(ValueError, match="not 'train' images"):
-        train_linear_step(train, table, pseudo, ids, glob, None, None, w, manifest=manifest, progress=False)
+        train_linear_step(
+            *linear_settings(train),
+            table,
+            pseudo,
+            ids,
+            glob,
+            None,
+            None,
+            w,
+            manifest=manifest,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="no pseudo-labels"):
-        train_linear_step(train, table, pseudo, ids, glob, None, None, w, progress=False)
+        train_linear_step(*linear_settings(train), table, pseudo, ids, glob, None, None, w, progress=False)
     other = tmp_path / "other.pt"
     save_model(
         build_net(copy.deepcopy(tiny_clip.model.visual), w, ImageTrainParams()), other, ImageTrainParams()
@@ -280,7 +291,7 @@ def test_evaluate_errors(planted):
 
 def test_read_classifier_orders_and_checks_label_index(tmp_path):
     from s3a.io import write_embeddings
-    from s3a.multilabel.steps import read_classifier
+    from s3a.multilabel.classifier import read_classifier
 
     w = np.eye(3, dtype=np.float32)
     write_embeddings(np.array([2, 0, 1]), w, tmp_path / "w.parquet", id_column="label_index")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s3a.multilabel.data import ImageRecord, assemble
+from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, pseudo_targets, scores_table
+from s3a.multilabel.data.tables import ImageRecord, assemble
+from s3a.multilabel.decoder.zsl import evaluate_zsl, gt_targets, zsl_split
 from s3a.multilabel.metrics import EVAL_COLUMNS, SUBSETS, evaluate
-from s3a.multilabel.pseudo import PseudoParams, ViewScores, aggregate, scores_table
-from s3a.multilabel.supervision import evaluate_zsl, gt_targets, pseudo_targets, zsl_split
 
 NAMES = ["a", "b", "c", "d", "e"]  # seen: a, b, c; unseen: d, e
 SEEN = [True, True, True, False, False]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-import s3a.multilabel.tiles as tiles_mod
-from s3a.multilabel.tiles import TileParams, encode_tiles, read_tiles, tile_boxes, tiles_table
+import s3a.multilabel.views as tiles_mod
+from s3a.multilabel.views import TileParams, encode_tiles, read_tiles, tile_boxes, tiles_table
 
 
 def test_tile_boxes_spec_example():

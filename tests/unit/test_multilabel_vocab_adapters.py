@@ -16,12 +16,13 @@ from test_multilabel_openvocab import DATA_NOUN, VOCAB_NAMES, VOCAB_WNIDS
 
 from s3a.io import read_table, write_embeddings, write_table
 from s3a.models import TINY_ARCH
-from s3a.multilabel.data import ImageRecord, assemble, build_multilabel
-from s3a.multilabel.headsteps import load_tokens
+from s3a.multilabel.aggregate import ViewScores, scores_table
+from s3a.multilabel.classifier import label_classifier
+from s3a.multilabel.data.registry import build_multilabel
+from s3a.multilabel.data.tables import ImageRecord, assemble, read_predictions
+from s3a.multilabel.decoder.tokens import load_tokens
 from s3a.multilabel.metrics import EVAL_COLUMNS
-from s3a.multilabel.pseudo import ViewScores, label_classifier, scores_table
-from s3a.multilabel.tables import read_predictions
-from s3a.multilabel.tiles import tiles_table
+from s3a.multilabel.views import tiles_table
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 TRAIN = {

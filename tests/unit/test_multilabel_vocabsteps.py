@@ -1,5 +1,5 @@
-"""The step functions of the CLIP-Decoder and open-vocabulary rules (``s3a.multilabel.headsteps``,
-``s3a.multilabel.vocabsteps``) on tiny inputs: tokens streamed to a memmap and read back, the head
+"""The step functions of the CLIP-Decoder and open-vocabulary rules (``s3a.multilabel.decoder.train``,
+``s3a.multilabel.openvocab.scores``) on tiny inputs: tokens streamed to a memmap and read back, the head
 trained with either supervision and rebuilt from its file, view top-k, aggregation and discovery with
 the vocabulary's ids, and the exact / hierarchical evaluation (with the missing-WordNet error)."""
 
@@ -17,30 +17,25 @@ from test_multilabel_openvocab import DATA_NOUN, VOCAB_NAMES, VOCAB_WNIDS
 
 from s3a.embed import EmbedParams
 from s3a.io import write_table
-from s3a.multilabel.data import ImageRecord, assemble
-from s3a.multilabel.heads import MLDecoderParams, encode_patch_tokens
-from s3a.multilabel.headsteps import (
-    embed_patch_tokens,
+from s3a.multilabel.aggregate import PseudoParams, ViewScores, scores_table
+from s3a.multilabel.data.tables import ImageRecord, assemble, predictions_table, read_predictions
+from s3a.multilabel.decoder.head import MLDecoderParams, encode_patch_tokens
+from s3a.multilabel.decoder.tokens import embed_patch_tokens, load_tokens
+from s3a.multilabel.decoder.train import (
+    HeadTrainParams,
     load_head_model,
-    load_tokens,
     predict_mldecoder,
     save_head_model,
+    train_head,
     train_mldecoder,
 )
-from s3a.multilabel.headtrain import HeadTrainParams, train_head
+from s3a.multilabel.evaluate import stage_scores
+from s3a.multilabel.learners import head_params as head_settings
 from s3a.multilabel.losses import AslParams
 from s3a.multilabel.metrics import EVAL_COLUMNS
-from s3a.multilabel.openvocab import discover_frequency, image_scores, view_topk
-from s3a.multilabel.pseudo import PseudoParams, ViewScores, scores_table
-from s3a.multilabel.stages import stage_scores
-from s3a.multilabel.tables import predictions_table, read_predictions
-from s3a.multilabel.vocabsteps import (
-    DISCOVERED_COLUMNS,
-    DISCOVERY_METRIC_COLUMNS,
-    evaluate_openvocab_step,
-    openvocab_labels,
-    openvocab_scores,
-)
+from s3a.multilabel.openvocab.discovery import DISCOVERED_COLUMNS, discover_frequency, openvocab_labels
+from s3a.multilabel.openvocab.hierarchy import DISCOVERY_METRIC_COLUMNS, evaluate_openvocab_step
+from s3a.multilabel.openvocab.scores import image_scores, openvocab_scores, view_topk
 
 HEAD = {"embed_dim": 16, "heads": 2, "ff_dim": 32, "dropout": 0.1, "query_chunk": 3}
 TRAIN = {
@@ -127,17 +122,15 @@ def token_world(tmp_path):
 
 def test_train_mldecoder_pseudo_and_gt_seen_match_train_head(token_world, tmp_path):
     ids, tokens, w, manifest, labels, label_set, pseudo = token_world
-    label_ids = np.array([4, 3, 2, 1, 0])  # the classifier's rows in any order: sorted by label_index
-    shuffled = w[::-1].copy()
     fit = HeadTrainParams(epochs=2, batch_size=4, lr=1e-3, weight_decay=1e-4, seed=0)
     head_params, asl = MLDecoderParams(**HEAD), AslParams()
     for supervision in ("pseudo", "gt_seen"):
         trained = train_mldecoder(
-            ids, tokens, label_ids, shuffled, TRAIN, supervision, pseudo, {"zeta": 0.5},
-            manifest, labels, label_set, device="cpu",
+            ids, tokens, w, *head_settings(TRAIN), supervision, pseudo, {"zeta": 0.5},
+            manifest, labels, label_set,
         )  # fmt: skip
         if supervision == "pseudo":
-            from s3a.multilabel.supervision import pseudo_targets
+            from s3a.multilabel.aggregate import pseudo_targets
 
             rows, cols = np.arange(12), np.arange(5)
             targets = pseudo_targets(pseudo, ids, PseudoParams(zeta=0.5))
@@ -156,9 +149,9 @@ def test_train_mldecoder_pseudo_and_gt_seen_match_train_head(token_world, tmp_pa
     save_head_model(tmp_path / "model.pt", trained)
     head, meta = load_head_model(tmp_path / "model.pt")
     assert meta["n_labels"] == 3 and meta["label_indices"].tolist() == [0, 1, 2]
-    scores = predict_mldecoder(head, tokens, label_ids, shuffled, image_chunk=5, device="cpu")
+    scores = predict_mldecoder(head, tokens, w, image_chunk=5, device="cpu")
     assert scores.shape == (12, 5) and ((scores > 0) & (scores < 1)).all()
-    expected = predict_mldecoder(trained.head, np.asarray(tokens, np.float32), np.arange(5), w, device="cpu")
+    expected = predict_mldecoder(trained.head, np.asarray(tokens, np.float32), w, device="cpu")
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
     pq_path = tmp_path / "pred.parquet"
     import pyarrow.parquet as pq
@@ -170,19 +163,19 @@ def test_train_mldecoder_pseudo_and_gt_seen_match_train_head(token_world, tmp_pa
 
 def test_train_mldecoder_errors(token_world, tmp_path):
     ids, tokens, w, manifest, labels, label_set, pseudo = token_world
-    lab = np.arange(5)
+    lab = (w, *head_settings(TRAIN))
     with pytest.raises(ValueError, match="supervision must be one of"):
-        train_mldecoder(ids, tokens, lab, w, TRAIN, "gt_all")
+        train_mldecoder(ids, tokens, *lab, "gt_all")
     with pytest.raises(ValueError, match="pseudo-label table"):
-        train_mldecoder(ids, tokens, lab, w, TRAIN, "pseudo")
+        train_mldecoder(ids, tokens, *lab, "pseudo")
     with pytest.raises(ValueError, match="manifest, labels and label_set"):
-        train_mldecoder(ids, tokens, lab, w, TRAIN, "gt_seen", manifest=manifest)
+        train_mldecoder(ids, tokens, *lab, "gt_seen", manifest=manifest)
     with pytest.raises(ValueError, match="label_space: all"):  # every label seen: no ZSL split
-        train_mldecoder(ids, tokens, lab, w, TRAIN, "gt_seen", None, None, manifest, labels,
+        train_mldecoder(ids, tokens, *lab, "gt_seen", None, None, manifest, labels,
                         label_set.assign(seen=True))  # fmt: skip
     other = scores_table(ids + 1000, ViewScores(*[np.ones((12, 5), np.float32)] * 4))
     with pytest.raises(ValueError, match="no train image with patch tokens has pseudo targets"):
-        train_mldecoder(ids, tokens, lab, w, TRAIN, "pseudo", other)
+        train_mldecoder(ids, tokens, *lab, "pseudo", other)
     torch.save({"learner": "finetune"}, tmp_path / "image.pt")
     with pytest.raises(ValueError, match="not a CLIP-Decoder head trained on patch tokens"):
         load_head_model(tmp_path / "image.pt")

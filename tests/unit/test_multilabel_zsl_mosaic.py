@@ -1,6 +1,6 @@
 """Data tier: zero-shot multi-label with the CLIP-Decoder head on real-photo mosaics.
 
-The mosaics (:func:`s3a.multilabel.data.build_mosaic`, 100 classes of ``imagenet-sample``, canvas
+The mosaics (:func:`s3a.multilabel.data.mosaic.build_mosaic`, 100 classes of ``imagenet-sample``, canvas
 336) are encoded by the weightless stand-in pixel encoder of ``test_multilabel_mosaic.py``: the 3 x 3
 tiles are the head's patch tokens (9 x 512), the class photos its label "text" embeddings. 25 of
 the 100 labels are held out as unseen (``seen`` column; the NUS-WIDE protocol in miniature): the head
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from test_multilabel_mosaic import StandIn, _photo_of
 
-from s3a.multilabel.data import build_mosaic, label_matrix
-from s3a.multilabel.heads import MLDecoderParams
-from s3a.multilabel.headtrain import HeadTrainParams, predict_head, train_head
+from s3a.multilabel.data.mosaic import build_mosaic
+from s3a.multilabel.data.tables import label_matrix
+from s3a.multilabel.decoder.head import MLDecoderParams
+from s3a.multilabel.decoder.train import HeadTrainParams, predict_head, train_head
+from s3a.multilabel.decoder.zsl import evaluate_zsl, gt_targets, zsl_split
 from s3a.multilabel.metrics import mean_average_precision
-from s3a.multilabel.supervision import evaluate_zsl, gt_targets, zsl_split
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 

@@ -382,7 +382,7 @@ def test_image_learners_start_one_process_per_gpu_of_the_job(tmp_path):
     result = run_snakemake([*args, "--", "results/shapes_ml/tiny/ml/finetune/model.pt"], work, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    command = next(line for line in output.splitlines() if "s3a.multilabel.train" in line)
+    command = next(line for line in output.splitlines() if "s3a.multilabel.imagetrain" in line)
     assert "--learner finetune" in command and "--supervision pseudo" in command
     nproc = re.search(r"--nproc_per_node=(\$\(\(.*?\)\)) ", command).group(1)
     assert subprocess.run(["bash", "-c", f"echo {nproc}"], capture_output=True, text=True).stdout == "2\n"

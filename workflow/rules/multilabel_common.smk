@@ -26,7 +26,7 @@ def ml_entry(wildcards):
 
 def ml_builder(wildcards):
     """The builder's kind and keyword arguments (with `multilabel.prompt_style` where it takes one)."""
-    from s3a.multilabel.data import builder_params
+    from s3a.multilabel.data.registry import builder_params
 
     entry = ml_entry(wildcards)
     params = dict(entry.get("params") or {})

@@ -5,7 +5,7 @@ import torch
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
 from s3a.models import ModelSpec, load_clip
-from s3a.multilabel.steps import embed_label_set
+from s3a.multilabel.classifier import embed_label_set
 
 
 def main(smk) -> None:

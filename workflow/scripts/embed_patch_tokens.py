@@ -7,7 +7,7 @@ from s3a.embed import EmbedParams
 from s3a.io import read_table
 from s3a.logs import log_to
 from s3a.models import ModelSpec, load_clip
-from s3a.multilabel.headsteps import embed_patch_tokens
+from s3a.multilabel.decoder.tokens import embed_patch_tokens
 
 
 def main(smk) -> None:

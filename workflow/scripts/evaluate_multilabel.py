@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
+from s3a.multilabel.aggregate import PseudoParams
+from s3a.multilabel.evaluate import evaluate_ml_stage
 from s3a.multilabel.metrics import EvalParams
-from s3a.multilabel.pseudo import PseudoParams
-from s3a.multilabel.stages import evaluate_ml_stage
 
 
 def main(smk) -> None:

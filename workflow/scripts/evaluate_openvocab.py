@@ -3,7 +3,7 @@ against the dataset's labels, with the discovery recall and precision."""
 
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.vocabsteps import evaluate_openvocab_step
+from s3a.multilabel.openvocab.hierarchy import evaluate_openvocab_step
 
 
 def main(smk) -> None:

@@ -4,9 +4,10 @@ import torch
 
 from s3a.io import read_embeddings, write_table
 from s3a.logs import log_to
-from s3a.multilabel.pseudo import PseudoParams
-from s3a.multilabel.steps import init_pseudolabels, read_classifier
-from s3a.multilabel.tiles import read_tiles
+from s3a.multilabel.aggregate import PseudoParams
+from s3a.multilabel.cdul.pseudolabels import init_pseudolabels
+from s3a.multilabel.classifier import read_classifier
+from s3a.multilabel.views import read_tiles
 
 
 def main(smk) -> None:

@@ -5,7 +5,8 @@ import torch
 
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.vocabsteps import openvocab_labels, read_views
+from s3a.multilabel.openvocab.discovery import openvocab_labels
+from s3a.multilabel.openvocab.scores import read_views
 
 
 def main(smk) -> None:

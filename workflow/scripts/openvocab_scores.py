@@ -4,7 +4,7 @@ import torch
 
 from s3a.io import read_embeddings, write_table
 from s3a.logs import log_to
-from s3a.multilabel.vocabsteps import openvocab_scores, read_views
+from s3a.multilabel.openvocab.scores import openvocab_scores, read_views
 
 
 def main(smk) -> None:

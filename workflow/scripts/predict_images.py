@@ -4,7 +4,7 @@ import torch
 
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.steps import predict_images
+from s3a.multilabel.imagetrain.network import predict_images
 
 
 def main(smk) -> None:

@@ -2,10 +2,12 @@
 
 import torch
 
-from s3a.io import read_embeddings, write_table
+from s3a.io import write_table
 from s3a.logs import log_to
-from s3a.multilabel.headsteps import load_head_model, load_tokens, predict_mldecoder
-from s3a.multilabel.tables import predictions_table
+from s3a.multilabel.classifier import read_classifier
+from s3a.multilabel.data.tables import predictions_table
+from s3a.multilabel.decoder.tokens import load_tokens
+from s3a.multilabel.decoder.train import load_head_model, predict_mldecoder
 
 
 def main(smk) -> None:
@@ -13,8 +15,7 @@ def main(smk) -> None:
         torch.set_num_threads(smk.threads)
         head, _ = load_head_model(smk.input.model)
         image_ids, tokens = load_tokens(smk.input.tokens, smk.input.ids)
-        label_ids, classifier = read_embeddings(smk.input.classifier, id_column="label_index")
-        scores = predict_mldecoder(head, tokens, label_ids, classifier)
+        scores = predict_mldecoder(head, tokens, read_classifier(smk.input.classifier))
         write_table(predictions_table(image_ids, scores), smk.output[0])
         log.info("mldecoder scores: %d images x %d labels", *scores.shape)
 

@@ -2,7 +2,7 @@
 
 from s3a.io import write_table
 from s3a.logs import log_to
-from s3a.multilabel.data import build_multilabel
+from s3a.multilabel.data.registry import build_multilabel
 
 
 def main(smk) -> None:

@@ -5,20 +5,23 @@ import torch
 
 from s3a.io import read_embeddings, read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.learners import linear_uses_tiles
-from s3a.multilabel.pseudo import PseudoParams
-from s3a.multilabel.steps import read_classifier, save_linear, train_linear_step
-from s3a.multilabel.tiles import read_tiles
+from s3a.multilabel.aggregate import PseudoParams
+from s3a.multilabel.cdul.linear import save_linear, train_linear_step
+from s3a.multilabel.classifier import read_classifier
+from s3a.multilabel.learners import linear_settings
+from s3a.multilabel.views import read_tiles
 
 
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         torch.set_num_threads(smk.threads)
-        train = dict(smk.params.train)
+        params, update, tiles = linear_settings(dict(smk.params.train))
         image_ids, global_emb = read_embeddings(smk.input.embeddings)
-        tile_ids, tile_emb = read_tiles(smk.input.tiles) if linear_uses_tiles(train) else (None, None)
+        tile_ids, tile_emb = read_tiles(smk.input.tiles) if tiles else (None, None)
         out = train_linear_step(
-            train,
+            params,
+            update,
+            tiles,
             pq.read_table(smk.input.pseudo),
             PseudoParams(**smk.params.pseudo),
             image_ids,

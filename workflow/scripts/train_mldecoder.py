@@ -4,23 +4,25 @@ seen labels' ground truth), resumable; writes the head file and its per-epoch hi
 import pyarrow.parquet as pq
 import torch
 
-from s3a.io import read_embeddings, read_table, write_table
+from s3a.device import pick_device
+from s3a.io import read_table, write_table
 from s3a.logs import log_to
-from s3a.multilabel.headsteps import load_tokens, save_head_model, train_mldecoder
+from s3a.multilabel.classifier import read_classifier
+from s3a.multilabel.decoder.tokens import load_tokens
+from s3a.multilabel.decoder.train import save_head_model, train_mldecoder
+from s3a.multilabel.learners import head_params
 
 
 def main(smk) -> None:
     with log_to(smk.log[0]) as log:
         torch.set_num_threads(smk.threads)
         token_ids, tokens = load_tokens(smk.input.tokens, smk.input.ids)
-        label_ids, classifier = read_embeddings(smk.input.classifier, id_column="label_index")
         supervision = smk.params.supervision
         trained = train_mldecoder(
             token_ids,
             tokens,
-            label_ids,
-            classifier,
-            dict(smk.params.train),
+            read_classifier(smk.input.classifier),
+            *head_params(dict(smk.params.train), device=str(pick_device(None))),
             supervision,
             pseudo_table=pq.read_table(smk.input.pseudo) if supervision == "pseudo" else None,
             pseudo=dict(smk.params.pseudo),

@@ -56,7 +56,7 @@ __all__ = [
 
 DECODERS = ("pil", "fast", "gpu")
 #: the builders of s3a.data.DATASETS (a test keeps the two in step; importing s3a.data here would load
-#: PIL into every step that reads its parameters), then the multi-label ones of s3a.multilabel.data
+#: PIL into every step that reads its parameters), then the multi-label ones of s3a.multilabel.data.registry
 S3A_KINDS = (
     "imagenet1k", "imagenet100", "living17", "nonliving26", "entity13", "entity30", "stanford_dogs",
     "caltech101", "cifar100", "oxford_pet", "imagefolder", "generated", "folder",
@@ -234,7 +234,7 @@ _OVERRIDE = {"default": {}}
 class DatasetEntry(Block):
     """One dataset: a short name (used in result paths) -> how to build its manifest."""
 
-    kind: Literal[DATASET_KINDS] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation); voc2007, voc2012, coco2014, nuswide, mosaic and generated_multilabel are multi-label datasets (s3a.multilabel.data), which run the steps of the `multilabel` block instead of S3A's.")  # type: ignore[valid-type]  # fmt: skip
+    kind: Literal[DATASET_KINDS] = Field(description="Dataset builder from s3a.data.DATASETS; `folder` = unlabeled images (names and a gallery, no evaluation); voc2007, voc2012, coco2014, nuswide, mosaic and generated_multilabel are multi-label datasets (s3a.multilabel.data.registry), which run the steps of the `multilabel` block instead of S3A's.")  # type: ignore[valid-type]  # fmt: skip
     setting: Literal["standard", "zsl"] = Field("standard", description="Multi-label datasets only: zsl = also evaluate the zero-shot protocol (labels with seen = false are unseen: ZSL rows over them, GZSL rows over all); needed by multilabel.train.supervision gt_seen (NUS-WIDE with params.label_space: all).")  # fmt: skip
     params: dict[str, Any] = Field({}, description="Keyword arguments of the builder (root, download, seed, ...); see its docstring.")  # fmt: skip
     k: Annotated[int, Ge(2), _NO_BOOL] | Literal["auto"] = Field("auto", description="Number of classes for discovery: an integer, or 'auto' (the default) to estimate it (spec section 4).")  # fmt: skip

@@ -1,10 +1,10 @@
 """The ``multilabel`` config block: the multi-label task (CDUL pseudo-labels, gradient alignment, the
 CLIP-Decoder head, open-vocabulary multi-label), one typed model per sub-block.
 
-The library's parameter objects (:class:`s3a.multilabel.tiles.TileParams`,
-:class:`~s3a.multilabel.pseudo.PseudoParams`, :class:`~s3a.multilabel.labels.LabelUpdateParams`,
-:class:`~s3a.multilabel.linear.LinearParams`, :class:`~s3a.multilabel.finetune.ImageTrainParams`,
-:class:`~s3a.multilabel.heads.MLDecoderParams`, :class:`~s3a.multilabel.headtrain.HeadTrainParams`,
+The library's parameter objects (:class:`s3a.multilabel.views.TileParams`,
+:class:`~s3a.multilabel.aggregate.PseudoParams`, :class:`~s3a.multilabel.cdul.align.LabelUpdateParams`,
+:class:`~s3a.multilabel.cdul.linear.LinearParams`, :class:`~s3a.multilabel.imagetrain.network.ImageTrainParams`,
+:class:`~s3a.multilabel.decoder.head.MLDecoderParams`, :class:`~s3a.multilabel.decoder.train.HeadTrainParams`,
 :class:`~s3a.multilabel.losses.AslParams`, :class:`~s3a.multilabel.metrics.EvalParams`) are built from
 these blocks by :mod:`s3a.multilabel.learners`; a test keeps the defaults of both equal.
 """
@@ -34,7 +34,7 @@ __all__ = [
     "Tiles",
 ]
 
-#: the builders of s3a.multilabel.data.BUILDERS (a test keeps the two in step)
+#: the builders of s3a.multilabel.data.registry.BUILDERS (a test keeps the two in step)
 MULTILABEL_KINDS = ("voc2007", "voc2012", "coco2014", "nuswide", "mosaic", "generated_multilabel")
 LEARNERS = ("linear", "finetune", "mldecoder")
 _POSITIVE_INT = Annotated[int, Ge(1)]

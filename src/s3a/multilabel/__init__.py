@@ -10,7 +10,7 @@ Modules (see ``MULTILABEL_SPEC.md`` and ``README.md`` beside this file):
 * :mod:`.linear` — the ``linear`` learner: a logistic head on cached embeddings (spec 6);
 * :mod:`.finetune`, :mod:`.imageloop`, :mod:`.train` — the image learners ``finetune`` (CLIP visual
   encoder + linear head) and ``mldecoder`` with a trainable backbone (layer decay): one DDP loop with
-  latent-label updates and resume, ``python -m s3a.multilabel.train``, ``predict_finetuned`` (spec 6, 7);
+  latent-label updates and resume, ``python -m s3a.multilabel.imagetrain``, ``predict_finetuned`` (spec 6, 7);
 * :mod:`.learners`, :mod:`.steps`, :mod:`.stages` — the workflow glue: ``multilabel.train`` -> parameters,
   one step per CDUL rule, the evaluation of a stage;
 * :mod:`.metrics` — mAP, CP/CR/CF1, OP/OR/OF1, top-K P/R/F1 and the evaluation subsets (spec 9);

@@ -15,16 +15,19 @@ The config groups the settings by learner (the models of :mod:`s3a.config.multil
                   backbone, backbone_lr, epochs, batch_size, lr, weight_decay, layer_decay, augment,
                   num_workers}
 
-while the library's dataclasses are flat per learner: :class:`~s3a.multilabel.linear.LinearParams`
-(+ :class:`~s3a.multilabel.labels.LabelUpdateParams`), :class:`~s3a.multilabel.finetune.ImageTrainParams`
-(the image learners; :meth:`~s3a.multilabel.finetune.ImageTrainParams.from_config` reads the flat
+while the library's dataclasses are flat per learner: :class:`~s3a.multilabel.cdul.linear.LinearParams`
+(+ :class:`~s3a.multilabel.cdul.align.LabelUpdateParams`),
+:class:`~s3a.multilabel.imagetrain.network.ImageTrainParams`
+(the image learners; :meth:`~s3a.multilabel.imagetrain.network.ImageTrainParams.from_config` reads the flat
 dict of :func:`image_train_config`) and, for the decoder head on cached patch tokens,
-:class:`~s3a.multilabel.headtrain.HeadTrainParams`, :class:`~s3a.multilabel.heads.MLDecoderParams`
+:class:`~s3a.multilabel.decoder.train.HeadTrainParams`, :class:`~s3a.multilabel.decoder.head.MLDecoderParams`
 and :class:`~s3a.multilabel.losses.AslParams`.
 
 A key missing from the slice takes the library default of the learner it belongs to (the
 ``mldecoder`` preset of epochs, batch size, lr and weight decay is :class:`HeadTrainParams`'s);
-an unknown learner or key is a ``ValueError`` naming it.
+an unknown learner or key is a ``ValueError`` naming it. The rules' adapters read the config here
+(:func:`linear_settings`, :func:`head_params`, :func:`image_train_config`) and hand typed parameters
+to CDUL and the decoder, which never read the config themselves.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3a.config.multilabel import LEARNERS as ALL_LEARNERS
-from s3a.multilabel.finetune import BACKBONE_KEYS, ImageTrainParams
-from s3a.multilabel.heads import MLDecoderParams
-from s3a.multilabel.headtrain import HeadTrainParams
-from s3a.multilabel.labels import LabelUpdateParams
-from s3a.multilabel.linear import LinearParams
+from s3a.multilabel.cdul.align import LabelUpdateParams
+from s3a.multilabel.cdul.linear import LinearParams
+from s3a.multilabel.decoder.head import MLDecoderParams
+from s3a.multilabel.decoder.train import HeadTrainParams
+from s3a.multilabel.imagetrain.network import BACKBONE_KEYS, ImageTrainParams
 from s3a.multilabel.losses import AslParams
 
 __all__ = [
@@ -132,9 +135,16 @@ def linear_uses_tiles(train: Mapping[str, Any]) -> bool:
     return bool(_block(train, "linear").get("tiles", False))
 
 
+def linear_settings(train: Mapping[str, Any]) -> tuple[LinearParams, LabelUpdateParams, bool]:
+    """``(LinearParams, LabelUpdateParams, tiles)`` of the ``linear`` learner: the arguments of
+    :func:`s3a.multilabel.cdul.linear.train_linear_step` (rule ``train_linear``)."""
+    params, update = learner_params(train, "linear")
+    return params, update, linear_uses_tiles(train)
+
+
 def image_train_config(train: Mapping[str, Any], learner: str) -> dict[str, Any]:
     """The flat dict :meth:`ImageTrainParams.from_config` accepts (the ``--params`` JSON of
-    ``python -m s3a.multilabel.train``) for ``finetune`` or ``mldecoder``.
+    ``python -m s3a.multilabel.imagetrain``) for ``finetune`` or ``mldecoder``.
 
     ``finetune``: its block's keys at the top level and ``label_every`` as ``label_update.every``.
     ``mldecoder``: the architecture and backbone keys in the ``mldecoder`` sub-dict, the rest at
@@ -163,7 +173,7 @@ def head_params(
     train: Mapping[str, Any], device: str = "cpu"
 ) -> tuple[HeadTrainParams, MLDecoderParams, AslParams]:
     """``(HeadTrainParams, MLDecoderParams, AslParams)`` of the ``mldecoder`` head trained on cached
-    patch tokens (:func:`s3a.multilabel.headtrain.train_head`): the block's epochs, batch_size, lr,
+    patch tokens (:func:`s3a.multilabel.decoder.train.train_head`): the block's epochs, batch_size, lr,
     weight_decay and the shared seed; its architecture keys; the shared ``asl``. The image-only
     keys (backbone, backbone_lr, layer_decay, augment, num_workers) are not used on this path."""
     block = _block(train, "mldecoder")

@@ -2,7 +2,7 @@
 
 * :func:`network_loss` — a learner's ``net_loss`` on its latent labels: ``bce``, ``asl`` or
   ``kl_softmax`` (the CDUL reproduction), returning the loss and the predictions ``p`` that the
-  latent-label update (:func:`s3a.multilabel.labels.label_step`) reads.
+  latent-label update (:func:`s3a.multilabel.cdul.align.label_step`) reads.
 * :func:`asymmetric_loss` — ASL as ML-Decoder trains it: ``p = σ(x)``, the negatives' probability
   shifted by the margin ``m`` (``q = min(1, 1 − p + m)``),
   ``L = −Σ [y·log p + (1−y)·log q] · (1 − p_t)^{γ+·y + γ−·(1−y)}`` with ``p_t = y·p + (1−y)·q``;
@@ -12,7 +12,7 @@
 * :func:`alignment_loss` — ``L_clip = mean_i −(1/|P_i|) Σ_{c∈P_i} log softmax_c(κ·⟨v_i, q_c⟩)``
   over the label set, ``P_i`` = labels with target ≥ 0.5, images without such a label left out;
   ``v_i`` (pooled projected memory) and ``q_c`` (projected queries) are unit vectors in the
-  head's E-space (:meth:`s3a.multilabel.heads.CLIPDecoderHead.align_embeddings`), so the term trains
+  head's E-space (:meth:`s3a.multilabel.decoder.head.CLIPDecoderHead.align_embeddings`), so the term trains
   both projections even when the backbone is frozen.
 
 Cost: all are O(B·C) on top of a ``(B, E) x (E, C)`` product for the alignment term (trivial next to

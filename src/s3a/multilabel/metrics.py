@@ -14,7 +14,7 @@ large objects in the ``small`` subset). Values are percentages.
 
 Cost: dense ``(N, C)`` inputs, float64 scores (every stage hands them over as float64: a float32
 softmax or sigmoid score within 6e-8 of 1 rounds to 1.0 and ties, see
-:mod:`s3a.multilabel.pseudo`) — COCO val 40k x 80 (26 MB), NUS-WIDE test ~83k x 1,006 (0.67 GB);
+:mod:`s3a.multilabel.aggregate`) — COCO val 40k x 80 (26 MB), NUS-WIDE test ~83k x 1,006 (0.67 GB);
 AP sorts each column once (N log N per label). Never used over the 20K vocabulary.
 """
 
@@ -228,10 +228,11 @@ def evaluate_stage(
     **keys: str,
 ) -> pd.DataFrame:
     """Metrics rows (:data:`EVAL_COLUMNS`) of one stage and split from a ``labels`` and a
-    ``label_set`` table (:mod:`s3a.multilabel.data`): ``scores`` ``(N, C)`` for ``image_ids`` ``(N,)``.
+    ``label_set`` table (:mod:`s3a.multilabel.data.tables`): ``scores`` ``(N, C)`` for ``image_ids``
+    ``(N,)``.
 
     Difficult-only positives are masked in every subset; ``small`` needs instance areas."""
-    from s3a.multilabel.data import label_matrix
+    from s3a.multilabel.data.tables import label_matrix
 
     y, difficult, area = label_matrix(labels, image_ids, len(label_set))
     seen = label_set["seen"].to_numpy(dtype=bool)

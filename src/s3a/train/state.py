@@ -42,7 +42,7 @@ def seed_everything(seed: int, epoch: int, rank: int) -> int:
 class SavedState:
     """Save/load of a resume-state dataclass with a ``fingerprint`` field (a plain dict of its fields,
     written atomically; a state of another run is ignored on load). :class:`ResumeState` and the
-    multi-label image learners' state (:mod:`s3a.multilabel.imageloop`) use it."""
+    multi-label image learners' state (:mod:`s3a.multilabel.imagetrain.loop`) use it."""
 
     fingerprint: str
 

@@ -10,8 +10,8 @@ The S3A analogue of discovering a dataset's label set, on *views* instead of ima
    name among those selected, ``vote.n_iter`` times (:func:`s3a.discover.vote.cluster_vote`).
 
 The discovered label set is the names that hold at least one view after the last re-assignment
-(at most ``n_labels``), in the columns of :func:`s3a.multilabel.openvocab.discover_frequency`
-(``rank, vocab_index, score_sum, n_images``) so :func:`~s3a.multilabel.openvocab.discovery_metrics`
+(at most ``n_labels``), in the columns of :func:`s3a.multilabel.openvocab.discovery.discover_frequency`
+(``rank, vocab_index, score_sum, n_images``) so :func:`~s3a.multilabel.openvocab.hierarchy.discovery_metrics`
 and the ``label_set.parquet`` writer take either. Here ``score_sum`` is the number of views that
 hold the name (one vote each) and ``n_images`` the images with at least one such view.
 
@@ -21,11 +21,16 @@ vote iteration ``2·P·k·D`` plus a ``k x k'`` Hungarian. Memory: the ``(P, D)`
 tiles alone are a view of the tile array; with the global view too, a copy). ImageNet-1K train
 with 9 tiles and the global view is 12.8M views (26 GB at D = 512) and ~260 TFLOP of top-1: pass
 ``max_points`` (e.g. 1M views, 2 GB) to discover from a sample.
+
+The other discovery, ``frequency``, is :func:`discover_frequency` (the n names with the largest
+``Σ_i score``); :func:`openvocab_labels` is the rule ``openvocab_labels``, which runs the configured
+one and writes ``ml/openvocab/label_set.parquet`` (columns :data:`DISCOVERED_COLUMNS`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -33,8 +38,16 @@ import pandas as pd
 from s3a.classify import zero_shot
 from s3a.discover.cluster import KMeansParams, kmeans
 from s3a.discover.vote import VoteParams, cluster_vote
+from s3a.multilabel.aggregate import PseudoParams
+from s3a.multilabel.openvocab.scores import image_scores, vocab_rows
 
-__all__ = ["view_points", "discover_cluster_vote"]
+__all__ = [
+    "view_points",
+    "discover_cluster_vote",
+    "openvocab_labels",
+    "discover_frequency",
+    "DISCOVERED_COLUMNS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +90,7 @@ def discover_cluster_vote(
         global_emb: ``(N, D)`` unit global embeddings, or ``None`` (tiles only).
         tile_emb: ``(N, M, D)`` unit tile embeddings, or ``None`` (global views only).
         vocab_classifier: ``(V, D)`` unit vocabulary text embeddings; row ``v`` is ``vocab_index`` v,
-            as in :func:`s3a.multilabel.openvocab.view_topk`.
+            as in :func:`s3a.multilabel.openvocab.scores.view_topk`.
         n_labels: k, the clusters and so the most names discovered (``openvocab.n_labels``).
         kmeans_params: k-means settings (``None``: the official 5.1 call, ``discover.kmeans``).
         vote_params: vote iterations (``None``: 3, ``discover.vote``).
@@ -118,3 +131,81 @@ def discover_cluster_vote(
     out.insert(0, "rank", np.arange(len(out), dtype=np.int64))
     log.info("cluster-vote discovery: %d views in %d clusters -> %d names", len(points), n_labels, len(out))
     return out.astype({"score_sum": np.float64, "n_images": np.int64}).reset_index(drop=True)
+
+
+DISCOVERED_COLUMNS = ("rank", "vocab_index", "score_sum", "n_images")
+
+
+def _empty_discovered() -> pd.DataFrame:
+    types = {"rank": np.int64, "vocab_index": np.int64, "score_sum": np.float64, "n_images": np.int64}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in types.items()})
+
+
+def openvocab_labels(
+    views: pd.DataFrame,
+    openvocab: Mapping,
+    pseudo: Mapping | None = None,
+    global_emb: np.ndarray | None = None,
+    tile_emb: np.ndarray | None = None,
+    vocab_ids: np.ndarray | None = None,
+    vocab_classifier: np.ndarray | None = None,
+    kmeans: Mapping | None = None,
+    vote: Mapping | None = None,
+    device: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rule ``openvocab_labels``: ``(scores, discovered)``.
+
+    ``scores`` = :func:`~s3a.multilabel.openvocab.scores.image_scores` of the view table (M = the tile views
+    it holds) under the ``multilabel.pseudo`` aggregation. ``discovered`` (:data:`DISCOVERED_COLUMNS`)
+    by ``openvocab.discovery``: ``none`` (no rows), ``frequency``
+    (:func:`~s3a.multilabel.openvocab.discovery.discover_frequency` of the scores) or ``cluster_vote``
+    (:func:`~s3a.multilabel.openvocab.discovery.discover_cluster_vote` on the tile views, ``views: all`` adds
+    the global ones; ``max_points``, ``discover.kmeans``/``discover.vote``), ``n_labels`` names.
+
+    Raises:
+        ValueError: unknown discovery, discovery without ``n_labels``, cluster_vote without embeddings.
+    """
+    ids = views["view"].to_numpy()
+    n_tiles = int(ids.max()) + 1 if len(ids) and ids.max() >= 0 else 0
+    scores = image_scores(views, n_tiles, PseudoParams(**(pseudo or {})))
+    how, n_labels = openvocab.get("discovery", "none"), openvocab.get("n_labels")
+    if how == "none":
+        return scores, _empty_discovered()
+    if how not in ("frequency", "cluster_vote"):
+        raise ValueError(f"openvocab.discovery must be none, frequency or cluster_vote, got {how!r}")
+    if n_labels is None:
+        raise ValueError(f"openvocab.discovery {how} needs openvocab.n_labels (the names to discover)")
+    if how == "frequency":
+        return scores, discover_frequency(scores, int(n_labels))
+    if vocab_ids is None or vocab_classifier is None or tile_emb is None:
+        raise ValueError("cluster_vote discovery needs the tile embeddings and the vocabulary classifier")
+    from s3a.discover.cluster import KMeansParams
+    from s3a.discover.vote import VoteParams
+
+    vocab_ids, vocab_classifier = vocab_rows(vocab_ids, vocab_classifier)
+    which = openvocab.get("views", "tiles")
+    if which not in ("tiles", "all"):
+        raise ValueError(f"openvocab.views must be tiles or all, got {which!r}")
+    found = discover_cluster_vote(
+        global_emb if which == "all" else None,
+        tile_emb,
+        vocab_classifier,
+        int(n_labels),
+        KMeansParams(**(kmeans or {})),
+        VoteParams(**(vote or {})),
+        openvocab.get("max_points"),
+        device,
+    )
+    found["vocab_index"] = vocab_ids[found["vocab_index"].to_numpy()]
+    return scores, found
+
+
+def discover_frequency(scores: pd.DataFrame, n_labels: int) -> pd.DataFrame:
+    """Label discovery by frequency: the ``n_labels`` names with the largest ``Σ_i score`` (ties by
+    vocab_index): ``rank, vocab_index, score_sum, n_images`` (images keeping the name)."""
+    if n_labels < 1:
+        raise ValueError(f"openvocab.n_labels must be >= 1, got {n_labels}")
+    agg = scores.groupby("vocab_index")["score"].agg(score_sum="sum", n_images="count").reset_index()
+    agg = agg.sort_values(["score_sum", "vocab_index"], ascending=[False, True], kind="stable").head(n_labels)
+    agg.insert(0, "rank", np.arange(len(agg), dtype=np.int64))
+    return agg.reset_index(drop=True)

@@ -14,7 +14,7 @@ stage              ``scores`` table                           scores evaluated
 ``<L>`` is a learner (``linear``, ``finetune``, ``mldecoder``). The softmax stages (``zs_*``,
 ``pseudo_train``) are not thresholded (CP..OF1 NaN). Subsets: ``all``, plus ``small`` when some
 positive's largest instance is under ``small_area_px``; with ``setting: zsl`` also ``seen`` and the ZSL
-(subset ``unseen``) and GZSL (subset ``gzsl``) rows of :func:`s3a.multilabel.supervision.evaluate_zsl`.
+(subset ``unseen``) and GZSL (subset ``gzsl``) rows of :func:`s3a.multilabel.decoder.zsl.evaluate_zsl`.
 For the ZSL row of a softmax stage the scores of the unseen labels are renormalised per image (for
 ``zs_global`` this is exactly the softmax over the unseen labels; for the aggregated stages it is the
 renormalised aggregate).
@@ -32,10 +32,10 @@ import pandas as pd
 import pyarrow as pa
 
 from s3a.config.multilabel import LEARNERS as ALL_LEARNERS
+from s3a.multilabel.aggregate import PseudoParams, aggregate, read_scores
+from s3a.multilabel.data.tables import check_split, list_matrix
+from s3a.multilabel.decoder.zsl import evaluate_zsl
 from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
-from s3a.multilabel.pseudo import PseudoParams, aggregate, read_scores
-from s3a.multilabel.supervision import evaluate_zsl
-from s3a.multilabel.tables import check_split, list_matrix
 
 __all__ = ["ZS_STAGES", "SETTINGS", "stage_names", "stage_scores", "evaluate_ml_stage"]
 

@@ -1,41 +1,43 @@
-"""CDUL pseudo-label initialisation: global-local aggregation of CLIP label scores (spec 5).
+"""The global-local aggregation of CDUL (spec 5), its table and its training targets.
 
-Per image, with a softmax over the C labels of the label set::
+Per image, with a softmax over the C names of a label set::
 
     S_g = softmax(τ · W z)          S_j = softmax(τ · W z_j), j = 1..M (tiles)
     α = max_j S_j   β = min_j S_j   γ = 1[α ≥ ζ]   S_agg = γ ⊙ α + (1 − γ) ⊙ β
     S_final = ½ (S_g + S_agg + λ · |S_g − S_agg|)
 
+:func:`aggregate` computes ``S_agg`` and ``S_final`` from the :class:`ViewScores` (``S_g``, ``α``,
+``β`` and the tile mean), so any (ζ, λ, ``local_reduce``) is re-derived without the embeddings.
+:func:`scores_table` / :func:`read_scores` are the ``ml/pseudo/{split}`` table;
+:func:`pseudo_targets` turns it into the training targets of every learner (``supervision:
+pseudo``). Shared by CDUL's pseudo-labels (:mod:`s3a.multilabel.cdul.pseudolabels`), the open
+vocabulary (:mod:`s3a.multilabel.openvocab.scores`, on each image's kept names) and the decoder.
+
 ``τ`` is the temperature (``100``: CLIP's logit scale) or ``"repro"``: the public CDUL
 reimplementation divides cosines by CLIP's *raw* ``logit_scale`` parameter (ln 100 ≈ 4.605), which
 leaves every score within a few thousandths of ``1/C``; then every ``ζ ≥ 1/C + ε`` gives
-``S_agg = β``. :func:`view_scores` keeps ``S_g``, ``α``, ``β`` and the tile mean so that
-:func:`aggregate` re-derives any (ζ, λ, reduction) without touching the embeddings.
+``S_agg = β``.
 
 Precision: every score is a float64 probability, from the softmax to the stored table. At CLIP's
 scale of 100 a softmax score within 6e-8 of 1 rounds to exactly 1.0 in float32, so an absent label
 that one tile matches strongly ties with the true positives and the ranking (hence every mAP, ties
 grouped) is lost: on MULTILABEL_SPEC 11.1's distractor simulation float32 gives mAP(α) 71-73 and
 S_final 89-90 where float64 gives the spec's 82-86 and 94-95. A label leading all others by a cosine
-gap δ scores about ``1 − e^(−τδ)``: float32 saturates from δ ≈ 0.17 at τ = 100 (a confident CLIP
-tile reaches that), float64 from δ ≈ 0.37 (``e^-37 ≈ 1e-16``). The cosines themselves are float32
-products (the embeddings' precision).
+gap δ scores about ``1 − e^(−τδ)``: float32 saturates from δ ≈ 0.17 at τ = 100, float64 from
+δ ≈ 0.37 (``e^-37 ≈ 1e-16``).
 
-Cost at full scale (COCO train 82k images, C = 80, M = 9, D = 512): one ``(chunk·M, D) x (D, C)``
-product per chunk, ~3 GFLOP in all (seconds on a CPU); memory ``chunk · M · C`` float64 per chunk
-(4096 x 9 x 80: 24 MB) plus the four ``(N, C)`` float64 outputs, ``32 · N · C`` bytes (COCO train
-4 x 53 MB; the 120k-image x 80-label reference size 4 x 77 MB) and the two of :func:`aggregate`.
-With the 20K-name vocabulary use ``openvocab`` (top-k per view), never these dense ``(N, C)``
-tables.
+Cost: :func:`aggregate` is elementwise on the ``(N, C)`` float64 matrices (COCO train 82k x 80: 53 MB
+each; two outputs). With the 20K-name vocabulary the open-vocabulary path aggregates per image over
+its kept names instead, never a dense ``(N, |V|)`` table.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 __all__ = [
@@ -45,12 +47,10 @@ __all__ = [
     "logit_scale",
     "label_softmax",
     "ViewScores",
-    "view_scores",
     "aggregate",
     "scores_table",
     "read_scores",
-    "template_set",
-    "label_classifier",
+    "pseudo_targets",
 ]
 
 #: what the CDUL reproduction multiplies cosines by: 1 / CLIP's raw logit_scale parameter ln(100)
@@ -117,41 +117,6 @@ class ViewScores:
     s_mean: np.ndarray
 
 
-def view_scores(
-    global_emb: np.ndarray,
-    tile_emb: np.ndarray,
-    classifier: np.ndarray,
-    params: PseudoParams = PseudoParams(),
-) -> ViewScores:
-    """Softmax label scores of the global view and the tile reductions, in chunks of images; the
-    four ``(N, C)`` outputs are float64 (``32 · N · C`` bytes; module docstring).
-
-    Args:
-        global_emb: ``(N, D)`` unit global embeddings.
-        tile_emb: ``(N, M, D)`` unit tile embeddings (rows aligned with ``global_emb``).
-        classifier: ``(C, D)`` unit label text embeddings ``W``.
-    """
-    n, m, d = tile_emb.shape
-    if global_emb.shape != (n, d) or classifier.shape[1] != d:
-        raise ValueError(
-            f"shapes disagree: global {global_emb.shape}, tiles {tile_emb.shape}, W {classifier.shape}"
-        )
-    scale = logit_scale(params.temperature)
-    w = np.asarray(classifier, dtype=np.float32).T
-    c = w.shape[1]
-    out = {k: np.empty((n, c), np.float64) for k in ("g", "a", "b", "m")}
-    for s in range(0, n, params.chunk):
-        e = min(n, s + params.chunk)
-        out["g"][s:e] = label_softmax(np.asarray(global_emb[s:e], np.float32) @ w, scale)
-        tiles = label_softmax(
-            (np.asarray(tile_emb[s:e], np.float32).reshape(-1, d) @ w).reshape(e - s, m, c), scale
-        )
-        out["a"][s:e] = tiles.max(axis=1)
-        out["b"][s:e] = tiles.min(axis=1)
-        out["m"][s:e] = tiles.mean(axis=1)
-    return ViewScores(out["g"], out["a"], out["b"], out["m"])
-
-
 def aggregate(scores: ViewScores, params: PseudoParams = PseudoParams()) -> tuple[np.ndarray, np.ndarray]:
     """``(S_agg, S_final)``, each ``(N, C)`` float64, from stored view scores (no embeddings needed).
 
@@ -214,25 +179,18 @@ def read_scores(table: pa.Table) -> tuple[np.ndarray, ViewScores, np.ndarray]:
     return table.column("image_id").to_numpy().astype(np.int64), views, col("s_final")
 
 
-def template_set(name: str) -> tuple[str, ...]:
-    """Prompt templates of ``multilabel.templates``: ``cdul`` = the single ``"a photo of a {}."``
-    (the CDUL reproduction's prompt, the default for parity) or any set of :data:`s3a.vocab.TEMPLATES`
-    (``imagenet7`` recommended)."""
-    from s3a.vocab import TEMPLATES
+def pseudo_targets(table: pa.Table, image_ids: np.ndarray, params: PseudoParams | None = None) -> np.ndarray:
+    """``(n, C)`` float32 CDUL pseudo-labels of ``image_ids`` from an ``ml/pseudo/{split}`` table:
+    its stored ``s_final``, or re-aggregated under ``params`` (any ζ, λ, reduction).
 
-    if name == "cdul":
-        return ("a photo of a {}.",)
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown template set {name!r}; expected 'cdul' or one of {sorted(TEMPLATES)}")
-    return TEMPLATES[name]
-
-
-def label_classifier(
-    model, tokenizer: Callable, prompts: Sequence[str], templates: str = "cdul", batch_size: int = 1024
-) -> np.ndarray:
-    """``W``: ``(C, D)`` unit rows for the label set's ``prompt`` column (spec 3), through
-    :func:`s3a.embed.text_classifier` (C x templates prompts, ``batch_size`` prompts per forward;
-    trivial cost for C <= 1,006)."""
-    from s3a.embed import text_classifier
-
-    return text_classifier(model, tokenizer, list(prompts), template_set(templates), batch_size)
+    Raises:
+        ValueError: an image id is not in the table.
+    """
+    ids, views, final = read_scores(table)
+    if params is not None:
+        _, final = aggregate(views, params)
+    pos = pd.Index(ids).get_indexer(np.asarray(image_ids, dtype=np.int64))
+    if (pos < 0).any():
+        missing = np.asarray(image_ids)[pos < 0][:5].tolist()
+        raise ValueError(f"{int((pos < 0).sum())} image ids have no pseudo-labels, e.g. {missing}")
+    return final[pos].astype(np.float32, copy=False)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from s3a.data.base import DatasetError, abspath, is_image, list_subdirs
-from s3a.multilabel.tables import (
+from s3a.multilabel.data.tables import (
     LAYOUT_PROBS,
     LAYOUTS,
     MOSAIC_JPEG_QUALITY,
@@ -138,7 +138,7 @@ def build_mosaic(
     checks, not a generalisation benchmark. The canvas is 2x2 cells (672 px = 3x3 tiles of exactly
     224 px); JPEG quality 90; files ``<root>/<split>/mosaic_<i:05d>.jpg``; the area of a label is its
     region's. Files are rewritten only when the parameters change; ``prompt_style`` as
-    :func:`~s3a.multilabel.tables.readable_prompt`.
+    :func:`~s3a.multilabel.data.tables.readable_prompt`.
     """
     dataset = "mosaic"
     src = abspath(source)
@@ -202,7 +202,8 @@ def build_generated_multilabel(
     """The offline demo's multi-label set: 1-4 drawn shapes (:mod:`s3a.data.generated`) per 2x2
     canvas, laid out as :func:`build_mosaic` does (same layouts and probabilities); each region's
     shape is drawn with ``RandomState([seed, split, i, region])``. Files
-    ``<root>/<split>/mosaic_<i>.jpg``; ``prompt_style`` as :func:`~s3a.multilabel.tables.readable_prompt`."""
+    ``<root>/<split>/mosaic_<i>.jpg``; ``prompt_style`` as
+    :func:`~s3a.multilabel.data.tables.readable_prompt`."""
     from s3a.data.generated import SHAPES, draw_image
 
     dataset = "generated_multilabel"

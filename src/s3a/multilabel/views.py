@@ -14,6 +14,11 @@ crops per forward.
 Cost at full scale: COCO train (82k images, M = 9) is 740k crops, i.e. 9x the forward passes of
 ``embed_images``; the output is ``N·M·D`` floats (1.5 GB float32 at D = 512, half with ``dtype:
 float16``). Host memory: a few loader batches of ``images x M x 3 x S x S`` uint8.
+
+The rule ``embed_tiles`` is :func:`embed_tiles` (the ``ml/tiles/{split}`` table; :func:`read_tiles`
+reads it back). ``embed/{split}`` and ``ml/tiles/{split}`` each skip the images their reader could
+not use (logged there): :func:`align_views` pairs the two views by ``image_id`` and refuses two
+different image sets with one message naming the ids, so that no row is silently mismatched.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -34,7 +40,18 @@ from tqdm.auto import tqdm
 from s3a.decode import DeviceNormalized, pil_pixels, resize_center_crop
 from s3a.embed import ImageFiles, image_autocast
 
-__all__ = ["FITS", "TileParams", "tile_boxes", "TileEmbeddings", "encode_tiles", "tiles_table", "read_tiles"]
+__all__ = [
+    "FITS",
+    "TileParams",
+    "tile_boxes",
+    "TileEmbeddings",
+    "encode_tiles",
+    "tiles_table",
+    "read_tiles",
+    "split_rows",
+    "align_views",
+    "embed_tiles",
+]
 
 log = logging.getLogger(__name__)
 FITS = ("center_crop", "squash")
@@ -223,3 +240,64 @@ def read_tiles(path) -> tuple[np.ndarray, np.ndarray]:
     emb = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, m, col.type.list_size)
     ids = table.column("image_id").to_numpy()[::m].astype(np.int64)
     return ids, emb
+
+
+def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The manifest rows of ``split``; a split without images is an error naming the splits there."""
+    rows = manifest[manifest["split"] == split]
+    if rows.empty:
+        raise ValueError(
+            f"the manifest has no images in split {split!r}; splits: {sorted(set(manifest.split))}"
+        )
+    return rows
+
+
+def align_views(
+    image_ids: np.ndarray,
+    global_emb: np.ndarray,
+    tile_ids: np.ndarray | None = None,
+    tile_emb: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(ids, global (N, D), tiles (N, M, D) or None)`` sorted by ``image_id`` and paired by id.
+
+    Raises:
+        ValueError: repeated ids, or the global embeddings and the tiles hold different images
+            (counts and example ids of each side; re-run both embedding rules).
+    """
+    ids = np.asarray(image_ids, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("the global embeddings repeat image ids")
+    order = np.argsort(ids, kind="stable")
+    ids, glob = ids[order], np.asarray(global_emb)[order]
+    if tile_ids is None:
+        return ids, glob, None
+    tids = np.asarray(tile_ids, dtype=np.int64)
+    if len(np.unique(tids)) != len(tids):
+        raise ValueError("the tile embeddings repeat image ids")
+    torder = np.argsort(tids, kind="stable")
+    if not np.array_equal(ids, tids[torder]):
+        only_g, only_t = np.setdiff1d(ids, tids), np.setdiff1d(tids, ids)
+        raise ValueError(
+            f"embed/{{split}} ({len(ids)} images) and ml/tiles/{{split}} ({len(tids)} images) hold "
+            f"different images: {len(only_g)} only in the embeddings (e.g. {only_g[:5].tolist()}), "
+            f"{len(only_t)} only in the tiles (e.g. {only_t[:5].tolist()}); re-run both rules on the "
+            "same manifest (an image too small for the tile grid is skipped by the tiles only)"
+        )
+    if glob.shape[1] != tile_emb.shape[2]:
+        raise ValueError(f"global embeddings {glob.shape} and tiles {tile_emb.shape} differ in D")
+    return ids, glob, np.asarray(tile_emb)[torder]
+
+
+def embed_tiles(clip, manifest: pd.DataFrame, split: str, params: TileParams) -> pa.Table:
+    """Rule ``embed_tiles``: the ``ml/tiles/{split}`` table (:func:`s3a.multilabel.views.tiles_table`)
+    of the split's images. Unreadable images, and images smaller than the grid, are skipped and
+    logged by :func:`~s3a.multilabel.views.encode_tiles` (as :func:`s3a.embed.encode_images` skips
+    unreadable ones); they have no rows. Cost: ``M`` forwards per image (module docstring)."""
+    rows = split_rows(manifest, split)
+    result = encode_tiles(clip.model, clip.preprocess, rows["path"].tolist(), params)
+    log.info(
+        "%s: %d tiles from each of %d of %d images (%d skipped)",
+        split, params.n_tiles, len(result.index), len(rows), len(result.failed),
+    )  # fmt: skip
+    ids = rows["image_id"].to_numpy(dtype=np.int64)[result.index]
+    return tiles_table(ids, result.boxes, result.embeddings, params.dtype)

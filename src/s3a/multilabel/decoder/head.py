@@ -19,7 +19,7 @@ and a ReLU feed-forward (``ff_dim``) + residual + LayerNorm.
 
 Memory (the image side) is a CLIP ViT's patch tokens mapped into CLIP space (:func:`patch_tokens`:
 ``ln_post`` then ``proj``), precomputed once with the backbone frozen (the default); training and
-prediction on those tokens are in :mod:`s3a.multilabel.headtrain`.
+prediction on those tokens are in :mod:`s3a.multilabel.decoder.train`.
 
 Cost of one forward, B images, P tokens, C labels, E = 768, FF = 2048: about
 ``2·B·C·(2·P·E + 2·E² + 2·E·FF)`` FLOP (B = 64, P = 196, C = 20,071: ~12 TFLOP; C = 1,006: ~0.6

@@ -1,5 +1,5 @@
 """Multi-label tables: the types, the label tables' columns and the functions every builder shares
-(see :mod:`s3a.multilabel.data` for the table grammar)."""
+(see :mod:`s3a.multilabel.data.registry` for the table grammar)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from s3a.data.base import MANIFEST_COLUMNS, DatasetError
+from s3a.io import embeddings_table
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def label_matrix(
 def predictions_table(image_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
     """A learner's predictions (``ml/{learner}/{split}``): ``image_id int64, scores
     fixed_size_list<float64>[C]`` (probabilities; float64 because a float32 sigmoid rounds every
-    logit above ~16.6 to 1.0 and ties them, as :mod:`s3a.multilabel.pseudo` explains for softmax)."""
+    logit above ~16.6 to 1.0 and ties them, as :mod:`s3a.multilabel.aggregate` explains for softmax)."""
     a = np.ascontiguousarray(scores, dtype=np.float64)
     if a.ndim != 2 or len(image_ids) != a.shape[0]:
         raise ValueError(f"expected ids (N,) and scores (N, C); got {np.shape(image_ids)} and {a.shape}")
@@ -266,3 +267,8 @@ def check_split(manifest: pd.DataFrame, image_ids: np.ndarray, split: str, what:
         log.warning(
             "%s: %d of the %d %s images have no row (unreadable)", what, missing, len(in_split), split
         )
+
+
+def labels_table(image_ids: np.ndarray, y: np.ndarray) -> pa.Table:
+    """``labels_refined`` of a learner: ``image_id int64, y fixed_size_list<float32>[C]``."""
+    return embeddings_table(image_ids, y).rename_columns(["image_id", "y"])

@@ -22,8 +22,9 @@ a few GB of Python objects while parsing, ~1 minute); the tables are linear in t
 positives (COCO train: 82k images, ~240k rows). Nothing is images x labels.
 
 This module is the front door (the registry and every public name); the shared types and table
-helpers live in :mod:`s3a.multilabel.tables`, the benchmark builders in :mod:`s3a.multilabel.sets`,
-the mosaic and generated sets in :mod:`s3a.multilabel.synthetic`.
+helpers live in :mod:`s3a.multilabel.data.tables`, the benchmark builders in
+:mod:`s3a.multilabel.data.benchmarks`,
+the mosaic and generated sets in :mod:`s3a.multilabel.data.mosaic`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3a.data.base import DatasetError
-from s3a.multilabel.sets import build_coco2014, build_nuswide, build_voc
-from s3a.multilabel.synthetic import build_generated_multilabel, build_mosaic, cover_resize
-from s3a.multilabel.tables import (
+from s3a.multilabel.data.benchmarks import build_coco2014, build_nuswide, build_voc
+from s3a.multilabel.data.mosaic import build_generated_multilabel, build_mosaic, cover_resize
+from s3a.multilabel.data.tables import (
     LABEL_SET_COLUMNS,
     LABELS_COLUMNS,
     LAYOUT_PROBS,

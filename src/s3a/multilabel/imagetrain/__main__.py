@@ -1,10 +1,10 @@
-"""Train a multi-label image learner (``finetune`` or ``mldecoder``): ``python -m s3a.multilabel.train``.
+"""Train a multi-label image learner (``finetune`` or ``mldecoder``): ``python -m s3a.multilabel.imagetrain``.
 
 One GPU (or the CPU), several GPUs of one node (torchrun starts one process per GPU; ``batch_size``
 is the global batch), or several nodes under Slurm (``srun``, one task per GPU), exactly as
 ``python -m s3a.train``::
 
-    python -m torch.distributed.run --standalone --nproc_per_node=4 -m s3a.multilabel.train \\
+    python -m torch.distributed.run --standalone --nproc_per_node=4 -m s3a.multilabel.imagetrain \\
         --learner finetune --manifest results/voc2012/manifest.parquet \\
         --label-classifier results/voc2012/vit_b16/ml/label_classifier.parquet \\
         --pseudo results/voc2012/vit_b16/ml/pseudo/train.parquet \\
@@ -22,7 +22,7 @@ is the global batch), or several nodes under Slurm (``srun``, one task per GPU),
 with ``supervision: pseudo`` the train images are those of the ``--pseudo`` table (the train split's
 CDUL scores, re-aggregated under ``--pseudo-params``) and ``--labels`` only feeds the ``gt_label_map``
 diagnostic; with ``gt_seen`` the train images with a seen label
-(:func:`s3a.multilabel.supervision.zsl_split`) and their seen-label ground truth.
+(:func:`s3a.multilabel.decoder.zsl.zsl_split`) and their seen-label ground truth.
 ``labels_refined.parquet`` is ``image_id, y`` (``fixed_size_list<float32>`` over the training label set:
 all labels, or the seen ones in ``label_index`` order for ``gt_seen``). A killed run resumes from its
 last finished epoch when started again with the same arguments (``--state``).
@@ -40,18 +40,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from s3a.io import embeddings_table, read_embeddings, read_table, write_table
+from s3a.io import read_embeddings, read_table, write_table
 from s3a.jobguard import StateLockedError, die_with_parent, hold_state_lock
 from s3a.logs import log_to
 from s3a.models import ModelSpec
-from s3a.multilabel.data import label_matrix
-from s3a.multilabel.finetune import LEARNERS, ImageTrainParams, save_model
+from s3a.multilabel.aggregate import PseudoParams, pseudo_targets
+from s3a.multilabel.data.tables import label_matrix, labels_table
+from s3a.multilabel.decoder.zsl import gt_targets, zsl_split
+from s3a.multilabel.imagetrain.network import LEARNERS, ImageTrainParams, save_model
 from s3a.multilabel.learners import image_train_config
-from s3a.multilabel.pseudo import PseudoParams
-from s3a.multilabel.supervision import gt_targets, pseudo_targets, zsl_split
 from s3a.train import distributed
 
-__all__ = ["TrainInputs", "load_inputs", "labels_table", "parse_args", "main"]
+__all__ = ["TrainInputs", "load_inputs", "parse_args", "main"]
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,9 @@ def load_inputs(args: argparse.Namespace, params: ImageTrainParams, pseudo: Pseu
     return TrainInputs(ids, rows["path"].tolist(), targets, text, gt)
 
 
-def labels_table(image_ids: np.ndarray, y: np.ndarray):
-    """``labels_refined``: ``image_id int64, y fixed_size_list<float32>[C]``."""
-    return embeddings_table(image_ids, y).rename_columns(["image_id", "y"])
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m s3a.multilabel.train", description=__doc__.split("\n")[0]
+        prog="python -m s3a.multilabel.imagetrain", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--learner", choices=LEARNERS, required=True, help="the learner to train")
     parser.add_argument(
@@ -153,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except StateLockedError as exc:  # s3a.jobguard.hold_state_lock: one trainer per state
-        print(f"python -m s3a.multilabel.train: {exc}", file=sys.stderr)
+        print(f"python -m s3a.multilabel.imagetrain: {exc}", file=sys.stderr)
         return 1
 
 
@@ -167,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = ModelSpec(**json.loads(args.model))
     inputs = load_inputs(args, params, pseudo)
     log_file = args.log if os.environ.get("RANK", "0") == "0" else None
-    from s3a.multilabel.imageloop import train_images
+    from s3a.multilabel.imagetrain.loop import train_images
     from s3a.train.preempt import EXIT_PREEMPTED, Preempted
 
     with hold_state_lock(args.state), log_to(log_file) as log:

@@ -2,12 +2,12 @@
 on images, one process or many (``torchrun``/``srun`` through :mod:`s3a.train.distributed`, DDP).
 
 Per batch (a training view of each image, :mod:`s3a.train.augment`): a forward of
-:class:`~s3a.multilabel.finetune.ImageLabelNet`, the loss against the batch's latent labels ``y``
-(:func:`~s3a.multilabel.finetune.image_loss`), and in *update epochs* the labels step of
-:func:`s3a.multilabel.labels.label_step` with the predictions of that same forward (before the
+:class:`~s3a.multilabel.imagetrain.network.ImageLabelNet`, the loss against the batch's latent labels ``y``
+(:func:`~s3a.multilabel.imagetrain.network.image_loss`), and in *update epochs* the labels step of
+:func:`s3a.multilabel.cdul.align.label_step` with the predictions of that same forward (before the
 network's step), then the network's step. Which epochs update, and when updates stop
 (``max_updates``, ``min_label_change``; never a test metric), is
-:class:`s3a.multilabel.labels.UpdateCounter`. With ``supervision: gt_seen`` the targets are ground
+:class:`s3a.multilabel.cdul.align.UpdateCounter`. With ``supervision: gt_seen`` the targets are ground
 truth and never change. Under DDP each process updates the labels of the images of its shard, and
 the rows are exchanged after every update epoch, so all processes hold the same ``y``.
 
@@ -38,9 +38,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from s3a.models import ModelSpec, load_clip
-from s3a.multilabel.finetune import ImageLabelNet, ImageTrainParams, build_net, image_loss, net_param_groups
-from s3a.multilabel.labels import EPS, UpdateCounter, label_step
-from s3a.multilabel.linear import init_linear_head
+from s3a.multilabel.cdul.align import EPS, UpdateCounter, label_step
+from s3a.multilabel.cdul.linear import init_linear_head
+from s3a.multilabel.imagetrain.network import (
+    ImageLabelNet,
+    ImageTrainParams,
+    build_net,
+    image_loss,
+    net_param_groups,
+)
 from s3a.resume import fingerprint
 from s3a.train import distributed
 from s3a.train.augment import OneView, training_views
@@ -64,7 +70,7 @@ class AlignState(SavedState):
         step: optimiser steps taken (the cosine schedule goes on from it).
         network, optimizer: ``state_dict()`` of each.
         labels: ``(N, C)`` float32 latent labels ``y`` after the last finished epoch.
-        n_updates, updating: the :class:`~s3a.multilabel.labels.UpdateCounter`.
+        n_updates, updating: the :class:`~s3a.multilabel.cdul.align.UpdateCounter`.
         history: one row per finished epoch.
         step_in_epoch: steps done in epoch ``epoch + 1`` when the state was saved on a signal
             (:mod:`s3a.train.preempt`; 0 at an epoch boundary); ``labels`` then holds every process's

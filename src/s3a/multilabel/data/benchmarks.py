@@ -1,5 +1,5 @@
 """Builders of the public multi-label benchmarks: PASCAL VOC 2007/2012, MS-COCO 2014, NUS-WIDE
-(``MULTILABEL_SPEC.md`` section 2); each returns a :class:`~s3a.multilabel.tables.MultiLabelData`."""
+(``MULTILABEL_SPEC.md`` section 2); each returns a :class:`~s3a.multilabel.data.tables.MultiLabelData`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from s3a.data.base import DatasetError, abspath
-from s3a.multilabel.tables import DIFFICULT_MODES, VOC_CLASSES, ImageRecord, MultiLabelData, assemble
+from s3a.multilabel.data.tables import DIFFICULT_MODES, VOC_CLASSES, ImageRecord, MultiLabelData, assemble
 
 _VOC_HELP = (
     "download the PASCAL VOC {year} trainval (and, for 2007, test) tar files from "

@@ -5,10 +5,11 @@ One network serves both learners that train on images rather than on cached feat
 * ``finetune`` (spec 6, CDUL): the visual tower's global embedding, L2-normalised, through a linear
   head over the label set that starts where the ``linear`` learner starts (``s0 · W``, bias
   ``−s0 · q90`` of each label's cosines over the train images;
-  :func:`s3a.multilabel.linear.init_linear_head`).
+  :func:`s3a.multilabel.cdul.linear.init_linear_head`).
   The backbone is always fine-tuned.
 * ``mldecoder`` (spec 7, CLIP-Decoder): the tower's patch tokens in CLIP space
-  (:func:`s3a.multilabel.heads.patch_tokens`) through a :class:`~s3a.multilabel.heads.CLIPDecoderHead`
+  (:func:`s3a.multilabel.decoder.head.patch_tokens`) through a
+  :class:`~s3a.multilabel.decoder.head.CLIPDecoderHead`
   whose queries are the label text embeddings ``W``; the backbone is ``frozen`` (default) or
   fine-tuned (``mldecoder.backbone: finetune``) with layer-wise lr decay.
 
@@ -20,7 +21,10 @@ and one without weight decay. Base lrs: ``finetune`` — ``lr`` for the head and
 every base lr by a cosine from 1 to 0 over the run (:func:`s3a.train.optim.cosine_lr`, no warm-up).
 
 The head runs in fp32 with autocast off (its logits decide labels); the tower under bf16 autocast on
-CUDA. Training itself is :mod:`s3a.multilabel.imageloop`; the command line :mod:`s3a.multilabel.train`.
+CUDA. Training itself is :mod:`s3a.multilabel.imagetrain.loop`; the command line
+``python -m s3a.multilabel.imagetrain``.
+
+The rule ``predict_images`` is :func:`predict_images` (on :func:`predict_finetuned`).
 """
 
 from __future__ import annotations
@@ -33,15 +37,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from s3a.io import atomic_path
-from s3a.multilabel.heads import CLIPDecoderHead, MLDecoderParams, patch_tokens
-from s3a.multilabel.labels import LabelUpdateParams
-from s3a.multilabel.linear import LinearHead
+from s3a.multilabel.cdul.align import LabelUpdateParams
+from s3a.multilabel.cdul.linear import LinearHead
+from s3a.multilabel.data.tables import predictions_table
+from s3a.multilabel.decoder.head import CLIPDecoderHead, MLDecoderParams, patch_tokens
 from s3a.multilabel.losses import NET_LOSSES, AslParams, alignment_loss, asymmetric_loss, network_loss
+from s3a.multilabel.views import split_rows
 from s3a.train.optim import param_groups
 
 __all__ = [
@@ -58,6 +66,7 @@ __all__ = [
     "save_model",
     "load_model",
     "predict_finetuned",
+    "predict_images",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,7 +227,7 @@ def build_net(visual: nn.Module, text: np.ndarray, params: ImageTrainParams) -> 
     """The network of ``params.learner`` on ``visual`` (float32) for the label set ``text`` ``(C, D)``.
 
     The ``finetune`` head is left at zero here: start it with
-    :func:`~s3a.multilabel.linear.init_linear_head` on the train images' embeddings (or load weights).
+    :func:`~s3a.multilabel.cdul.linear.init_linear_head` on the train images' embeddings (or load weights).
     The decoder head is initialised from ``params.seed``.
     """
     visual = visual.float()
@@ -348,3 +357,31 @@ def predict_finetuned(
             if images is not None:
                 out[idx.numpy()] = torch.sigmoid(net(images, w).logits.double()).cpu().numpy()
     return out
+
+
+def predict_images(
+    model_pt: str | Path,
+    manifest: pd.DataFrame,
+    split: str,
+    model_spec,
+    batch_size: int = 256,
+    decoder: str = "pil",
+    num_workers: int = 4,
+    device: str | None = None,
+    text: np.ndarray | None = None,
+    progress: bool = True,
+) -> pa.Table:
+    """Rule ``predict_images``: ``image_id, scores`` of a split's images under the ``model.pt`` of
+    the ``finetune`` or ``mldecoder`` learner (:func:`s3a.multilabel.imagetrain.network.predict_finetuned`,
+    one forward per image). Unreadable images (NaN rows there) are left out and counted in the log.
+    """
+    pass
+
+    rows = split_rows(manifest, split)
+    paths: Sequence[str] = rows["path"].tolist()
+    scores = predict_finetuned(
+        model_pt, paths, model_spec, batch_size, device, decoder, num_workers, text, progress
+    )
+    ok = ~np.isnan(scores).any(axis=1)
+    log.info("%s: scored %d of %d images", split, int(ok.sum()), len(rows))
+    return predictions_table(rows["image_id"].to_numpy(dtype=np.int64)[ok], scores[ok])

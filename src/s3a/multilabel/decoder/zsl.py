@@ -1,15 +1,12 @@
-"""Supervision and the ZSL/GZSL protocol of the CLIP-Decoder head (spec 7 and 9).
+"""Ground-truth supervision and the ZSL/GZSL protocol of the CLIP-Decoder head (spec 7 and 9).
 
-``multilabel.train.supervision``:
-
-* ``gt_seen`` (the benchmark protocol, NUS-WIDE 925 seen / 81 unseen / 1,006 labels):
-  :func:`zsl_split` keeps the train images with at least one *seen* label and the seen label
-  columns; :func:`gt_targets` gives their hard targets. ZSL testing uses the test images with at
-  least one *unseen* label, scored over the unseen labels only; GZSL the test images with at least
-  one label, scored over all labels.
-* ``pseudo`` (fully unsupervised): :func:`pseudo_targets` — the CDUL pseudo-labels of
-  :mod:`s3a.multilabel.pseudo` (the stored ``S_final``, or re-aggregated under other
-  :class:`~s3a.multilabel.pseudo.PseudoParams`) over the whole label set.
+``supervision: gt_seen`` (the benchmark protocol, NUS-WIDE 925 seen / 81 unseen / 1,006 labels):
+:func:`zsl_split` keeps the train images with at least one *seen* label and the seen label
+columns; :func:`gt_targets` gives their hard targets. ZSL testing uses the test images with at
+least one *unseen* label, scored over the unseen labels only; GZSL the test images with at least
+one label, scored over all labels (:class:`ZslSplit` holds both image sets).
+``supervision: pseudo`` reads CDUL's pseudo-labels instead
+(:func:`s3a.multilabel.aggregate.pseudo_targets`).
 
 :func:`evaluate_zsl` gives the ZSL (subset ``unseen``) and GZSL (subset ``gzsl``) metrics rows
 through :func:`s3a.multilabel.metrics.evaluate`: mAP and P/R/F1 at top-3/top-5 (and CP..OF1 for
@@ -25,11 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from s3a.multilabel.data import label_matrix
+from s3a.multilabel.data.tables import label_matrix
 from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate
-from s3a.multilabel.pseudo import PseudoParams, aggregate, read_scores
 
 __all__ = [
     "SUPERVISIONS",
@@ -37,7 +32,6 @@ __all__ = [
     "ZslSplit",
     "zsl_split",
     "gt_targets",
-    "pseudo_targets",
     "evaluate_zsl",
 ]
 
@@ -100,23 +94,6 @@ def gt_targets(
     (e.g. :attr:`ZslSplit.seen`); ``n_labels`` is the size of the whole label set."""
     y, _, _ = label_matrix(labels, image_ids, n_labels)
     return y[:, np.asarray(label_indices, dtype=np.int64)].astype(np.float32)
-
-
-def pseudo_targets(table: pa.Table, image_ids: np.ndarray, params: PseudoParams | None = None) -> np.ndarray:
-    """``(n, C)`` float32 CDUL pseudo-labels of ``image_ids`` from an ``ml/pseudo/{split}`` table:
-    its stored ``s_final``, or re-aggregated under ``params`` (any ζ, λ, reduction).
-
-    Raises:
-        ValueError: an image id is not in the table.
-    """
-    ids, views, final = read_scores(table)
-    if params is not None:
-        _, final = aggregate(views, params)
-    pos = pd.Index(ids).get_indexer(np.asarray(image_ids, dtype=np.int64))
-    if (pos < 0).any():
-        missing = np.asarray(image_ids)[pos < 0][:5].tolist()
-        raise ValueError(f"{int((pos < 0).sum())} image ids have no pseudo-labels, e.g. {missing}")
-    return final[pos].astype(np.float32, copy=False)
 
 
 def evaluate_zsl(

@@ -22,8 +22,8 @@ less per update than with ``per_image``.
 
 No ground truth enters any decision: updates stop after ``max_updates`` update epochs or once an
 update epoch's mean ``|Δy|`` falls below ``min_label_change`` (:class:`UpdateCounter`); the model
-is the last epoch's. The learners: ``linear`` (:mod:`s3a.multilabel.linear`), ``finetune`` and
-``mldecoder`` (:mod:`s3a.multilabel.imageloop`). Cost: O(B·C) per batch, on the batch's rows only.
+is the last epoch's. The learners: ``linear`` (:mod:`s3a.multilabel.cdul.linear`), ``finetune`` and
+``mldecoder`` (:mod:`s3a.multilabel.imagetrain.loop`). Cost: O(B·C) per batch, on the batch's rows only.
 """
 
 from __future__ import annotations

@@ -3,12 +3,16 @@
 A :class:`LinearHead` on the global embeddings (optionally with max-pooled tile embeddings,
 :func:`linear_features`) starts at ``s0 · W`` with a per-label bias (:func:`init_linear_head`) and
 is trained on the latent labels, which are updated in update epochs by
-:func:`s3a.multilabel.labels.label_step` (the formulas, schedule and stopping rules are in
-:mod:`s3a.multilabel.labels`; the network losses in :func:`s3a.multilabel.losses.network_loss`).
+:func:`s3a.multilabel.cdul.align.label_step` (the formulas, schedule and stopping rules are in
+:mod:`s3a.multilabel.cdul.align`; the network losses in :func:`s3a.multilabel.losses.network_loss`).
 A GT label mAP is only logged (``gt_label_map``) when targets are passed.
 
 Cost at full scale (COCO train 82k x D 512, C 80): one epoch is 82k x 512 x 80 x 6 FLOP ≈ 20 GFLOP
 (a few seconds on a CPU); memory the features, ``y`` and one ``(N, C)`` label table.
+
+The rules: ``train_linear`` is :func:`train_linear_step` (+ :func:`save_linear`), its settings from
+:func:`s3a.multilabel.learners.linear_settings`; ``predict_linear`` is :func:`load_linear` and
+:func:`predict_linear_step`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from s3a.multilabel.labels import EPS, LabelUpdateParams, UpdateCounter, label_step
+from s3a.io import atomic_path
+from s3a.multilabel.aggregate import PseudoParams, pseudo_targets
+from s3a.multilabel.cdul.align import EPS, LabelUpdateParams, UpdateCounter, label_step
+from s3a.multilabel.data.tables import check_split, label_matrix, labels_table, predictions_table
 from s3a.multilabel.losses import NET_LOSSES, AslParams, network_loss
+from s3a.multilabel.views import align_views
 from s3a.resume import fingerprint, load_state, save_state
 
 __all__ = [
@@ -34,6 +44,11 @@ __all__ = [
     "train_linear",
     "linear_features",
     "predict_linear",
+    "LinearOutputs",
+    "train_linear_step",
+    "save_linear",
+    "load_linear",
+    "predict_linear_step",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,7 +167,7 @@ def train_linear(
         labels: ``(N, C)`` initial latent labels (``S_final`` of the train split), clamped to [ε, 1−ε].
         classifier: ``(C, D)`` unit label text embeddings for the initialisation, or ``None``.
         update: the latent-label schedule (``None``: the defaults of
-            :class:`~s3a.multilabel.labels.LabelUpdateParams`).
+            :class:`~s3a.multilabel.cdul.align.LabelUpdateParams`).
         gt: ``(N, C)`` bool ground truth, only for the ``gt_label_map`` diagnostic column.
         state_path: resume file (kept outside the rule's outputs, e.g. under ``resources/``): the
             head, optimiser, latent labels, shuffle generator and history are saved after every
@@ -252,3 +267,111 @@ def predict_linear(head: LinearHead, features: np.ndarray, chunk: int = 65536) -
             xb = torch.from_numpy(np.ascontiguousarray(features[s : s + chunk], dtype=np.float32))
             out.append(torch.sigmoid(head(xb).double()).numpy())
     return np.concatenate(out) if out else np.zeros((0, head.linear.out_features), np.float64)
+
+
+@dataclass
+class LinearOutputs:
+    """What :func:`train_linear_step` gives: the ``head`` (CPU), whether its features include the
+    pooled tiles (``tiles``), the per-epoch ``history`` and ``labels`` (``labels_refined``:
+    ``image_id, y fixed_size_list<float32>[C]``)."""
+
+    head: LinearHead
+    tiles: bool
+    history: pd.DataFrame
+    labels: pa.Table
+
+
+def train_linear_step(
+    params: LinearParams,
+    update: LabelUpdateParams,
+    tiles: bool,
+    pseudo: pa.Table,
+    pseudo_params: PseudoParams,
+    image_ids: np.ndarray,
+    global_emb: np.ndarray,
+    tile_ids: np.ndarray | None,
+    tile_emb: np.ndarray | None,
+    classifier: np.ndarray,
+    labels: pd.DataFrame | None = None,
+    manifest: pd.DataFrame | None = None,
+    state_path: str | None = None,
+    progress: bool = True,
+) -> LinearOutputs:
+    """Rule ``train_linear``: the ``linear`` learner on the train split.
+
+    Args:
+        params, update: the learner and its label updates; tiles: whether the features include the
+            max-pooled tiles (:func:`linear_features`). The config's ``multilabel.train`` gives all
+            three through :func:`s3a.multilabel.learners.linear_settings`.
+        pseudo: the ``ml/pseudo/train`` table; targets are its view scores re-aggregated under
+            ``pseudo_params`` (:func:`~s3a.multilabel.aggregate.pseudo_targets`).
+        image_ids, global_emb: ``embed/train``; tile_ids, tile_emb: ``ml/tiles/train`` (may be
+            ``None`` when ``linear.tiles`` is false).
+        classifier: ``W`` ``(C, D)``, the head's start ``s0·W``.
+        labels: the ground-truth table, only for the ``gt_label_map`` column of the history.
+        manifest: when given, every training image must be a ``train`` image of it.
+        state_path: the resume file of :func:`~s3a.multilabel.cdul.linear.train_linear`.
+
+    Raises:
+        ValueError: misaligned inputs, or images without pseudo-labels.
+    """
+    if tiles and tile_emb is None:
+        raise ValueError("multilabel.train.linear.tiles is true but no tile embeddings were given")
+    ids, glob, tile = align_views(image_ids, global_emb, tile_ids if tiles else None, tile_emb)
+    if manifest is not None:
+        check_split(manifest, ids, "train", "embed/train")
+    targets = pseudo_targets(pseudo, ids, pseudo_params)
+    if targets.shape[1] != len(classifier):
+        raise ValueError(f"{targets.shape[1]} labels in the pseudo-labels but {len(classifier)} in W")
+    gt = None if labels is None else label_matrix(labels, ids, len(classifier))[0]
+    result = train_linear(
+        linear_features(glob, tile), targets, classifier, params, update, gt, progress, state_path
+    )
+    return LinearOutputs(result.head, tiles, result.history, labels_table(ids, result.labels))
+
+
+def save_linear(head: LinearHead, path: str | Path, tiles: bool) -> None:
+    """``model.pt`` of the ``linear`` learner: its weights, shape and feature kind (atomic write)."""
+    weight = head.linear.weight
+    state = {
+        "learner": "linear",
+        "head": head.state_dict(),
+        "dim": int(weight.shape[1]),
+        "n_labels": int(weight.shape[0]),
+        "tiles": bool(tiles),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_linear(path: str | Path) -> tuple[LinearHead, bool]:
+    """``(head, tiles)`` from a :func:`save_linear` file."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("learner") != "linear":
+        raise ValueError(f"{path} is not a model of the linear learner")
+    head = LinearHead(state["dim"], state["n_labels"])
+    head.load_state_dict(state["head"])
+    return head.eval(), bool(state["tiles"])
+
+
+def predict_linear_step(
+    head: LinearHead,
+    tiles: bool,
+    image_ids: np.ndarray,
+    global_emb: np.ndarray,
+    tile_ids: np.ndarray | None = None,
+    tile_emb: np.ndarray | None = None,
+) -> pa.Table:
+    """Rule ``predict_linear``: ``image_id, scores`` (sigmoid, ``(N, C)``) of one split's
+    ``embed/{split}`` (and ``ml/tiles/{split}`` when the head was trained with ``tiles``).
+
+    Raises:
+        ValueError: tiles missing for a tiles head, or features of another width than the head's.
+    """
+    if tiles and tile_emb is None:
+        raise ValueError("this linear model was trained with tiles (linear.tiles); pass the split's tiles")
+    ids, glob, tile = align_views(image_ids, global_emb, tile_ids if tiles else None, tile_emb)
+    x = linear_features(glob, tile)
+    if x.shape[1] != head.linear.in_features:
+        raise ValueError(f"the linear model takes {head.linear.in_features} features, got {x.shape[1]}")
+    return predictions_table(ids, predict_linear(head, x))
