@@ -5,7 +5,7 @@ JPEG files, with the same model, forward batch and loader workers:
 
 * *baseline*: :func:`s3a.embed.encode_images` (``--decoder``, ``pil`` by default: PIL decode and the
   model's own transform in the workers), ``--batch-size`` images per forward;
-* *ours*: :func:`s3a.multilabel.views.encode_tiles` (one decode per image, a ``--grid`` x
+* *ours*: :func:`s3a.multilabel.views.tiles.encode_tiles` (one decode per image, a ``--grid`` x
   ``--grid`` grid of crops cut and fitted in the workers), ``--batch-size`` crops per forward.
 
 It prints img/s of the baseline, crops/s of the tiles and their ratio (crops/s / img/s; the
@@ -43,7 +43,7 @@ from s3a.embed import EmbedParams, encode_images
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
 from s3a.multilabel.aggregate import PseudoParams, aggregate
 from s3a.multilabel.cdul.pseudolabels import view_scores
-from s3a.multilabel.views import TileParams, encode_tiles
+from s3a.multilabel.views.tiles import TileParams, encode_tiles
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 

@@ -78,7 +78,7 @@ class ImageFiles(Dataset):
     reason)`` when ``load`` raises (a corrupt or unreadable file is skipped and reported, never fatal).
 
     ``load`` is any picklable path -> tensor callable (the PIL transform, :class:`FastDecode`,
-    :class:`GpuDecode`, the tile reader of :mod:`s3a.multilabel.views`), run in the loader's workers.
+    :class:`GpuDecode`, the tile reader of :mod:`s3a.multilabel.views.tiles`), run in the loader's workers.
     """
 
     def __init__(self, paths: Sequence[str], load: Callable[[str], torch.Tensor]) -> None:
@@ -343,3 +343,38 @@ def default_num_workers() -> int:
     except AttributeError:  # pragma: no cover - non-Linux
         n = os.cpu_count() or 1
     return max(0, min(16, n - 1))
+
+
+@dataclass
+class SplitImages:
+    """The set-up of a rule that encodes one split's image files (``embed_images``,
+    ``embed_patch_tokens``): the split's manifest ``rows`` (``image_id, path``), the loaded ``clip``
+    model and the reader ``params``."""
+
+    rows: object  # pandas.DataFrame
+    clip: object  # s3a.models.LoadedClip
+    params: EmbedParams
+
+    def unreadable(self, n_read: int, log_path: str) -> str | None:
+        """The one-line error when the split has images but none of them could be read, else None."""
+        if not len(self.rows) or n_read:
+            return None
+        where = os.path.commonpath([os.path.dirname(p) for p in self.rows.path])
+        return f"no readable image in {where}: {len(self.rows)} unreadable files, see {log_path}"
+
+
+def split_images(
+    manifest_path: str, split: str, model: dict, batch_size: int, decoder: str, threads: int
+) -> SplitImages:
+    """Read the manifest rows of ``split``, load the model entry ``model`` (a :class:`ModelSpec`
+    dict) and the reader settings: ``batch_size``, ``decoder`` and one loader worker per thread
+    beyond the main process. Memory: the split's ``image_id, path`` rows (ImageNet-1K train: ~1.28M
+    rows, ~200 MB) and the model."""
+    from s3a.io import read_table
+    from s3a.models import ModelSpec, load_clip
+
+    manifest = read_table(manifest_path, columns=["image_id", "path", "split"])
+    rows = manifest[manifest.split == split]
+    clip = load_clip(ModelSpec(**model))
+    params = EmbedParams(batch_size=batch_size, num_workers=max(0, threads - 1), decoder=decoder)
+    return SplitImages(rows, clip, params)

@@ -199,7 +199,7 @@ def test_multilabel_parameters_take_their_defaults_from_the_models():
     from s3a.multilabel.imagetrain.network import ImageTrainParams
     from s3a.multilabel.losses import AslParams
     from s3a.multilabel.metrics import EvalParams
-    from s3a.multilabel.views import TileParams
+    from s3a.multilabel.views.tiles import TileParams
 
     decoder = ml.MLDecoderLearner()
     pairs = [

@@ -269,3 +269,28 @@ def test_text_and_zero_shot_on_cuda_equal_fp32_cpu(tiny_checkpoint):
     assert logits.dtype == torch.float32
     expected = 100 * features @ torch.from_numpy(reference).T
     torch.testing.assert_close(logits.cpu(), expected, atol=1e-4, rtol=0)
+
+
+def test_split_images_is_the_set_up_of_the_image_rules(tiny_checkpoint, tmp_path):
+    """One split's rows, the model and the reader settings; an all-unreadable split is one line."""
+    import pandas as pd
+
+    from s3a.embed import split_images
+    from s3a.io import write_table
+    from s3a.models import TINY_ARCH
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = [str(folder / f"{i}.jpg") for i in range(3)]
+    manifest = pd.DataFrame(
+        {"image_id": [0, 1, 2], "path": paths, "split": ["train", "test", "train"], "class_index": 0}
+    )
+    write_table(manifest, tmp_path / "manifest.parquet")
+    model = {"arch": TINY_ARCH, "pretrained": str(tiny_checkpoint)}
+    job = split_images(str(tmp_path / "manifest.parquet"), "train", model, 8, "pil", threads=3)
+    assert job.rows.image_id.tolist() == [0, 2] and job.params.num_workers == 2
+    assert job.params.batch_size == 8 and job.clip.model is not None
+    assert job.unreadable(1, "log.txt") is None
+    assert job.unreadable(0, "log.txt") == f"no readable image in {folder}: 2 unreadable files, see log.txt"
+    empty = split_images(str(tmp_path / "manifest.parquet"), "val", model, 8, "pil", threads=1)
+    assert empty.params.num_workers == 0 and empty.unreadable(0, "log.txt") is None

@@ -150,3 +150,17 @@ def test_the_layer_check_sees_a_sibling_import(tmp_path):
     known = {f"{ML}.openvocab.scores", f"{ML}.cdul.pseudolabels"}
     found = imports(f"{ML}.openvocab.scores", path, known, module_level=False)
     assert found == {f"{ML}.cdul.pseudolabels"} and ml_part(next(iter(found))) not in ML_SHARED
+
+
+def test_the_numpy_only_rules_never_import_torch():
+    """init_pseudolabels and openvocab_labels (without the cluster vote) only read tables: their
+    adapters' imports leave torch out (importing it costs seconds per job)."""
+    import subprocess
+    import sys
+
+    scripts = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
+    for rule in ("init_pseudolabels", "openvocab_labels"):
+        code = (scripts / f"{rule}.py").read_text().split("if __name__")[0]
+        probe = f"import sys\nexec(compile({code!r}, {rule!r}, 'exec'))\nprint('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", rule

@@ -25,7 +25,7 @@ from s3a.multilabel.classifier import read_classifier
 from s3a.multilabel.data.tables import LABEL_SET_COLUMNS, LABELS_COLUMNS
 from s3a.multilabel.imagetrain.network import ImageTrainParams, build_net, save_model
 from s3a.multilabel.metrics import EVAL_COLUMNS
-from s3a.multilabel.views import read_tiles
+from s3a.multilabel.views.tables import read_tiles
 
 _RUNS = itertools.count()
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"

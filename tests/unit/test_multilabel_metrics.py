@@ -118,6 +118,22 @@ def test_small_subset_masks_large_positives_and_evaluate_rows():
     assert np.isnan(soft["c_prec"]) and not np.isnan(soft["p_at_3"])
 
 
+def test_softmax_scores_never_compute_threshold_metrics(monkeypatch):
+    """A softmax stage skips CP..OF1 (NaN) instead of computing and then overwriting them."""
+    import s3a.multilabel.metrics as metrics
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("threshold_metrics called for softmax scores")
+
+    monkeypatch.setattr(metrics, "threshold_metrics", refuse)
+    y = np.array([[1, 0], [0, 1], [1, 1]], bool)
+    row = metrics.evaluate(y, np.full(y.shape, 0.5), thresholded=False)[0]
+    assert all(np.isnan(row[c]) for c in metrics.THRESHOLD_COLUMNS)
+    assert not np.isnan(row["p_at_3"]) and set(metrics.THRESHOLD_COLUMNS) < set(metrics.EVAL_COLUMNS)
+    with pytest.raises(AssertionError, match="softmax"):
+        metrics.evaluate(y, np.full(y.shape, 0.5), thresholded=True)
+
+
 def test_every_subset_name_is_evaluated_and_unknown_names_are_refused():
     """SUBSETS is the one list of subset names: evaluate accepts each, rows carry the name, and
     ``gzsl`` keeps every label and the images with a positive (the GZSL protocol)."""

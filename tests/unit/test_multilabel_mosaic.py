@@ -5,7 +5,7 @@ turned into a joint RGB histogram (8 bins per channel, 512-d) normalised to sum 
 centred on the mean over the K class photos and L2-normalised. The label "text" embeddings are the
 same encoder on each class photo fitted (cover, centre crop) to 224 x 224. The global view is the
 whole mosaic resized to 224 x 224 (bicubic); the local views are the 3 x 3 tiles of
-:func:`s3a.multilabel.views.tile_boxes`.
+:func:`s3a.multilabel.views.tiles.tile_boxes`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.data.mosaic import build_mosaic, cover_resize
 from s3a.multilabel.data.tables import label_matrix
 from s3a.multilabel.metrics import mean_average_precision
-from s3a.multilabel.views import tile_boxes
+from s3a.multilabel.views.tiles import tile_boxes
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 

@@ -15,7 +15,7 @@ from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.classifier import label_classifier, template_set
 from s3a.multilabel.data.mosaic import build_generated_multilabel
 from s3a.multilabel.metrics import EVAL_COLUMNS, evaluate_stage
-from s3a.multilabel.views import TileParams, encode_tiles
+from s3a.multilabel.views.tiles import TileParams, encode_tiles
 
 
 def test_template_sets():

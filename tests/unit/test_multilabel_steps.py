@@ -1,5 +1,6 @@
-"""The CDUL rules' step functions (s3a.multilabel.steps, s3a.multilabel.evaluate) on the generated
-multi-label set with the tiny random model, and their error cases."""
+"""The CDUL rules' library functions (embed_label_set, embed_tiles, init_pseudolabels, the linear learner,
+predict_images, evaluate_ml_stage) on the generated multi-label set with the tiny random model, and their
+error cases."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from s3a.multilabel.evaluate import evaluate_ml_stage, stage_scores
 from s3a.multilabel.imagetrain.network import ImageTrainParams, build_net, predict_images, save_model
 from s3a.multilabel.learners import linear_settings
 from s3a.multilabel.metrics import EVAL_COLUMNS, EvalParams, evaluate_stage
-from s3a.multilabel.views import TileParams, align_views, embed_tiles, read_tiles
+from s3a.multilabel.views.tables import align_views, read_tiles
+from s3a.multilabel.views.tiles import TileParams, embed_tiles
 
 TILES = TileParams(num_workers=0)
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-import s3a.multilabel.views as tiles_mod
-from s3a.multilabel.views import TileParams, encode_tiles, read_tiles, tile_boxes, tiles_table
+import s3a.multilabel.views.tiles as tiles_mod
+from s3a.multilabel.views.tables import read_tiles, tiles_table
+from s3a.multilabel.views.tiles import TileParams, encode_tiles, tile_boxes
 
 
 def test_tile_boxes_spec_example():

@@ -22,7 +22,7 @@ from s3a.multilabel.data.registry import build_multilabel
 from s3a.multilabel.data.tables import ImageRecord, assemble, read_predictions
 from s3a.multilabel.decoder.tokens import load_tokens
 from s3a.multilabel.metrics import EVAL_COLUMNS
-from s3a.multilabel.views import tiles_table
+from s3a.multilabel.views.tables import tiles_table
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 TRAIN = {

@@ -5,7 +5,7 @@ import torch
 from s3a.io import read_table, write_table
 from s3a.logs import log_to
 from s3a.models import ModelSpec, load_clip
-from s3a.multilabel.views import TileParams, embed_tiles
+from s3a.multilabel.views.tiles import TileParams, embed_tiles
 
 
 def main(smk) -> None:

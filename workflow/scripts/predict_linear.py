@@ -5,7 +5,7 @@ import torch
 from s3a.io import read_embeddings, write_table
 from s3a.logs import log_to
 from s3a.multilabel.cdul.linear import load_linear, predict_linear_step
-from s3a.multilabel.views import read_tiles
+from s3a.multilabel.views.tables import read_tiles
 
 
 def main(smk) -> None:

@@ -9,7 +9,7 @@ from s3a.multilabel.aggregate import PseudoParams
 from s3a.multilabel.cdul.linear import save_linear, train_linear_step
 from s3a.multilabel.classifier import read_classifier
 from s3a.multilabel.learners import linear_settings
-from s3a.multilabel.views import read_tiles
+from s3a.multilabel.views.tables import read_tiles
 
 
 def main(smk) -> None:

@@ -1,7 +1,7 @@
 """The ``multilabel`` config block: the multi-label task (CDUL pseudo-labels, gradient alignment, the
 CLIP-Decoder head, open-vocabulary multi-label), one typed model per sub-block.
 
-The library's parameter objects (:class:`s3a.multilabel.views.TileParams`,
+The library's parameter objects (:class:`s3a.multilabel.views.tiles.TileParams`,
 :class:`~s3a.multilabel.aggregate.PseudoParams`, :class:`~s3a.multilabel.cdul.align.LabelUpdateParams`,
 :class:`~s3a.multilabel.cdul.linear.LinearParams`, :class:`~s3a.multilabel.imagetrain.network.ImageTrainParams`,
 :class:`~s3a.multilabel.decoder.head.MLDecoderParams`, :class:`~s3a.multilabel.decoder.train.HeadTrainParams`,

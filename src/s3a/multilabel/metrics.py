@@ -30,6 +30,7 @@ from sklearn.metrics import average_precision_score
 __all__ = [
     "EvalParams",
     "SUBSETS",
+    "THRESHOLD_COLUMNS",
     "average_precisions",
     "mean_average_precision",
     "threshold_metrics",
@@ -50,6 +51,8 @@ EVAL_COLUMNS = (
     "c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1", "p_at_3", "r_at_3", "f1_at_3", "p_at_5",
     "r_at_5", "f1_at_5",
 )  # fmt: skip
+#: the columns of :func:`threshold_metrics` (sigmoid scores only)
+THRESHOLD_COLUMNS = ("c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1")
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,8 @@ def threshold_metrics(
     fn = (~pred & yy).sum(axis=0)
     cp, cr = float(_div(tp, tp + fp).mean()), float(_div(tp, tp + fn).mean())
     op, orr = float(_div(tp.sum(), tp.sum() + fp.sum())), float(_div(tp.sum(), tp.sum() + fn.sum()))
-    return {
-        "c_prec": 100 * cp,
-        "c_rec": 100 * cr,
-        "c_f1": 100 * _f1(cp, cr),
-        "o_prec": 100 * op,
-        "o_rec": 100 * orr,
-        "o_f1": 100 * _f1(op, orr),
-    }
+    values = (cp, cr, _f1(cp, cr), op, orr, _f1(op, orr))
+    return {name: 100 * value for name, value in zip(THRESHOLD_COLUMNS, values, strict=True)}
 
 
 def topk_metrics(
@@ -207,10 +204,11 @@ def evaluate(
         m, n_no = mean_average_precision(yy, ss, mask)
         row: dict[str, object] = {k: keys.get(k, "") for k in ("dataset", "model", "stage", "split")}
         row.update(subset=subset, n_images=int(len(yy)), n_labels=int(len(cols)), n_labels_no_pos=n_no, map=m)
-        row.update(threshold_metrics(yy, ss, params.threshold, mask))
+        if thresholded:  # softmax scores: no threshold is meaningful, the columns stay NaN
+            row.update(threshold_metrics(yy, ss, params.threshold, mask))
+        else:
+            row.update(dict.fromkeys(THRESHOLD_COLUMNS, float("nan")))
         row.update(topk_metrics(yy, ss, params.topk, mask))
-        if not thresholded:  # softmax scores: no threshold is meaningful
-            row.update(dict.fromkeys(("c_prec", "c_rec", "c_f1", "o_prec", "o_rec", "o_f1"), float("nan")))
         if not (yy.astype(bool) & ~mask).any():  # no positive left (e.g. no small object): undefined
             row.update(dict.fromkeys(EVAL_COLUMNS[EVAL_COLUMNS.index("c_prec") :], float("nan")))
         rows.append(row)

@@ -33,7 +33,7 @@ from s3a.multilabel.aggregate import PseudoParams, pseudo_targets
 from s3a.multilabel.cdul.align import EPS, LabelUpdateParams, UpdateCounter, label_step
 from s3a.multilabel.data.tables import check_split, label_matrix, labels_table, predictions_table
 from s3a.multilabel.losses import NET_LOSSES, AslParams, network_loss
-from s3a.multilabel.views import align_views
+from s3a.multilabel.views.tables import align_views
 from s3a.resume import fingerprint, load_state, save_state
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 :func:`view_scores` turns the global and tile embeddings of each image into softmax scores over the
 label set (``S_g`` and the tile maximum, minimum and mean); :func:`init_pseudolabels` pairs the two
-views by image id (:func:`s3a.multilabel.views.align_views`) and writes the ``ml/pseudo/{split}``
+views by image id (:func:`s3a.multilabel.views.tables.align_views`) and writes the ``ml/pseudo/{split}``
 table (:func:`s3a.multilabel.aggregate.scores_table`, with ``S_final`` under the configured ζ, λ).
 The aggregation itself is :mod:`s3a.multilabel.aggregate`, shared with the open vocabulary.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from s3a.multilabel.aggregate import PseudoParams, ViewScores, label_softmax, logit_scale, scores_table
-from s3a.multilabel.views import align_views
+from s3a.multilabel.views.tables import align_views
 
 __all__ = [
     "view_scores",

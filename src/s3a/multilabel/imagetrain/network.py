@@ -49,7 +49,7 @@ from s3a.multilabel.cdul.linear import LinearHead
 from s3a.multilabel.data.tables import predictions_table
 from s3a.multilabel.decoder.head import CLIPDecoderHead, MLDecoderParams, patch_tokens
 from s3a.multilabel.losses import NET_LOSSES, AslParams, alignment_loss, asymmetric_loss, network_loss
-from s3a.multilabel.views import split_rows
+from s3a.multilabel.views.tables import split_rows
 from s3a.train.optim import param_groups
 
 __all__ = [

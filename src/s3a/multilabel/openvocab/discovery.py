@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from s3a.classify import zero_shot
-from s3a.discover.cluster import KMeansParams, kmeans
-from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.multilabel.aggregate import PseudoParams
 from s3a.multilabel.openvocab.scores import image_scores, vocab_rows
+
+if TYPE_CHECKING:  # torch is imported by the cluster vote only: the other discoveries run without it
+    from s3a.discover.cluster import KMeansParams
+    from s3a.discover.vote import VoteParams
 
 __all__ = [
     "view_points",
@@ -109,6 +111,10 @@ def discover_cluster_vote(
     points, image = view_points(global_emb, tile_emb)
     if points.shape[1] != vocab_classifier.shape[1]:
         raise ValueError(f"views have D={points.shape[1]}, the vocabulary {vocab_classifier.shape}")
+    from s3a.classify import zero_shot
+    from s3a.discover.cluster import KMeansParams, kmeans
+    from s3a.discover.vote import VoteParams, cluster_vote
+
     kmeans_params = kmeans_params or KMeansParams()
     vote_params = vote_params or VoteParams()
     if max_points is not None and len(points) > max_points:

@@ -32,7 +32,7 @@ import pandas as pd
 
 from s3a.io import read_embeddings
 from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, label_softmax, logit_scale
-from s3a.multilabel.views import read_tiles
+from s3a.multilabel.views.tables import read_tiles
 
 log = logging.getLogger(__name__)
 

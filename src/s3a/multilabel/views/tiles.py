@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -39,19 +38,7 @@ from tqdm.auto import tqdm
 
 from s3a.decode import DeviceNormalized, pil_pixels, resize_center_crop
 from s3a.embed import ImageFiles, image_autocast
-
-__all__ = [
-    "FITS",
-    "TileParams",
-    "tile_boxes",
-    "TileEmbeddings",
-    "encode_tiles",
-    "tiles_table",
-    "read_tiles",
-    "split_rows",
-    "align_views",
-    "embed_tiles",
-]
+from s3a.multilabel.views.tables import split_rows, tiles_table
 
 log = logging.getLogger(__name__)
 FITS = ("center_crop", "squash")
@@ -210,88 +197,10 @@ def encode_tiles(
     )
 
 
-def tiles_table(
-    image_ids: np.ndarray, boxes: np.ndarray, embeddings: np.ndarray, dtype: str = "float32"
-) -> pa.Table:
-    """The long ``ml/tiles/{split}.parquet`` table: ``image_id int64, tile int8, box
-    fixed_size_list<int32>[4], embedding fixed_size_list<float32|float16>[D]``, sorted by
-    (image_id, tile). Shapes: ids ``(N,)``, boxes ``(N, M, 4)``, embeddings ``(N, M, D)``."""
-    n, m, d = embeddings.shape
-    order = np.argsort(np.asarray(image_ids, dtype=np.int64), kind="stable")
-    ids = np.repeat(np.asarray(image_ids, dtype=np.int64)[order], m)
-    emb = np.ascontiguousarray(embeddings[order].reshape(n * m, d), dtype=np.dtype(dtype))
-    box = np.ascontiguousarray(boxes[order].reshape(n * m, 4), dtype=np.int32)
-    return pa.table(
-        {
-            "image_id": pa.array(ids),
-            "tile": pa.array(np.tile(np.arange(m, dtype=np.int8), n)),
-            "box": pa.FixedSizeListArray.from_arrays(pa.array(box.reshape(-1)), 4),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), d),
-        }
-    )
-
-
-def read_tiles(path) -> tuple[np.ndarray, np.ndarray]:
-    """``(image_ids (N,), embeddings (N, M, D) float32)`` from a :func:`tiles_table` file."""
-    table = pq.read_table(path, columns=["image_id", "tile", "embedding"])
-    tiles = table.column("tile").to_numpy()
-    m = int(tiles.max()) + 1 if len(tiles) else 1
-    col = table.column("embedding").combine_chunks()
-    emb = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, m, col.type.list_size)
-    ids = table.column("image_id").to_numpy()[::m].astype(np.int64)
-    return ids, emb
-
-
-def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The manifest rows of ``split``; a split without images is an error naming the splits there."""
-    rows = manifest[manifest["split"] == split]
-    if rows.empty:
-        raise ValueError(
-            f"the manifest has no images in split {split!r}; splits: {sorted(set(manifest.split))}"
-        )
-    return rows
-
-
-def align_views(
-    image_ids: np.ndarray,
-    global_emb: np.ndarray,
-    tile_ids: np.ndarray | None = None,
-    tile_emb: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(ids, global (N, D), tiles (N, M, D) or None)`` sorted by ``image_id`` and paired by id.
-
-    Raises:
-        ValueError: repeated ids, or the global embeddings and the tiles hold different images
-            (counts and example ids of each side; re-run both embedding rules).
-    """
-    ids = np.asarray(image_ids, dtype=np.int64)
-    if len(np.unique(ids)) != len(ids):
-        raise ValueError("the global embeddings repeat image ids")
-    order = np.argsort(ids, kind="stable")
-    ids, glob = ids[order], np.asarray(global_emb)[order]
-    if tile_ids is None:
-        return ids, glob, None
-    tids = np.asarray(tile_ids, dtype=np.int64)
-    if len(np.unique(tids)) != len(tids):
-        raise ValueError("the tile embeddings repeat image ids")
-    torder = np.argsort(tids, kind="stable")
-    if not np.array_equal(ids, tids[torder]):
-        only_g, only_t = np.setdiff1d(ids, tids), np.setdiff1d(tids, ids)
-        raise ValueError(
-            f"embed/{{split}} ({len(ids)} images) and ml/tiles/{{split}} ({len(tids)} images) hold "
-            f"different images: {len(only_g)} only in the embeddings (e.g. {only_g[:5].tolist()}), "
-            f"{len(only_t)} only in the tiles (e.g. {only_t[:5].tolist()}); re-run both rules on the "
-            "same manifest (an image too small for the tile grid is skipped by the tiles only)"
-        )
-    if glob.shape[1] != tile_emb.shape[2]:
-        raise ValueError(f"global embeddings {glob.shape} and tiles {tile_emb.shape} differ in D")
-    return ids, glob, np.asarray(tile_emb)[torder]
-
-
 def embed_tiles(clip, manifest: pd.DataFrame, split: str, params: TileParams) -> pa.Table:
-    """Rule ``embed_tiles``: the ``ml/tiles/{split}`` table (:func:`s3a.multilabel.views.tiles_table`)
+    """Rule ``embed_tiles``: the ``ml/tiles/{split}`` table (:func:`s3a.multilabel.views.tables.tiles_table`)
     of the split's images. Unreadable images, and images smaller than the grid, are skipped and
-    logged by :func:`~s3a.multilabel.views.encode_tiles` (as :func:`s3a.embed.encode_images` skips
+    logged by :func:`~s3a.multilabel.views.tiles.encode_tiles` (as :func:`s3a.embed.encode_images` skips
     unreadable ones); they have no rows. Cost: ``M`` forwards per image (module docstring)."""
     rows = split_rows(manifest, split)
     result = encode_tiles(clip.model, clip.preprocess, rows["path"].tolist(), params)
