@@ -13,7 +13,7 @@ target is >= 0.8 on a GPU, where both are bound by the forward pass), after one 
 each, as the best of ``--repeats`` alternating runs: end to end (the whole call, its loader
 workers' start-up and first batch included) and steady (from the first forward batch on).
 
-Part 2, the ``init_pseudolabels`` rule at COCO-like size: :func:`s3a.multilabel.cdul.pseudolabels.view_scores`
+Part 2, the ``init_pseudolabels`` rule at COCO-like size: :func:`s3a.multilabel.aggregate.view_scores`
 (``--n`` images, ``--labels`` labels, ``--grid``² tiles, D = ``--dim``, random unit embeddings) and
 :func:`~s3a.multilabel.aggregate.aggregate` on the scores it returns, each with its wall time and the
 peak memory it adds to the process (Linux ``VmHWM``; the inputs are excluded). The random
@@ -41,8 +41,7 @@ from bench_scale import _return_freed_memory, measure
 
 from s3a.embed import EmbedParams, encode_images
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
-from s3a.multilabel.aggregate import PseudoParams, aggregate
-from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
 from s3a.multilabel.views.tiles import TileParams, encode_tiles
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"

@@ -65,7 +65,7 @@ def planted_multilabel(
 
     Distractors, as the spec states them: each tile, with probability 0.2, gets ``+distract·t_d``
     with ``d`` a random label absent from the image, drawn anew for that tile. Measured with the
-    float64 scores of :func:`s3a.multilabel.cdul.pseudolabels.view_scores`, seeds 0-4: S_g 80.0-81.7, α
+    float64 scores of :func:`s3a.multilabel.aggregate.view_scores`, seeds 0-4: S_g 80.0-81.7, α
     81.8-85.8, S_final 93.6-95.1, the spec's numbers (float32 scores gave α 71-73, S_final 89-90).
     """
     rng = np.random.default_rng(seed)

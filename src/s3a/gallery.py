@@ -6,8 +6,14 @@ the final model (the self-trained student) still names the same way, and a grid 
 most typical images (nearest the cluster's mean embedding) then a few drawn at random. For labelled
 datasets a card also gives the majority true class and whether the name matches it.
 
-The page is one ``index.html`` with inline CSS and no script, and the thumbnails are JPEG files in
-``thumbs/`` beside it, so it opens from disk and inside ``snakemake --report``.
+With multi-label tags (a photo folder's ``tags`` column of ``names.parquet``,
+:mod:`s3a.multilabel.openvocab.tags`)
+each thumbnail shows its photo's tags under it (and in its tooltip), and a second page ``tags.html``,
+linked from the index, lists every tag with the number of photos holding it, largest first, and the
+thumbnails of its best-scored photos (:func:`tag_sections`, :func:`render_tag_page`).
+
+The pages are ``index.html`` (and ``tags.html``) with inline CSS and no script, and the thumbnails are
+JPEG files in ``thumbs/`` beside them, so they open from disk and inside ``snakemake --report``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,18 @@ from s3a.config import Gallery
 from s3a.io import new_file_mode
 from s3a.metrics import gt_vocab_index
 
-__all__ = ["GalleryParams", "Card", "representative_images", "gallery_cards", "render_html", "write_gallery"]
+__all__ = [
+    "GalleryParams",
+    "Card",
+    "TagSection",
+    "representative_images",
+    "gallery_cards",
+    "tag_sections",
+    "tags_caption",
+    "render_html",
+    "render_tag_page",
+    "write_gallery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +77,40 @@ class Card:
     true_class: str | None = None  # majority true class (labelled datasets)
     match: bool | None = None  # whether ``name`` is that class's vocabulary name
     phrase_source: str = "llm"  # where the phrases come from: ``llm`` or ``wordnet`` (definitions)
+
+
+@dataclasses.dataclass(frozen=True)
+class TagSection:
+    """One tag as the tag page shows it: its photos, and the best-scored ones to show."""
+
+    name: str
+    size: int  # photos holding the tag
+    shown: tuple[int, ...]  # image ids, best score first
+
+
+def tag_sections(names: pd.DataFrame, per_tag: int) -> list[TagSection]:
+    """Every tag of the names table's ``tags`` column (lists of ``{name, score}``) with its photo count
+    and its ``per_tag`` best-scored photos (ties by image id), largest tag first (ties by name). One pass
+    over the tags; memory: the (photo, tag) pairs, at most ``max_tags`` per photo."""
+    pairs = [
+        (str(t["name"]), float(t["score"]), int(i))
+        for i, ts in zip(names.image_id, names.tags, strict=True)
+        for t in ts
+    ]
+    if not pairs:
+        return []
+    long = pd.DataFrame(pairs, columns=["name", "score", "image_id"])
+    long = long.sort_values(["name", "score", "image_id"], ascending=[True, False, True], kind="stable")
+    sections = [
+        TagSection(str(name), len(group), tuple(int(i) for i in group.image_id.head(per_tag)))
+        for name, group in long.groupby("name", sort=False)
+    ]
+    return sorted(sections, key=lambda t: (-t.size, t.name))
+
+
+def tags_caption(tags) -> str:
+    """One photo's tags as the gallery writes them under a thumbnail: ``name 0.81 · name 0.50``."""
+    return " · ".join(f"{t['name']} {float(t['score']):.2f}" for t in tags)
 
 
 def representative_images(
@@ -171,8 +222,33 @@ body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222
 .ok{color:#176317}.no{color:#a31515}ul{margin:.3em 0}
 .grid{display:flex;flex-wrap:wrap;gap:6px;margin-top:.6em}
 .grid figure{margin:0}.grid img{display:block;border-radius:4px;background:#eee}
-.grid figcaption{font-size:.7em;color:#777;text-align:center}
+.grid figcaption{font-size:.7em;color:#777;text-align:center;max-width:160px}
+.grid .tags{color:#264f78}nav{margin:.3em 0 1em}
 """
+
+
+def _figure(image_id: int, thumbs, originals, tags, caption: str) -> str:
+    """A thumbnail linked to its photo, its file name (and tags) as tooltip, the caption and tags under it."""
+    esc = html.escape
+    img = f'<img src="{esc(thumbs[image_id])}" alt="image {image_id}" loading="eager">'
+    said = tags.get(image_id, "") if tags else ""
+    original = (originals or {}).get(image_id)
+    if original is not None:
+        tip = esc(Path(original).name + (f" \u2014 tags: {said}" if said else ""))
+        img = f'<a href="{esc(Path(original).absolute().as_uri())}" title="{tip}">{img}</a>'
+    under = f'{"<br>" if caption else ""}<span class="tags">{esc(said)}</span>' if tags is not None else ""
+    return f"<figure>{img}<figcaption>{esc(caption)}{under}</figcaption></figure>"
+
+
+def _head(title: str) -> list[str]:
+    """A page's opening lines up to its heading (the title escaped)."""
+    esc = html.escape
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
 
 
 def render_html(
@@ -181,24 +257,29 @@ def render_html(
     title: str,
     note: str = "",
     originals: dict[int, str] | None = None,
+    tags: dict[int, str] | None = None,
+    n_tags: int | None = None,
 ) -> str:
     """The gallery page: ``thumbs`` maps an image id to its thumbnail's path relative to the page;
     ``originals`` (image id -> the photo's file) gives each thumbnail its file name as a tooltip and a
-    link to the photo. Every text from a file name, the vocabulary or an LLM is HTML-escaped, and a
-    link is a ``file:`` URI with its bytes percent-encoded, so a name such as ``<script>`` or
-    ``"$(...)"`` is shown, never run."""
+    link to the photo; ``tags`` (image id -> :func:`tags_caption`) writes each photo's tags under its
+    thumbnail and in its tooltip, and ``n_tags`` (the tag page's tags) links the tag page. Every text
+    from a file name, the vocabulary or an LLM is HTML-escaped, and a link is a ``file:`` URI with its
+    bytes percent-encoded, so a name such as ``<script>`` or ``"$(...)"`` is shown, never run."""
     esc = html.escape
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
+        *_head(title),
         f'<p class="meta">{len(cards)} discovered classes, {sum(c.size for c in cards)} images.',
         f"{esc(note)}</p>",
         '<p class="meta">Each card is a discovered class under the name its cluster was given (as '
         "names.csv writes names, with WordNet's underscores). names.csv gives every photo the final "
         "model's own name, which is the card's name for the share the card states.</p>",
     ]
+    if n_tags is not None:
+        parts.append(
+            f'<nav><a href="tags.html">Tags: the {n_tags} names found in the photos, each with its photos</a>'
+            " (under each thumbnail: its photo's tags and their scores)</nav>"
+        )
     for card in cards:
         parts.append(f'<section class="card" id="cluster-{card.cluster}">')
         # the vocabulary name as names.csv writes it (WordNet's underscores kept)
@@ -218,14 +299,36 @@ def render_html(
             parts.append(f'<p class="meta">{label}: {said}</p>')
         parts.append('<div class="grid">')
         for kind, chosen in (("typical", card.typical), ("random", card.random)):
-            for image_id in chosen:
-                if image_id in thumbs:
-                    img = f'<img src="{esc(thumbs[image_id])}" alt="image {image_id}" loading="eager">'
-                    original = (originals or {}).get(image_id)
-                    if original is not None:
-                        name = esc(Path(original).name)
-                        img = f'<a href="{esc(Path(original).absolute().as_uri())}" title="{name}">{img}</a>'
-                    parts.append(f"<figure>{img}<figcaption>{kind}</figcaption></figure>")
+            parts += [_figure(i, thumbs, originals, tags, kind) for i in chosen if i in thumbs]
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render_tag_page(
+    sections: Sequence[TagSection],
+    thumbs: dict[int, str],
+    title: str,
+    originals: dict[int, str] | None = None,
+    tags: dict[int, str] | None = None,
+    note: str = "",
+) -> str:
+    """The tag page ``tags.html``: one section per tag (largest first) with its photo count and the
+    thumbnails of its best-scored photos, each with its tags; escaped as :func:`render_html`."""
+    esc = html.escape
+    n_photos = len({i for s in sections for i in s.shown})
+    parts = [
+        *_head(f"{title}: tags"),
+        '<nav><a href="index.html">back to the discovered classes</a></nav>',
+        f'<p class="meta">{len(sections)} tags, largest first. A tag is a name found in a photo (its '
+        "score: the mean of the whole photo's and its best tile's probability over the names found in "
+        f"the folder); each tag shows its best-scored photos ({n_photos} here), names.csv lists them all. "
+        f"{esc(note)}</p>",
+    ]
+    for k, section in enumerate(sections):
+        parts.append(f'<section class="card tag" id="tag-{k}"><h2>{esc(section.name)}</h2>')
+        parts.append(f'<p class="meta">{section.size} photos</p><div class="grid">')
+        parts += [_figure(i, thumbs, originals, tags, "") for i in section.shown if i in thumbs]
         parts.append("</div></section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -236,9 +339,13 @@ def write_gallery(
     paths: dict[int, str],
     out_dir: str | os.PathLike[str],
     params: GalleryParams,
+    sections: Sequence[TagSection] | None = None,
+    tags: dict[int, str] | None = None,
     **page,
 ) -> int:
-    """Write ``index.html`` and ``thumbs/<image_id>.jpg`` into ``out_dir`` (replaced as a whole).
+    """Write ``index.html`` and ``thumbs/<image_id>.jpg`` into ``out_dir`` (replaced as a whole), and
+    with tag ``sections`` (:func:`tag_sections`) ``tags.html``; ``tags`` (image id -> its caption) puts
+    each photo's tags under its thumbnail on both pages.
 
     The folder is built beside ``out_dir`` and renamed onto it, so a failure leaves nothing
     half-written. An image that cannot be read gets no thumbnail (logged). ``page`` goes to
@@ -254,7 +361,10 @@ def write_gallery(
         tmp.chmod(new_file_mode(directory=True))  # mkdtemp's 0o700 would hide it from a shared tree
         (tmp / "thumbs").mkdir()
         thumbs: dict[int, str] = {}
-        for image_id in sorted({i for c in cards for i in (*c.typical, *c.random)}):
+        shown = {i for c in cards for i in (*c.typical, *c.random)} | {
+            i for t in sections or () for i in t.shown
+        }
+        for image_id in sorted(shown):
             try:
                 with Image.open(paths[image_id]) as im:
                     im = im.convert("RGB")
@@ -265,9 +375,16 @@ def write_gallery(
                 continue
             thumbs[image_id] = f"thumbs/{image_id}.jpg"
         originals = {i: str(paths[i]) for i in thumbs}
+        n_tags = None if sections is None else len(sections)
         (tmp / "index.html").write_text(
-            render_html(cards, thumbs, originals=originals, **page), encoding="utf-8"
+            render_html(cards, thumbs, originals=originals, tags=tags, n_tags=n_tags, **page),
+            encoding="utf-8",
         )
+        if sections is not None:
+            tag_page = render_tag_page(
+                sections, thumbs, page.get("title", ""), originals, tags, page.get("note", "")
+            )
+            (tmp / "tags.html").write_text(tag_page, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

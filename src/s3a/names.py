@@ -21,6 +21,10 @@ cluster             Int64        the discovered class (structural cluster); <NA>
 runner_up_names     list[str]    the next best names of the final model, best first, distinct
 zeroshot_name       str          the zero-shot baseline's name (CLIP argmax over the vocabulary)
 zeroshot_score      float32      its probability
+tags                list[struct] only with tags (photo folders, ``names.tags.enabled``): the names present in
+                                 the image, ``{name, score}`` best first (``s3a.multilabel.openvocab.tags``);
+                                 the CSV writes them ``name:score; name:score``; an image with no tag
+                                 has ``[]``
 ==================  ===========  =======================================================================
 """
 
@@ -28,13 +32,23 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from s3a.classify import LOGIT_SCALE
 from s3a.device import pick_device, tensor_view
 from s3a.io import atomic_path
 
-__all__ = ["NAMES_COLUMNS", "top_names", "names_table", "write_names_csv"]
+__all__ = [
+    "NAMES_COLUMNS",
+    "TAGS_TYPE",
+    "top_names",
+    "names_table",
+    "tag_lists",
+    "names_arrow",
+    "tags_text",
+    "write_names_csv",
+]
 
 NAMES_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -47,6 +61,8 @@ NAMES_COLUMNS: tuple[str, ...] = (
     "zeroshot_name",
     "zeroshot_score",
 )
+#: the Parquet type of the ``tags`` column
+TAGS_TYPE = pa.list_(pa.struct([pa.field("name", pa.string()), pa.field("score", pa.float32())]))
 
 
 def top_names(
@@ -90,6 +106,7 @@ def names_table(
     final: pd.DataFrame,
     zeroshot: pd.DataFrame,
     clusters: pd.DataFrame,
+    tags: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Join the final model's names, the clusters and the zero-shot names into one row per image.
 
@@ -100,10 +117,12 @@ def names_table(
             ``student_score``, ``student_runner_ups`` (list of vocabulary indices, best first).
         zeroshot: ``image_id``, ``pred_vocab_index``, ``score``.
         clusters: ``image_id``, ``cluster`` (the structural labels of the train split).
+        tags: optional long tags table ``image_id``, ``rank``, ``vocab_index``, ``score``
+            (:data:`s3a.multilabel.openvocab.tags.TAG_COLUMNS`); adds the ``tags`` column (:func:`tag_lists`).
 
     Returns:
-        The columns of :data:`NAMES_COLUMNS`, one row per image of ``final`` (images that could not
-        be read have no prediction and no row), in image-id order.
+        The columns of :data:`NAMES_COLUMNS` (and ``tags``), one row per image of ``final`` (images
+        that could not be read have no prediction and no row), in image-id order.
 
     Raises:
         ValueError: ``final`` names images the manifest or the zero-shot table lacks.
@@ -131,11 +150,44 @@ def names_table(
             "zeroshot_score": zs.score.to_numpy(np.float32),
         }
     )
-    return table[list(NAMES_COLUMNS)]
+    if tags is not None:
+        table["tags"] = tag_lists(table.image_id.to_numpy(), tags, name_of)
+    return table[[*NAMES_COLUMNS, *(["tags"] if tags is not None else [])]]
+
+
+def tag_lists(image_ids: np.ndarray, tags: pd.DataFrame, name_of: pd.Series) -> list[list[dict]]:
+    """Each image's tags, ``[{"name": ..., "score": ...}]`` best first (by ``rank``), ``[]`` for an image
+    without one; ``name_of`` maps ``vocab_index`` to name. One pass over the long table grouped by
+    image id (its rows sorted once), so memory is the table and one small list per image."""
+    rows = tags.sort_values(["image_id", "rank"], kind="stable")
+    names = name_of.loc[rows.vocab_index].to_numpy(object)
+    scores = rows.score.to_numpy(np.float64)
+    ids = rows.image_id.to_numpy(np.int64)
+    wanted = np.asarray(image_ids, np.int64)
+    lo, hi = np.searchsorted(ids, wanted, "left"), np.searchsorted(ids, wanted, "right")
+    return [
+        [{"name": str(names[j]), "score": float(scores[j])} for j in range(a, b)]
+        for a, b in zip(lo, hi, strict=True)
+    ]
+
+
+def names_arrow(table: pd.DataFrame) -> pa.Table:
+    """The names table as Arrow, ``tags`` typed :data:`TAGS_TYPE` (even when every list is empty)."""
+    if "tags" not in table:
+        return pa.Table.from_pandas(table, preserve_index=False)
+    out = pa.Table.from_pandas(table.drop(columns="tags"), preserve_index=False)
+    return out.append_column("tags", pa.array(list(table.tags), type=TAGS_TYPE))
+
+
+def tags_text(tags) -> str:
+    """One image's tags as the CSV writes them: ``name:score; name:score`` (scores to 3 decimals)."""
+    return "; ".join(f"{t['name']}:{t['score']:.3f}" for t in tags)
 
 
 def write_names_csv(table: pd.DataFrame, path: str) -> None:
-    """Write the names table as CSV (runner-ups joined by ``"; "``), atomically."""
+    """Write the names table as CSV (runner-ups joined by ``"; "``, tags as :func:`tags_text`), atomically."""
     flat = table.assign(runner_up_names=["; ".join(r) for r in table.runner_up_names])
+    if "tags" in flat:
+        flat["tags"] = [tags_text(t) for t in flat.tags]
     with atomic_path(path) as tmp:
         flat.to_csv(tmp, index=False, float_format="%.4f")

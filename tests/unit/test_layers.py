@@ -146,7 +146,7 @@ def test_multilabel_methods_share_only_the_shared_modules():
 def test_the_layer_check_sees_a_sibling_import(tmp_path):
     """The check above would catch openvocab importing CDUL's pseudo-labels."""
     path = tmp_path / "scores.py"
-    path.write_text("from s3a.multilabel.cdul.pseudolabels import view_scores\n")
+    path.write_text("from s3a.multilabel.cdul.pseudolabels import init_pseudolabels\n")
     known = {f"{ML}.openvocab.scores", f"{ML}.cdul.pseudolabels"}
     found = imports(f"{ML}.openvocab.scores", path, known, module_level=False)
     assert found == {f"{ML}.cdul.pseudolabels"} and ml_part(next(iter(found))) not in ML_SHARED

@@ -18,9 +18,8 @@ import pytest
 from helpers import ML_TRAIN
 
 from s3a.io import read_embeddings, read_table
-from s3a.multilabel.aggregate import PseudoParams, scores_table
+from s3a.multilabel.aggregate import PseudoParams, scores_table, view_scores
 from s3a.multilabel.cdul.linear import linear_features, load_linear, predict_linear
-from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.classifier import read_classifier
 from s3a.multilabel.data.tables import LABEL_SET_COLUMNS, LABELS_COLUMNS
 from s3a.multilabel.imagetrain.network import ImageTrainParams, build_net, save_model

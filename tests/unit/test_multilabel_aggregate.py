@@ -15,8 +15,8 @@ from s3a.multilabel.aggregate import (
     label_softmax,
     read_scores,
     scores_table,
+    view_scores,
 )
-from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.metrics import mean_average_precision
 
 

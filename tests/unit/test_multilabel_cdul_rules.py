@@ -13,7 +13,7 @@ import pytest
 from helpers import ML_TRAIN as TRAIN
 
 from s3a.embed import EmbedParams, encode_images
-from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, scores_table
+from s3a.multilabel.aggregate import PseudoParams, ViewScores, aggregate, scores_table, view_scores
 from s3a.multilabel.cdul.linear import (
     linear_features,
     load_linear,
@@ -22,7 +22,7 @@ from s3a.multilabel.cdul.linear import (
     save_linear,
     train_linear_step,
 )
-from s3a.multilabel.cdul.pseudolabels import init_pseudolabels, view_scores
+from s3a.multilabel.cdul.pseudolabels import init_pseudolabels
 from s3a.multilabel.classifier import embed_label_set, label_classifier
 from s3a.multilabel.data.mosaic import build_generated_multilabel
 from s3a.multilabel.data.tables import label_matrix, labels_table

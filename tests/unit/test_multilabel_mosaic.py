@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s3a.multilabel.aggregate import PseudoParams, aggregate
+from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
 from s3a.multilabel.cdul.align import LabelUpdateParams
 from s3a.multilabel.cdul.linear import LinearParams, linear_features, predict_linear, train_linear
-from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.data.mosaic import build_mosaic, cover_resize
 from s3a.multilabel.data.tables import label_matrix
 from s3a.multilabel.metrics import mean_average_precision

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from s3a.multilabel.aggregate import PseudoParams, aggregate
-from s3a.multilabel.cdul.pseudolabels import view_scores
+from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
 from s3a.multilabel.data.tables import ImageRecord, assemble
 from s3a.multilabel.openvocab.discovery import discover_frequency
 from s3a.multilabel.openvocab.hierarchy import (

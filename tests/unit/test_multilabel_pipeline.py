@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from s3a.embed import EmbedParams, encode_images
-from s3a.multilabel.aggregate import PseudoParams, aggregate
+from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
 from s3a.multilabel.cdul.align import LabelUpdateParams
 from s3a.multilabel.cdul.linear import LinearParams, linear_features, predict_linear, train_linear
-from s3a.multilabel.cdul.pseudolabels import view_scores
 from s3a.multilabel.classifier import label_classifier, template_set
 from s3a.multilabel.data.mosaic import build_generated_multilabel
 from s3a.multilabel.metrics import EVAL_COLUMNS, evaluate_stage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,3 +183,34 @@ def test_names_table_of_a_photo_folder(photo_run):
         f"logs/embed_images/{folder_name(photos)}/tiny-*.log): {prefix}/names.csv; gallery: "
         f"{prefix}/gallery/index.html"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_tags_of_a_photo_folder_in_names_and_the_tag_page(photo_run):
+    """`names.tags` is on by default: each photo's tags (discovered names with their scores) are in
+    names.parquet (a list of name/score), names.csv (`name:score; ...`) and the gallery's tag page."""
+    work, photos, vocabulary, _ = photo_run
+    prefix = work / f"results/{folder_name(photos)}/tiny"
+    table = pd.read_parquet(prefix / "names.parquet")
+    discovered = pd.read_parquet(prefix / "tags/discovered.parquet")
+    names = set(vocabulary.name)
+    found = set(vocabulary.name.iloc[discovered.vocab_index]) if len(discovered) else set()
+    tagged = [t for t in table.tags if len(t)]
+    assert tagged, "no photo was tagged"
+    for tags in table.tags:
+        scores = [t["score"] for t in tags]
+        assert (
+            len(tags) <= 5 and all(0.5 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
+        )
+        assert {t["name"] for t in tags} <= found <= names
+    csv = pd.read_csv(prefix / "names.csv", keep_default_na=False)
+    expected = ["; ".join(f"{t['name']}:{t['score']:.3f}" for t in tags) for tags in table.tags]
+    assert csv.tags.tolist() == expected
+    index = (prefix / "gallery/index.html").read_text()
+    page = (prefix / "gallery/tags.html").read_text()
+    counts = pd.Series([t["name"] for tags in table.tags for t in tags]).value_counts()
+    assert 'href="tags.html"' in index and '<span class="tags">' in index
+    assert page.count('<section class="card tag"') == len(counts)
+    sizes = [int(n) for n in re.findall(r'<p class="meta">(\d+) photos</p>', page)]
+    assert sizes == sorted(counts.tolist(), reverse=True)  # largest first

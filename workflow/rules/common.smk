@@ -209,7 +209,8 @@ def print_names_paths():
 
 
 def names_inputs(wildcards):
-    """The final model's (student's) predictions and the zero-shot names of every split, and clusters."""
+    """The final model's (student's) predictions and the zero-shot names of every split, and clusters;
+    a photo folder's tags too (tag_inputs, workflow/rules/tags.smk)."""
     splits = dataset_splits(wildcards.dataset)
     prefix = f"results/{wildcards.dataset}/{wildcards.model}"
     return {
@@ -218,6 +219,7 @@ def names_inputs(wildcards):
         "final": [f"{prefix}/train/{s}.parquet" for s in splits],
         "zeroshot": [f"{prefix}/zeroshot/{s}.parquet" for s in splits],
         "structural": f"{prefix}/discover/structural_labels.parquet",
+        **tag_inputs(wildcards),
     }
 
 

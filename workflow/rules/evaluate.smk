@@ -145,5 +145,6 @@ rule build_gallery:
         gallery=config["names"]["gallery"],
         labelled=is_labelled,
         note=gallery_note,
+        tag_page=tag_page,
     script:
         "../scripts/build_gallery.py"

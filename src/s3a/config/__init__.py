@@ -26,6 +26,7 @@ from s3a.config.models import (
     Names,
     Realign,
     Run,
+    Tags,
     Train,
     Vocabulary,
     Vote,
@@ -36,5 +37,5 @@ __all__ = [
     "BLOCKS", "Block", "Compute", "Config", "DATASET_KINDS", "DECODERS", "DatasetEntry", "Discover",
     "ENV_NAME", "Embed", "Evaluate", "Gallery", "Int", "KMEANS_BACKENDS", "KMeans", "KSearch", "LEARNERS",
     "LLM", "MULTILABEL_KINDS", "ModelEntry", "MultiLabel", "Names", "OVERRIDES", "Realign", "Run",
-    "S3A_KINDS", "Train", "Vocabulary", "Vote", "json_schema", "readme", "resolved", "typed",
+    "S3A_KINDS", "Tags", "Train", "Vocabulary", "Vote", "json_schema", "readme", "resolved", "typed",
 ]  # fmt: skip

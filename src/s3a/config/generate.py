@@ -25,6 +25,7 @@ from s3a.config.models import (
     Names,
     Realign,
     Run,
+    Tags,
     Train,
     Vocabulary,
     Vote,
@@ -47,7 +48,7 @@ __all__ = ["BLOCKS", "json_schema", "readme", "resolved", "typed"]
 
 #: every block, in the order config/README.md lists them
 BLOCKS: tuple[type[Block], ...] = (
-    Config, DatasetEntry, ModelEntry, Run, Vocabulary, Embed, Evaluate, Names, Gallery, Compute,
+    Config, DatasetEntry, ModelEntry, Run, Vocabulary, Embed, Evaluate, Names, Gallery, Tags, Compute,
     Discover, KMeans, KSearch, Vote, Realign, LLM, Train, MultiLabel, Tiles, Pseudo, MultiLabelTrain,
     LabelUpdate, Asl, LinearLearner, FinetuneLearner, MLDecoderLearner, MultiLabelEvaluate, OpenVocab,
 )  # fmt: skip

@@ -48,6 +48,7 @@ __all__ = [
     "Names",
     "Realign",
     "Run",
+    "Tags",
     "Train",
     "Vocabulary",
     "Vote",
@@ -97,11 +98,27 @@ class Gallery(Block):
     seed: Int = Field(0, ge=0, description="Seed of the random gallery images.")
 
 
+class Tags(Block):
+    """Multi-label tags of a photo folder (`--config folder=`): the names present in each photo, with
+    their scores, in names.csv / names.parquet and the gallery (s3a.multilabel.openvocab.tags)."""
+
+    enabled: bool = Field(True, description="Tag every photo of a folder with the names present in it (rules embed_tag_tiles and tag_images: the photo's 3x3 tiles, a label set discovered over the vocabulary, CDUL's global + local scores over it); false = no tags column and no tag page.")  # fmt: skip
+    discovery: Literal["cluster_vote", "frequency"] = Field("cluster_vote", description="How the folder's label set is found: cluster_vote (k-means of the views and the S3A vote, discover.kmeans and discover.vote) or frequency (the names with the largest summed score over the views' top-k).")  # fmt: skip
+    n_labels: Int = Field(40, ge=1, description="Names to discover in the folder (at most; fewer when the sample has fewer views).")  # fmt: skip
+    views: Literal["tiles", "all"] = Field("all", description="Views clustered by cluster_vote: the tiles, or the tiles and the whole photo.")  # fmt: skip
+    sample_images: Int = Field(5000, ge=1, description="Photos (a seeded sample, discover.kmeans.seed) the label set is discovered on; a smaller folder uses all of them.")  # fmt: skip
+    topk_per_view: Int = Field(20, ge=1, description="Names kept per view by frequency discovery.")  # fmt: skip
+    threshold: float = Field(0.5, gt=0, le=1, description="A discovered name is a photo's tag when its score reaches this: CDUL's (global + local) / 2 with a softmax over the discovered names, so 0.5 = the name's whole-photo and best-tile probabilities add up to one view's worth.")  # fmt: skip
+    max_tags: Int = Field(5, ge=1, description="Tags per photo at most (the best scores).")
+    page_images: Int = Field(12, ge=1, description="Thumbnails per tag on the gallery's tag page (its best-scored photos; names.csv lists them all).")  # fmt: skip
+
+
 class Names(Block):
     """What a person reads: the per-image names table and the gallery."""
 
     runner_ups: Int = Field(3, ge=0, description="Runner-up names listed per image (the final model's next best names).")  # fmt: skip
     gallery: Gallery = Field(Gallery(), description="The gallery of the discovered classes.")
+    tags: Tags = Field(Tags(), description="Multi-label tags of a photo folder.")
 
 
 class Compute(Block):

@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 
 __all__ = [
+    "view_scores",
     "REPRO_SCALE",
     "LOCAL_REDUCTIONS",
     "PseudoParams",
@@ -115,6 +116,41 @@ class ViewScores:
     s_alpha: np.ndarray
     s_beta: np.ndarray
     s_mean: np.ndarray
+
+
+def view_scores(
+    global_emb: np.ndarray,
+    tile_emb: np.ndarray,
+    classifier: np.ndarray,
+    params: PseudoParams = PseudoParams(),
+) -> ViewScores:
+    """Softmax label scores of the global view and the tile reductions, in chunks of images; the
+    four ``(N, C)`` outputs are float64 (``32 · N · C`` bytes; module docstring).
+
+    Args:
+        global_emb: ``(N, D)`` unit global embeddings.
+        tile_emb: ``(N, M, D)`` unit tile embeddings (rows aligned with ``global_emb``).
+        classifier: ``(C, D)`` unit label text embeddings ``W``.
+    """
+    n, m, d = tile_emb.shape
+    if global_emb.shape != (n, d) or classifier.shape[1] != d:
+        raise ValueError(
+            f"shapes disagree: global {global_emb.shape}, tiles {tile_emb.shape}, W {classifier.shape}"
+        )
+    scale = logit_scale(params.temperature)
+    w = np.asarray(classifier, dtype=np.float32).T
+    c = w.shape[1]
+    out = {k: np.empty((n, c), np.float64) for k in ("g", "a", "b", "m")}
+    for s in range(0, n, params.chunk):
+        e = min(n, s + params.chunk)
+        out["g"][s:e] = label_softmax(np.asarray(global_emb[s:e], np.float32) @ w, scale)
+        tiles = label_softmax(
+            (np.asarray(tile_emb[s:e], np.float32).reshape(-1, d) @ w).reshape(e - s, m, c), scale
+        )
+        out["a"][s:e] = tiles.max(axis=1)
+        out["b"][s:e] = tiles.min(axis=1)
+        out["m"][s:e] = tiles.mean(axis=1)
+    return ViewScores(out["g"], out["a"], out["b"], out["m"])
 
 
 def aggregate(scores: ViewScores, params: PseudoParams = PseudoParams()) -> tuple[np.ndarray, np.ndarray]:
