@@ -9,7 +9,7 @@ bounded sample, ``names.tags.sample_images``, the same for both); what is compar
 photo over the discovered names and keeping its tags:
 
 * *ours*: :func:`s3a.multilabel.openvocab.tags.score_tags` over
-  :func:`~s3a.multilabel.openvocab.tags.iter_view_batches`
+  :func:`~s3a.multilabel.views.tables.iter_view_batches`
   (the tile file read ``--chunk`` photos at a time; only the tags kept);
 * *baseline*: the whole tables in memory: :func:`s3a.multilabel.views.tables.read_tiles` (all tiles),
   :func:`s3a.multilabel.aggregate.view_scores` and ``aggregate`` on every photo at once, then the long
@@ -38,8 +38,8 @@ from bench_scale import _return_freed_memory, measure
 
 from s3a.io import read_embeddings, write_embeddings
 from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
-from s3a.multilabel.openvocab.tags import TagParams, iter_view_batches, score_tags
-from s3a.multilabel.views.tables import read_tiles, tiles_table
+from s3a.multilabel.openvocab.tags import TagParams, score_tags
+from s3a.multilabel.views.tables import iter_view_batches, read_tiles, tiles_table
 
 
 def write_folder(

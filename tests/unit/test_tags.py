@@ -17,13 +17,11 @@ from s3a.multilabel.openvocab.tags import (
     TAG_COLUMNS,
     TagParams,
     image_tags,
-    iter_view_batches,
     sample_views,
     score_tags,
     select_tags,
-    tile_count,
 )
-from s3a.multilabel.views.tables import read_tiles, tiles_table
+from s3a.multilabel.views.tables import iter_view_batches, read_tiles, tile_count, tiles_table
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 KMEANS = {"n_init": 3, "max_iter": 100, "seed": 0, "backend": "torch"}

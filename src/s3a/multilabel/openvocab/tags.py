@@ -21,9 +21,9 @@ step of :mod:`s3a.multilabel.views.tiles`) and the vocabulary's text classifier 
 3. **Tags** (:func:`select_tags`): the names with ``S_final >= threshold``, best first, at most
    ``max_tags`` per photo; a photo where no name reaches the threshold has no tag.
 
-Memory, streamed by image id (:func:`iter_view_batches`): the tile table (``N·M`` rows, sorted by
-``(image_id, tile)``) is read ``chunk`` photos at a time and never whole; what is held besides is
-the ``(N, D)`` float32 global embeddings, the ``(V, D)`` vocabulary classifier (41 MB at
+Memory, streamed by image id (:func:`s3a.multilabel.views.tables.iter_view_batches`): the tile table
+(``N·M`` rows, sorted by ``(image_id, tile)``) is read ``chunk`` photos at a time and never whole;
+what is held besides is the ``(N, D)`` float32 global embeddings, the ``(V, D)`` vocabulary classifier (41 MB at
 20,071 x 512), the discovery sample (``sample_images · (M + 1) · D`` float32: 5,000 photos, 184 MB at
 D = 512, and its k-means and top-1 passes) and the tags (at most ``N · max_tags`` rows of 24 bytes).
 At 100,000 photos, M = 9, D = 512: global 205 MB (and its Arrow table while it is read), tags
@@ -50,12 +50,11 @@ from s3a.config import Int, Tags
 from s3a.multilabel.aggregate import PseudoParams, aggregate, view_scores
 from s3a.multilabel.openvocab.discovery import discover_cluster_vote, discover_frequency
 from s3a.multilabel.openvocab.scores import image_scores, view_topk
+from s3a.multilabel.views.tables import iter_view_batches
 
 __all__ = [
     "TAG_COLUMNS",
     "TagParams",
-    "tile_count",
-    "iter_view_batches",
     "sample_views",
     "discover_tags",
     "select_tags",
@@ -76,77 +75,6 @@ class TagParams(Tags):
     """
 
     chunk: Int = Field(1024, ge=1)
-
-
-def tile_count(tiles_path: str) -> int:
-    """M, the tiles per photo of a ``tiles_table`` file (reads only its ``tile`` column, 1 byte a row)."""
-    tile = pq.read_table(tiles_path, columns=["tile"]).column("tile").to_numpy()
-    return int(tile.max()) + 1 if len(tile) else 0
-
-
-def iter_view_batches(
-    tiles_path: str,
-    global_ids: np.ndarray,
-    global_emb: np.ndarray,
-    chunk: int = 1024,
-    keep: np.ndarray | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The photos of a tile file, ``chunk`` at a time: ``(ids (b,), global (b, D), tiles (b, M, D))``.
-
-    The tile file (:func:`s3a.multilabel.views.tables.tiles_table`: ``M`` rows per photo, sorted by
-    ``(image_id, tile)``) is read in record batches of about ``chunk · M`` rows; a photo cut by a
-    batch boundary is carried to the next one, so memory is two batches whatever the file's size.
-    Photos without a global embedding (or not in ``keep``, when given) are left out.
-
-    Args:
-        global_ids: ``(N,)`` ids of ``global_emb``'s rows.
-        global_emb: ``(N, D)`` global embeddings.
-        keep: optional ids to restrict to.
-
-    Raises:
-        ValueError: the file is not sorted by image id with ``M`` rows per photo.
-    """
-    m = tile_count(tiles_path)
-    if m == 0:
-        return
-    row_of = pd.Index(np.asarray(global_ids, np.int64))
-    wanted = None if keep is None else pd.Index(np.asarray(keep, np.int64))
-    carry_ids, carry_emb = np.zeros(0, np.int64), None
-    last = None
-    # buffered reads: a tile file is one row group up to 1M rows (write_table's default), whose column
-    # chunk an unbuffered reader loads whole (+0.7 GB at 30k photos); no threads: no row group read ahead
-    batches = pq.ParquetFile(tiles_path, buffer_size=1 << 23, pre_buffer=False).iter_batches(
-        batch_size=chunk * m, columns=["image_id", "embedding"], use_threads=False
-    )
-    for batch in batches:
-        col = batch.column(1)
-        emb = col.values.to_numpy(zero_copy_only=False).reshape(len(batch), col.type.list_size)
-        ids = np.concatenate([carry_ids, batch.column(0).to_numpy().astype(np.int64)])
-        emb = emb if carry_emb is None else np.concatenate([carry_emb, emb])
-        cut = len(ids) // m * m
-        carry_ids, carry_emb = ids[cut:], emb[cut:]
-        if not cut:
-            continue
-        photo = ids[:cut].reshape(-1, m)
-        first = photo[:, 0]
-        if (
-            (photo != first[:, None]).any()
-            or (np.diff(first) <= 0).any()
-            or (last is not None and first[0] <= last)
-        ):
-            raise ValueError(
-                f"{tiles_path}: tiles must be sorted by (image_id, tile) with {m} rows per photo"
-            )
-        last = first[-1]
-        row = row_of.get_indexer(first)
-        ok = row >= 0
-        if wanted is not None:
-            ok &= wanted.get_indexer(first) >= 0
-        if ok.any():
-            tiles = emb[:cut].reshape(-1, m, emb.shape[1])[ok].astype(np.float32, copy=False)
-            yield first[ok], np.asarray(global_emb[row[ok]], np.float32), tiles
-    if len(carry_ids):
-        raise ValueError(f"{tiles_path}: {len(carry_ids)} trailing rows do not make a photo of {m} tiles")
 
 
 def sample_views(

@@ -8,10 +8,14 @@ image sets with one message naming the ids, so that no row is silently mismatche
 only read views (``init_pseudolabels``, ``openvocab_labels``) import this module, never torch.
 
 Cost: :func:`read_tiles` holds the ``(N, M, D)`` embeddings (COCO train 82k x 9 x 512: 1.5 GB float32,
-half in float16); the pairing is a sort of the ids.
+half in float16); the pairing is a sort of the ids. :func:`iter_view_batches` streams a tile file a
+few photos at a time (two record batches in memory whatever the file's size), for the photo folder's
+tags.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -95,3 +99,74 @@ def align_views(
     if glob.shape[1] != tile_emb.shape[2]:
         raise ValueError(f"global embeddings {glob.shape} and tiles {tile_emb.shape} differ in D")
     return ids, glob, np.asarray(tile_emb)[torder]
+
+
+def tile_count(tiles_path: str) -> int:
+    """M, the tiles per photo of a ``tiles_table`` file (reads only its ``tile`` column, 1 byte a row)."""
+    tile = pq.read_table(tiles_path, columns=["tile"]).column("tile").to_numpy()
+    return int(tile.max()) + 1 if len(tile) else 0
+
+
+def iter_view_batches(
+    tiles_path: str,
+    global_ids: np.ndarray,
+    global_emb: np.ndarray,
+    chunk: int = 1024,
+    keep: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The photos of a tile file, ``chunk`` at a time: ``(ids (b,), global (b, D), tiles (b, M, D))``.
+
+    The tile file (:func:`s3a.multilabel.views.tables.tiles_table`: ``M`` rows per photo, sorted by
+    ``(image_id, tile)``) is read in record batches of about ``chunk · M`` rows; a photo cut by a
+    batch boundary is carried to the next one, so memory is two batches whatever the file's size.
+    Photos without a global embedding (or not in ``keep``, when given) are left out.
+
+    Args:
+        global_ids: ``(N,)`` ids of ``global_emb``'s rows.
+        global_emb: ``(N, D)`` global embeddings.
+        keep: optional ids to restrict to.
+
+    Raises:
+        ValueError: the file is not sorted by image id with ``M`` rows per photo.
+    """
+    m = tile_count(tiles_path)
+    if m == 0:
+        return
+    row_of = pd.Index(np.asarray(global_ids, np.int64))
+    wanted = None if keep is None else pd.Index(np.asarray(keep, np.int64))
+    carry_ids, carry_emb = np.zeros(0, np.int64), None
+    last = None
+    # buffered reads: a tile file is one row group up to 1M rows (write_table's default), whose column
+    # chunk an unbuffered reader loads whole (+0.7 GB at 30k photos); no threads: no row group read ahead
+    batches = pq.ParquetFile(tiles_path, buffer_size=1 << 23, pre_buffer=False).iter_batches(
+        batch_size=chunk * m, columns=["image_id", "embedding"], use_threads=False
+    )
+    for batch in batches:
+        col = batch.column(1)
+        emb = col.values.to_numpy(zero_copy_only=False).reshape(len(batch), col.type.list_size)
+        ids = np.concatenate([carry_ids, batch.column(0).to_numpy().astype(np.int64)])
+        emb = emb if carry_emb is None else np.concatenate([carry_emb, emb])
+        cut = len(ids) // m * m
+        carry_ids, carry_emb = ids[cut:], emb[cut:]
+        if not cut:
+            continue
+        photo = ids[:cut].reshape(-1, m)
+        first = photo[:, 0]
+        if (
+            (photo != first[:, None]).any()
+            or (np.diff(first) <= 0).any()
+            or (last is not None and first[0] <= last)
+        ):
+            raise ValueError(
+                f"{tiles_path}: tiles must be sorted by (image_id, tile) with {m} rows per photo"
+            )
+        last = first[-1]
+        row = row_of.get_indexer(first)
+        ok = row >= 0
+        if wanted is not None:
+            ok &= wanted.get_indexer(first) >= 0
+        if ok.any():
+            tiles = emb[:cut].reshape(-1, m, emb.shape[1])[ok].astype(np.float32, copy=False)
+            yield first[ok], np.asarray(global_emb[row[ok]], np.float32), tiles
+    if len(carry_ids):
+        raise ValueError(f"{tiles_path}: {len(carry_ids)} trailing rows do not make a photo of {m} tiles")
