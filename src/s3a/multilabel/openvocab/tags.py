@@ -22,19 +22,18 @@ step of :mod:`s3a.multilabel.views.tiles`) and the vocabulary's text classifier 
    ``max_tags`` per photo; a photo where no name reaches the threshold has no tag.
 
 Memory, streamed by image id (:func:`s3a.multilabel.views.tables.iter_view_batches`): the tile table
-(``N·M`` rows, sorted by ``(image_id, tile)``) is read ``chunk`` photos at a time and never whole;
-what is held besides is the ``(N, D)`` float32 global embeddings, the ``(V, D)`` vocabulary classifier (41 MB at
-20,071 x 512), the discovery sample (``sample_images · (M + 1) · D`` float32: 5,000 photos, 184 MB at
-D = 512, and its k-means and top-1 passes) and the tags (at most ``N · max_tags`` rows of 24 bytes).
-At 100,000 photos, M = 9, D = 512: global 205 MB (and its Arrow table while it is read), tags
-<= 12 MB, one chunk of 1,024 photos 19 MB of tiles plus its ``4 · chunk · C`` float64 scores, the
-tile file read through an 8 MB buffer; the whole tile table (1.8 GB float32), an ``(N, C)`` score
-matrix or a long table of every (photo, name) score is never built. ``benchmarks/bench_tags.py``
-measured the scoring at that size: peak +718 MB streamed against +7,339 MB for the whole-table
-approach (10.2x), 7.6 s against 34.7 s, the same tags. Time: the
-discovery's top-1 pass is ``2 · sample · (M+1) · V · D`` FLOP (5,000 photos: 1 TFLOP, about a minute
-on 2 CPU cores, a second on a GPU); the scores ``2 · N · (M+1) · C · D``.
-"""
+(``N·M`` rows, sorted by ``(image_id, tile)``) is read ``chunk`` photos at a time and never whole; what
+is held besides is the ``(N, D)`` float32 global embeddings, the ``(V, D)`` vocabulary classifier (41 MB
+at 20,071 x 512), the discovery sample (``sample_images · (M + 1) · D`` float32: 5,000 photos, 184 MB at
+D = 512, and its k-means and top-1 passes) and the tags (at most ``N · max_tags`` rows of 24 bytes). At
+100,000 photos, M = 9, D = 512: global 205 MB (and its Arrow table while it is read), tags <= 12 MB, one
+chunk of 1,024 photos 19 MB of tiles plus its ``4 · chunk · C`` float64 scores, the tile file read
+through an 8 MB buffer; the whole tile table (1.8 GB float32), an ``(N, C)`` score matrix or a long
+table of every (photo, name) score is never built. ``benchmarks/bench_tags.py`` measured the scoring at
+that size: peak +718 MB streamed against +7,339 MB for the whole-table approach (10.2x), 7.6 s against
+34.7 s, the same tags. Time: the discovery's top-1 pass is ``2 · sample · (M+1) · V · D`` FLOP (5,000
+photos: 1 TFLOP, about a minute on 2 CPU cores, a second on a GPU); the scores ``2 · N · (M+1) · C ·
+D``."""
 
 from __future__ import annotations
 
