@@ -176,12 +176,13 @@ def test_names_table_of_a_photo_folder(photo_run):
     page = (work / f"{prefix}/gallery/index.html").read_text()
     assert page.count('<section class="card"') == table.cluster.nunique()
     assert "majority true class" not in page
-    # the run's last line points to the names and says how many files could not be read (corrupt.jpg)
+    # the run's last line points to the names, the gallery and its tag page, and says how many files
+    # could not be read (corrupt.jpg)
     n = len(readable) + 1
     assert output.strip().splitlines()[-1] == (
         f"Names of every image (1 of {n} image files could not be read: see "
         f"logs/embed_images/{folder_name(photos)}/tiny-*.log): {prefix}/names.csv; gallery: "
-        f"{prefix}/gallery/index.html"
+        f"{prefix}/gallery/index.html, tags: {prefix}/gallery/tags.html"
     )
 
 

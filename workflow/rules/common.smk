@@ -191,8 +191,8 @@ def gallery_targets():
 
 
 def print_names_paths():
-    """The run's closing lines: the names table and the gallery of each dataset and model, and how
-    many image files could not be read (listed in the manifest, so not named)."""
+    """The run's closing lines: the names table and the gallery (and its tag page) of each dataset and
+    model, and how many image files could not be read (listed in the manifest, so not named)."""
     import pyarrow.parquet as pq
 
     for path in names_targets():
@@ -205,7 +205,10 @@ def print_names_paths():
             if listed > named:
                 log = f"logs/embed_images/{dataset}/{model}-*.log"
                 skipped = f" ({listed - named} of {listed} image files could not be read: see {log})"
-        print(f"Names of every image{skipped}: {folder}/names.csv; gallery: {folder}/gallery/index.html")
+        gallery = f"{folder}/gallery/index.html"
+        if tagged(dataset):  # workflow/rules/tags.smk
+            gallery += f", tags: {folder}/gallery/tags.html"
+        print(f"Names of every image{skipped}: {folder}/names.csv; gallery: {gallery}")
 
 
 def names_inputs(wildcards):
