@@ -82,7 +82,7 @@ def openvocab_scores(
 ) -> pd.DataFrame:
     """Rule ``openvocab_scores``: :func:`~s3a.multilabel.openvocab.scores.view_topk` with
     ``openvocab.topk_per_view`` and ``openvocab.temperature``; ``vocab_index`` holds the vocabulary
-    classifier's ids. Rows: N x (M + 1) x k (ImageNet-scale cost in :mod:`.openvocab`)."""
+    classifier's ids. Rows: N x (M + 1) x k (ImageNet-scale cost in the module docstring)."""
     vocab_ids, vocab_classifier = vocab_rows(vocab_ids, vocab_classifier)
     table = view_topk(
         image_ids,
