@@ -1,9 +1,14 @@
 """Cluster tier: the demo DAG through a real Slurm (`ci/local-slurm.sh up` stands one up on localhost).
 
-The demo runs twice, each in its own copy of the workflow: locally (`--cores 2`) and through
-`--profile profiles/slurm`, with the site keys (partition, account) written into the copied profile
-as a site would. The tests then check that every non-local job was a Slurm job that completed, that
-the localrules ran in the main process, and that both runs computed the same summary.
+One Slurm run proves dispatch, retries and resume: the demo runs twice, each in its own copy of the
+workflow, locally (`--cores 2`) and through `--profile profiles/slurm`, with the site keys (partition,
+account) written into the copied profile as a site would, and a training long enough (80 epochs) that
+a `scancel --signal=TERM` in the middle of an epoch and then a 1-minute time limit stop attempts of
+the Slurm run's training job. The tests then check that every non-local job was a Slurm job that
+completed (the training's last attempt), that the localrules ran in the main process, that both runs
+computed the same summary, and that the retried training ended with the local run's weights, bit for
+bit. (This was two Slurm runs, the demo and then a longer training; one run proves both and its
+training overlaps the rest of the DAG.)
 
 Without a reachable Slurm (no packages, not root, controller down) the tests skip with the reason;
 `S3A_REQUIRE_SLURM=1` (set by CI) turns that skip into a failure.
@@ -29,15 +34,23 @@ import yaml
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 900
+# both runs together, on a loaded machine too (the training's attempts alone take about 4 minutes)
+TIMEOUT = 1800
 # the demo, with one prompt template instead of seven: the text classifier over the 20K names is the
-# longest job and both runs pay for it on the same 2 cores
+# longest job and both runs pay for it on the same 2 cores. Its training is longer: about 100 s on the 2
+# idle cores of CI (5 steps per epoch, 1.3 s per epoch), longer than what a 1-minute attempt leaves after
+# its start-up, even when Slurm, which checks time limits about every 30 s, lets an attempt run 90 s; a
+# loaded machine only adds attempts (up to 9)
 DEMO = [
     "--configfile",
     "config/demo.yaml",
     "--config",
     "vocabulary={'templates': 'photo', 'extra_wnids': []}",
+    "train={'epochs': 80, 'batch_size': 32, 'warmup_epochs': 1, 'eval_every': 40}",
 ]
+# the training job of the Slurm run: 1-minute attempts, up to 9; its memory does not grow with the
+# attempt (the profile's 4000 MB * attempt would pass the local node's 20 GB at the 6th attempt)
+RETRIES = ["--retries", "8", "--set-resources", "self_train:runtime=1", "self_train:mem_mb=2000"]
 # rules the workflow declares local (others may join them): they must not reach Slurm
 LOCAL_RULES = {
     "prepare_manifest",
@@ -101,28 +114,35 @@ def copy_workflow(dest: Path) -> Path:
 
 def start_snakemake(args: list[str], cwd: Path, niceness: int = 0) -> subprocess.Popen:
     """Snakemake from this interpreter; the venv's bin/ leads PATH, which sbatch passes on to the jobs.
-    ``niceness`` > 0 runs it (and its jobs) at a lower priority than the Slurm jobs."""
+    ``niceness`` > 0 runs it (and its jobs) at a lower priority than the Slurm jobs. Its output goes
+    to a file (``process.output_path``): a pipe nobody reads while the test waits would fill and stall it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
-    )
+    output_path = cwd / f"snakemake-{time.time_ns()}.out"
+    with output_path.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *args],
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
+    process.output_path = output_path
+    return process
 
 
 def finish(process: subprocess.Popen, deadline: float) -> str:
     """Snakemake's output once it exits; past the deadline it is stopped (and cancels its jobs)."""
     try:
-        output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        process.wait(timeout=max(deadline - time.monotonic(), 1))
     except subprocess.TimeoutExpired:
         process.terminate()  # snakemake cancels its Slurm jobs on SIGTERM
-        output, _ = process.communicate(timeout=120)
+        process.wait(timeout=120)
+        output = process.output_path.read_text()
         pytest.fail(f"snakemake did not finish within {TIMEOUT} s:\n{output[-5000:]}")
+    output = process.output_path.read_text()
     assert process.returncode == 0, output[-8000:]
     return output
 
@@ -140,25 +160,41 @@ def planned_jobs(dry_run: str) -> Counter:
 
 
 def job_headers(log: str) -> Counter:
-    """('rule' | 'localrule', name) -> how many jobs Snakemake started that way."""
-    return Counter(re.findall(r"^(rule|localrule) (\w+):$", log, flags=re.MULTILINE))
+    """('rule' | 'localrule', name) -> how many jobs Snakemake started that way (in its own lines: not
+    in the logs of failed jobs that it shows, which hold the job's own Snakemake output)."""
+    own = re.sub(r"^Logfile [^\n]*:\n={80}\n.*?^={80}$", "", log, flags=re.MULTILINE | re.DOTALL)
+    return Counter(re.findall(r"^(rule|localrule) (\w+):$", own, flags=re.MULTILINE))
 
 
 def sacct_jobs(run_id: str, since: str, expected: int) -> pd.DataFrame:
-    """The run's Slurm jobs as sacct lists them (allocations only), once all have reached accounting."""
+    """The run's Slurm jobs as sacct lists them (allocations only, in submission order), once all have
+    reached accounting in a final state."""
     fields = ["JobIDRaw", "JobName", "State", "Comment", "ExitCode", "AllocCPUS"]
     deadline = time.monotonic() + 60
     while True:
         out = _query("sacct", "-X", "-n", "-P", "--name", run_id, "-S", since, "-o", ",".join(fields))
         jobs = pd.DataFrame([line.split("|") for line in out.splitlines() if line], columns=fields)
-        if (len(jobs) >= expected and (jobs.State == "COMPLETED").all()) or time.monotonic() > deadline:
+        jobs = jobs.sort_values("JobIDRaw", key=lambda ids: ids.astype(int), ignore_index=True)
+        final = jobs.State.isin(["COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"]).all()
+        if (len(jobs) >= expected and final) or time.monotonic() > deadline:
             return jobs
         time.sleep(2)
 
 
+def _self_train_job() -> str | None:
+    """The id of the self_train job running now (the plugin's comment names the rule), or None."""
+    out = _query("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k")
+    ids = [line.split("|")[0] for line in out.splitlines() if "|rule_self_train" in line]
+    return ids[0] if ids else None
+
+
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory) -> dict:
-    """The demo locally and through profiles/slurm, side by side (the Slurm run mostly waits)."""
+    """The demo locally and through profiles/slurm, side by side (the Slurm run mostly waits); the
+    Slurm run's training job is sent SIGTERM after its first epoch (Slurm's preemption, or a user's
+    scancel), and the 1-minute limit of its next attempt stops it again."""
+    import torch
+
     local = copy_workflow(tmp_path_factory.mktemp("local"))
     work = copy_workflow(tmp_path_factory.mktemp("slurm"))
     # the site keys go where the profile says a site puts them
@@ -172,19 +208,42 @@ def runs(cluster, tmp_path_factory) -> dict:
 
     deadline = time.monotonic() + TIMEOUT
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    # the local run is the reference for the S3A summary only: its multi-label half would just compete
-    # with the Slurm run for the two cores (the Slurm run does the whole demo, multi-label included)
-    local_process = start_snakemake([*DEMO, "run={'datasets': ['shapes']}", "--cores", "2"], local)
+    # the local run is the reference for the S3A summary and the training's weights only: its
+    # multi-label half would just compete with the Slurm run for the two cores (the Slurm run does the
+    # whole demo, multi-label included); at a lower priority, so that the Slurm training's attempts
+    # keep their pace
+    local_process = start_snakemake(
+        [*DEMO, "run={'datasets': ['shapes']}", "--cores", "2"], local, niceness=19
+    )
     # the demo's jobs take seconds: poll sooner than a real cluster needs
-    slurm_process = start_snakemake([*slurm_args, "--slurm-init-seconds-before-status-checks", "2"], work)
+    slurm_process = start_snakemake(
+        [*slurm_args, *RETRIES, "--slurm-init-seconds-before-status-checks", "2"], work
+    )
+    state = work / "resources/train/shapes/tiny/state.pt"
+    signalled = None
     try:
+        while signalled is None and time.monotonic() < deadline and slurm_process.poll() is None:
+            job = _self_train_job()
+            # after its first epoch: the training is under way
+            if job and state.exists() and torch.load(state, weights_only=False)["epoch"] >= 1:
+                _query("scancel", "--signal=TERM", job)  # Slurm's preemption, or a user's scancel
+                signalled = job
+            time.sleep(0.5)
+        assert signalled, "the training job never reached its second epoch"
         slurm_log = finish(slurm_process, deadline)
     except BaseException:
+        slurm_process.terminate()
         local_process.kill()
-        local_process.communicate()
+        slurm_process.wait(timeout=120)
+        local_process.wait(timeout=60)
         raise
     local_log = finish(local_process, deadline)
-    return {"plan": planned_jobs(plan), "slurm": (work, slurm_log, since), "local": (local, local_log)}
+    return {
+        "plan": planned_jobs(plan),
+        "slurm": (work, slurm_log, since),
+        "local": (local, local_log),
+        "signalled": signalled,
+    }
 
 
 def test_every_cluster_job_ran_as_a_completed_slurm_job(runs):
@@ -192,16 +251,24 @@ def test_every_cluster_job_ran_as_a_completed_slurm_job(runs):
     started = job_headers(log)
     remote = Counter({name: n for (kind, name), n in started.items() if kind == "rule"})
     local = Counter({name: n for (kind, name), n in started.items() if kind == "localrule"})
-    # every planned job ran once: the localrules in this process, everything else through sbatch
-    assert remote + local == runs["plan"], (started, runs["plan"])
+    # every planned job ran once: the localrules in this process, everything else through sbatch; the
+    # training job once per attempt (the interrupted ones are checked by the preemption test below)
+    assert remote["self_train"] >= 3, started  # the signalled attempt, a timed-out one, the last one
+    assert remote - Counter({"self_train": remote["self_train"] - 1}) + local == runs["plan"], (
+        started,
+        runs["plan"],
+    )
     assert LOCAL_RULES.issubset(local), started
     assert remote and not set(remote) & LOCAL_RULES, started
 
     run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
     jobs = sacct_jobs(run_id, since, expected=remote.total())
     assert len(jobs) == remote.total(), jobs.to_string()
-    assert (jobs.State == "COMPLETED").all(), jobs.to_string()
-    assert (jobs.ExitCode == "0:0").all(), jobs.to_string()
+    # every job completed, the training in its last attempt
+    training = jobs.Comment.str.startswith("rule_self_train_")
+    done = jobs[~training | (jobs.index == jobs[training].index[-1])]
+    assert (done.State == "COMPLETED").all(), jobs.to_string()
+    assert (done.ExitCode == "0:0").all(), jobs.to_string()
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
     assert submitted == set(jobs.JobIDRaw), (submitted, jobs.JobIDRaw.tolist())
     # the plugin's comment names the rule: rule_<name>[_wildcards_<values>]
@@ -220,54 +287,22 @@ def test_slurm_and_local_runs_give_the_same_summary(runs):
     pd.testing.assert_frame_equal(slurm_summary, local_summary, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
-def _self_train_job() -> str | None:
-    """The id of the self_train job running now (the plugin's comment names the rule), or None."""
-    out = _query("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k")
-    ids = [line.split("|")[0] for line in out.splitlines() if "|rule_self_train" in line]
-    return ids[0] if ids else None
-
-
-def test_a_preempted_and_a_timed_out_training_job_resume_to_identical_weights(runs, cluster):
+def test_a_preempted_and_a_timed_out_training_job_resume_to_identical_weights(runs):
     """scancel --signal=TERM in the middle of an epoch, then a 1-minute time limit: each attempt saves
     the step it is in, Snakemake retries the job, and the last attempt ends with the weights of an
     uninterrupted run (the local one), bit for bit."""
     import torch
 
-    work, _, _ = runs["slurm"]
-    local, _ = runs["local"]
-    target = "results/shapes/tiny/train/student.pt"
-    # about 100 s of training on the 2 idle cores of CI (5 steps per epoch, 1.3 s per epoch): longer than
-    # what a 1-minute attempt leaves after its start-up, even when Slurm, which checks time limits about
-    # every 30 s, lets an attempt run 90 s; a loaded machine only adds attempts (up to 9)
-    longer = ["train={'epochs': 80, 'batch_size': 32, 'warmup_epochs': 1, 'eval_every': 40}"]
-    config = [*DEMO, *longer]
-    deadline = time.monotonic() + TIMEOUT
-    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    reference = start_snakemake([*config, "--cores", "2", "--", target], local, niceness=19)
-    slurm = start_snakemake(
-        ["--profile", "profiles/slurm", *config, "--retries", "8", "--set-resources", "self_train:runtime=1",
-         "--slurm-init-seconds-before-status-checks", "2", "--", target],
-        work,
-    )  # fmt: skip
+    work, log, since = runs["slurm"]
+    local, reference_log = runs["local"]
+    signalled = runs["signalled"]
     state = work / "resources/train/shapes/tiny/state.pt"
-    started = time.time()
-    signalled = None
-    try:
-        while signalled is None and time.monotonic() < deadline and slurm.poll() is None:
-            job = _self_train_job()
-            # this run's state (the demo's is older) after its first epoch: the training is under way
-            fresh = job and state.exists() and state.stat().st_mtime > started
-            if fresh and torch.load(state, weights_only=False)["epoch"] >= 1:
-                _query("scancel", "--signal=TERM", job)  # Slurm's preemption, or a user's scancel
-                signalled = job
-            time.sleep(0.5)
-        assert signalled, "the training job never reached its second epoch"
-        finish(slurm, deadline)
-    finally:
-        reference_log = finish(reference, deadline)
     assert "self_train" in reference_log
 
-    out = _query("sacct", "-X", "-n", "-P", "-S", since, "-o", "JobIDRaw,State,Comment,Elapsed")
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    out = _query(
+        "sacct", "-X", "-n", "-P", "--name", run_id, "-S", since, "-o", "JobIDRaw,State,Comment,Elapsed"
+    )
     attempts = [line.split("|") for line in out.splitlines() if "|rule_self_train" in line]
     states = [a[1] for a in attempts]
     assert attempts[0][0] == signalled and states[0] == "FAILED" and states[-1] == "COMPLETED", attempts

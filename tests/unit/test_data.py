@@ -20,7 +20,8 @@ from s3a.data.breeds import BREEDS_FILES, breeds_leaf_wnids
 from s3a.data.generated import DEFAULT_CLASSES
 from s3a.data.imagenet import imagenet100_wnids
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+# S3A_SHARED_DATA points elsewhere (e.g. a copy carried to a GPU machine), as in tests/conftest.py
+DATA = Path(os.environ.get("S3A_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 SAMPLE = DATA / "imagenet-sample"
 BREEDS = DATA / "breeds"
 CIFAR10 = DATA / "cifar10-test"

@@ -16,6 +16,15 @@ from s3a.models import (
 )
 
 
+def build_unweighted(spec: ModelSpec):
+    """``load_clip(spec, device="meta", load_weights=False)`` with meta as torch's default device as
+    well, so that open_clip allocates and initialises no parameters on the CPU first (1 s per ViT-B, the
+    largest part of the unit tier's model tests); the modules, activations and preprocessing it builds
+    are the same."""
+    with torch.device("meta"):
+        return load_clip(spec, device="meta", load_weights=False)
+
+
 def test_checkpoint_loads_through_pretrained_path(tiny_checkpoint, tiny_clip):
     saved = torch.load(tiny_checkpoint, map_location="cpu")
     loaded = tiny_clip.model.state_dict()
@@ -83,7 +92,7 @@ def test_openai_weights_get_quick_gelu_and_their_preprocessing(arch):
     """open_clip alone builds GELU for these and only warns; the weights were trained with QuickGELU."""
     tag = open_clip.get_pretrained_cfg(arch, "openai")
     assert tag["quick_gelu"] is True  # the registry entry the check relies on (no download)
-    clip = load_clip(ModelSpec(arch, "openai"), device="meta", load_weights=False)
+    clip = build_unweighted(ModelSpec(arch, "openai"))
     assert uses_quick_gelu(clip.model)
     assert not any(isinstance(m, torch.nn.GELU) for m in clip.model.modules())
     cfg = clip.preprocess_cfg
@@ -94,7 +103,7 @@ def test_openai_weights_get_quick_gelu_and_their_preprocessing(arch):
 def test_laion_weights_keep_gelu():
     spec = ModelSpec("ViT-B-16", "laion2b_s34b_b88k")
     assert not open_clip.get_pretrained_cfg(spec.arch, spec.pretrained).get("quick_gelu", False)
-    clip = load_clip(spec, device="meta", load_weights=False)
+    clip = build_unweighted(spec)
     assert not uses_quick_gelu(clip.model)
     assert any(isinstance(m, torch.nn.GELU) for m in clip.model.modules())
 
@@ -115,7 +124,7 @@ def test_tag_preprocessing_differs_from_openai_and_is_used():
     spec = ModelSpec("ViT-L-14", "laion2b_s32b_b82k")
     cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
     assert tuple(cfg["mean"]) != OPENAI_MEAN
-    built = load_clip(spec, device="meta", load_weights=False)
+    built = build_unweighted(spec)
     assert built.preprocess_cfg["mean"] == pytest.approx(cfg["mean"])
     assert built.preprocess_cfg["std"] == pytest.approx(cfg["std"])
     assert not uses_quick_gelu(built.model)
@@ -175,7 +184,7 @@ def test_safe_entries_build_the_activation_of_their_weights(tmp_path, arch, pret
         Path(pretrained).write_bytes(b"")
     spec = ModelSpec(arch, pretrained, quick_gelu=quick_gelu)
     assert activation_problem(spec) is None
-    clip = load_clip(spec, device="meta", load_weights=False)
+    clip = build_unweighted(spec)
     assert _activation(clip.model) == {QuickGELU if expected == "QuickGELU" else torch.nn.GELU}
 
 
