@@ -117,8 +117,8 @@ def main() -> None:
         base, t_base, mem_base = measure(lambda: whole_table_tags(glob_path, tiles_path, names, params), cpu)
     key = ["image_id", "vocab_index"]
     same = ours[key].sort_values(key).to_numpy().tolist() == base[key].sort_values(key).to_numpy().tolist()
-    print(f"ours (streamed by image id, chunk {args.chunk}): {t_ours:7.2f} s   peak +{mem_ours:7.0f} MB")
-    print(f"baseline (whole tables, pandas long table): {t_base:7.2f} s   peak +{mem_base:7.0f} MB")
+    print(f"ours (streamed by image id, chunk {args.chunk}): {t_ours:8.4f} s   peak +{mem_ours:7.0f} MB")
+    print(f"baseline (whole tables, pandas long table): {t_base:8.4f} s   peak +{mem_base:7.0f} MB")
     print(f"ratio baseline / ours: memory {mem_base / mem_ours:.1f}x, time {t_base / t_ours:.2f}x")
     print(f"same tags: {same} ({len(ours)} tags on {ours.image_id.nunique()} photos)")
 
