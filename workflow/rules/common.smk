@@ -332,3 +332,27 @@ def evaluation_targets():
 def summary_targets():
     """The cross-dataset summary, when some dataset has ground truth to evaluate."""
     return ["results/summary.parquet"] if LABELLED else []
+
+
+# the tags of a photo folder (workflow/rules/tags.smk)
+def tagged(dataset):
+    """Whether a dataset gets tags: a photo folder (no ground truth) while `names.tags.enabled`."""
+    return config["names"]["tags"]["enabled"] and dataset in DATASETS and dataset not in LABELLED
+
+
+def tag_inputs(wildcards):
+    """The tags of a tagged dataset (an input of name_images), else none."""
+    if not tagged(wildcards.dataset):
+        return {}
+    return {"tags": f"results/{wildcards.dataset}/{wildcards.model}/tags/tags.parquet"}
+
+
+def tag_settings(wildcards):
+    """What tag_images reads of `names.tags` (not the tag page's `page_images`, which only the gallery
+    reads)."""
+    return {k: v for k, v in config["names"]["tags"].items() if k not in ("enabled", "page_images")}
+
+
+def tag_page(wildcards):
+    """Thumbnails per tag of the gallery's tag page; None: no tags, no tag page."""
+    return config["names"]["tags"]["page_images"] if tagged(wildcards.dataset) else None

@@ -1,29 +1,7 @@
 # Multi-label tags of a photo folder (`names.tags`, s3a.multilabel.openvocab.tags): the 3x3 tiles of its photos,
 # a label set discovered over the vocabulary and the names present in each photo; name_images adds them
-# to names.csv / names.parquet and build_gallery writes the tag page.
-
-
-def tagged(dataset):
-    """Whether a dataset gets tags: a photo folder (no ground truth) while `names.tags.enabled`."""
-    return config["names"]["tags"]["enabled"] and dataset in DATASETS and dataset not in LABELLED
-
-
-def tag_inputs(wildcards):
-    """The tags of a tagged dataset (an input of name_images), else none."""
-    if not tagged(wildcards.dataset):
-        return {}
-    return {"tags": f"results/{wildcards.dataset}/{wildcards.model}/tags/tags.parquet"}
-
-
-def tag_settings(wildcards):
-    """What tag_images reads of `names.tags` (not the tag page's `page_images`, which only the gallery
-    reads)."""
-    return {k: v for k, v in config["names"]["tags"].items() if k not in ("enabled", "page_images")}
-
-
-def tag_page(wildcards):
-    """Thumbnails per tag of the gallery's tag page; None: no tags, no tag page."""
-    return config["names"]["tags"]["page_images"] if tagged(wildcards.dataset) else None
+# to names.csv / names.parquet and build_gallery writes the tag page. Their input functions (tagged,
+# tag_inputs, tag_settings, tag_page) are in common.smk.
 
 
 rule embed_tag_tiles:
