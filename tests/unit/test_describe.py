@@ -93,6 +93,14 @@ def good_answer(labels: list[str], first: bool) -> str:
     return "\n".join(lines)
 
 
+class _Server(ThreadingHTTPServer):
+    """The fake endpoint's server: a listen backlog for every request a test has in flight at once (the
+    socketserver default of 5 drops the 6th to 8th simultaneous connection, which the client's TCP
+    stack sends again 1 s later, as a real server with its larger backlog would not make it)."""
+
+    request_queue_size = 64
+
+
 class FakeLLM:
     """Scriptable OpenAI-compatible chat-completions endpoint (see the module docstring)."""
 
@@ -108,7 +116,7 @@ class FakeLLM:
         self.garbage_labels: set[str] = set()
         self.served_model: str | None = None
         self.plain = False  # answers as bare "label: p1; p2" lines (what the official reading needs)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
