@@ -18,6 +18,12 @@ PYTEST_ARGS ?=
 # time-outs); UNIT_WORKERS=0 runs it in this process. On 2 idle cores: 30 s instead of 48 s
 UNIT_WORKERS ?= 2
 UNIT_PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(UNIT_WORKERS) --dist worksteal
+# the slow tier runs in this many processes: the Slurm run (which mostly waits on Slurm), the demo run
+# and the photo folder's run start at once, one each, then the other files; a file stays in one process,
+# so that a module's shared workflow run happens once (tests/conftest.py sets the order of the files).
+# Three on 2 cores: the third fills the time the others wait. SLOW_WORKERS=0 runs it in this process
+SLOW_WORKERS ?= 3
+SLOW_PYTEST := $(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder
 # extra Snakemake arguments of `make demo`, e.g. `make demo ARGS="--unlock"` or `ARGS="-n"`
 ARGS ?=
 
@@ -43,8 +49,8 @@ demo: venv
 		$(BIN)/python -m s3a.report results/summary.parquet; fi
 
 ## test: lint, workflow checks and every test tier that runs here (the unit tier first, in parallel
-## as `make unit` runs it, then the slow tests in one process: they share one demo run and one Slurm
-## run, and their subprocesses use both cores); the cluster tier runs on a local
+## as `make unit` runs it, then the slow tests, in two processes too: the Slurm run beside the demo
+## run, each shared run's tests in one process); the cluster tier runs on a local
 ## Slurm that `ci/local-slurm.sh up` starts (root + apt) and `down` stops afterwards, pass or fail.
 ## Without one the slurm tests skip (S3A_REQUIRE_SLURM=1 makes them fail). A Slurm already up from
 ## `ci/local-slurm.sh up` is used and left running. `make test SLURM=0` skips the start.
@@ -59,7 +65,7 @@ test: venv lint
 			"the slurm tests skip, or fail when S3A_REQUIRE_SLURM=1" >&2; \
 	fi; \
 	$(UNIT_PYTEST) $(PYTEST_ARGS); unit=$$?; \
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS); slow=$$?; \
+	$(SLOW_PYTEST) $(PYTEST_ARGS); slow=$$?; \
 	if [ $$unit -eq 5 ] && [ $$slow -eq 5 ]; then \
 		echo "pytest collected no tests: the test tree is missing" >&2; exit 1; fi; \
 	for rc in $$unit $$slow; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done

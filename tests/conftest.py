@@ -36,3 +36,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+#: the modules whose tests share a whole workflow run (module fixtures: the Slurm run, the demo, the
+#: photo folder), longest first
+SHARED_RUNS = ("test_slurm.py", "test_workflow.py", "test_folder_run.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the files of the shared workflow runs first, longest first (`make test`'s slow tier).
+
+    Each pytest-xdist process takes whole files (`--dist loadfile`: a module fixture's run happens
+    once), the next one in this order (`--no-loadscope-reorder`) whenever it holds fewer than two: the
+    three runs start at once, one per process, the Slurm run (which mostly waits on Slurm) beside the
+    two others, and the other files fill in. In one process only the order changes.
+    """
+    rank = {name: n for n, name in enumerate(SHARED_RUNS)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order

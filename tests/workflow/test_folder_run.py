@@ -70,22 +70,42 @@ def test_a_missing_or_unreadable_folder_stops_before_any_job(tmp_path):
         assert not (work / "results").exists() and not (work / "logs").exists()
 
 
-def test_a_small_folder_recovers_after_a_kill_and_follows_its_photos(tmp_path):
-    """10 photos (fewer than the demo's batch of 32) are named; after `kill -9` the documented command
-    resumes by itself once the stale lock is cleared; adding or removing photos reruns that folder's
-    steps and nothing shared (vocabulary, model); no change, nothing to do."""
-    # a folder and photo names a shell or a page would interpret, and entries a listing must skip
-    photos = tmp_path / 'my "photos" $(touch PWNED);'
-    _photos(photos, 10)
-    for i, name in enumerate(["a<img src=x onerror=alert(1)>", "q'uote $(touch PWNED) `id`;", "new\nline"]):
-        (photos / f"{i:03d}.jpg").rename(photos / f"{name} {i:03d}.jpg")
+#: names a shell or a page would interpret, given to three of the photos
+HOSTILE = ["a<img src=x onerror=alert(1)>", "q'uote $(touch PWNED) `id`;", "new\nline"]
+
+
+@pytest.fixture(scope="module")
+def photo_run(tmp_path_factory, shared_data) -> dict:
+    """40 real photos, three of them with hostile names, in a folder whose name a shell would run, with
+    a corrupt photo and entries a listing must skip (a hidden file, a text file, a link to a folder
+    holding the photos, a pipe, a name not in UTF-8), named by the one documented command, which is
+    killed (`kill -9`) while a job runs: the same command, after `--unlock` clears the stale lock,
+    resumes by itself. One run serves every test below (the resume, the names, the tags, the reruns).
+
+    The demo's batch is raised to 64, above the 40 photos: a folder smaller than a batch trains too.
+    """
+    sample = shared_data / "imagenet-sample"
+    if not sample.is_dir():
+        pytest.skip(f"no {sample}")
+    root = tmp_path_factory.mktemp("folder")
+    photos = root / 'my "photos" $(touch PWNED);'
+    photos.mkdir()
+    for src in sorted(sample.glob("*.JPEG"))[:N_PHOTOS]:
+        shutil.copy(src, photos / src.name)
+    for name, src in zip(HOSTILE, sorted(photos.glob("*.JPEG")), strict=False):
+        src.rename(photos / f"{name} {src.name}")
+    readable = sorted(str(p) for p in photos.glob("*.JPEG"))
+    (photos / "corrupt.jpg").write_bytes(b"not a jpeg")
+    (photos / ".hidden.jpg").write_bytes(b"ignored")
+    (photos / "notes.txt").write_text("ignored")
     os.symlink("/", photos / "root")  # not followed: it holds the photos
     os.mkfifo(photos / "pipe.jpg")  # never opened
-    shutil.copy(photos / "003.jpg", photos / os.fsdecode(b"bad\xff.jpg"))  # not UTF-8: skipped, said
-    (tmp_path / "work").mkdir()
-    work = copy_workflow(tmp_path / "work")
+    shutil.copy(readable[-1], photos / os.fsdecode(b"bad\xff.jpg"))  # not UTF-8: skipped, said
+    (root / "work").mkdir()
+    work = copy_workflow(root / "work")
     shutil.copytree(REPO / "profiles", work / "profiles")  # profiles/default: the workflow's defaults
-    args = ["--configfile", "config/demo.yaml", "--config", f"folder={photos}", "--cores", "2"]
+    args = ["--configfile", "config/demo.yaml", "--config", f"folder={photos}", "train={'batch_size': 64}"]
+    args += ["--cores", "2"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.Popen(
         [*SNAKEMAKE, *args], cwd=work, env=env, start_new_session=True,
@@ -101,67 +121,44 @@ def test_a_small_folder_recovers_after_a_kill_and_follows_its_photos(tmp_path):
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)  # a hard kill while a job runs
     run.wait(timeout=60)
-    assert any(incomplete.iterdir())
+    killed_mid_job = incomplete.is_dir() and any(incomplete.iterdir())
     locked = run_snakemake(args, work)
-    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the stale lock
-    assert run_snakemake([*args, "--unlock"], work, timeout=300).returncode == 0
+    unlocked = run_snakemake([*args, "--unlock"], work, timeout=300)
     result = run_snakemake(args, work)  # the same command: the cut-off job is rerun by itself
     assert result.returncode == 0, result.stderr[-5000:]
-    name = folder_name(photos)
-    table = pd.read_parquet(work / f"results/{name}/tiny/names.parquet")
-    assert len(table) == 10
-    log = (work / f"logs/self_train/{name}/tiny.log").read_text()
-    assert "fewer than train.batch_size 32: training with a batch of 10" in log
+    vocabulary = pd.read_parquet(work / "results/vocabulary/vocabulary.parquet", columns=["name"])
+    return {
+        "work": work, "photos": photos, "args": args, "readable": readable, "vocabulary": vocabulary,
+        "output": result.stdout, "killed_mid_job": killed_mid_job, "locked": locked, "unlocked": unlocked,
+    }  # fmt: skip
 
-    assert not list(tmp_path.rglob("PWNED")), "a name was run as a command"
+
+@pytest.mark.data
+def test_a_killed_folder_run_resumes_with_the_same_command(photo_run):
+    """After `kill -9` mid-job the stale lock is named (with `--unlock`); once unlocked, the documented
+    command reruns the cut-off job by itself. No name was run as a command; the skipped entries are said."""
+    assert photo_run["killed_mid_job"]
+    locked = photo_run["locked"]
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the stale lock
+    assert photo_run["unlocked"].returncode == 0
+    work, photos = photo_run["work"], photo_run["photos"]
+    name = folder_name(photos)
+    log = (work / f"logs/self_train/{name}/tiny.log").read_text()
+    assert f"fewer than train.batch_size 64: training with a batch of {len(photo_run['readable'])}" in log
+    assert not list(photos.parent.rglob("PWNED")), "a name was run as a command"
     assert (
         "skipped 1 links to a folder holding the photos, 1 not regular files, 1 names not in UTF-8"
         in (work / f"logs/prepare_manifest/{name}.log").read_text()
     )
 
-    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
-    _photos(photos, 2, start=10)
-    added = run_snakemake(["-n", *args], work, timeout=300)
-    counts = job_counts(added.stdout)
-    assert counts["prepare_manifest"] == 1 and counts["embed_images"] == 1 and counts["name_images"] == 1
-    assert not {"build_vocabulary", "embed_vocabulary", "create_random_model"} & set(counts)
-    (photos / "010.jpg").unlink()
-    (photos / "011.jpg").unlink()
-    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
-    (photos / "005.jpg").unlink()
-    assert job_counts(run_snakemake(["-n", *args], work, timeout=300).stdout)["prepare_manifest"] == 1
-
-
-@pytest.fixture(scope="module")
-def photo_run(tmp_path_factory, shared_data) -> tuple[Path, Path, pd.DataFrame, str]:
-    """40 real photos copied into one flat folder (plus a corrupt one and files to ignore), named."""
-    sample = shared_data / "imagenet-sample"
-    if not sample.is_dir():
-        pytest.skip(f"no {sample}")
-    root = tmp_path_factory.mktemp("folder")
-    photos = root / "photos"
-    photos.mkdir()
-    for src in sorted(sample.glob("*.JPEG"))[:N_PHOTOS]:
-        shutil.copy(src, photos / src.name)
-    (photos / "corrupt.jpg").write_bytes(b"not a jpeg")
-    (photos / ".hidden.jpg").write_bytes(b"ignored")
-    (photos / "notes.txt").write_text("ignored")
-    (root / "work").mkdir()
-    work = copy_workflow(root / "work")
-    args = ["--configfile", "config/demo.yaml", "--config", f"folder={photos}", "--cores", "2"]
-    result = run_snakemake(args, work)
-    assert result.returncode == 0, result.stderr[-5000:]
-    vocabulary = pd.read_parquet(work / "results/vocabulary/vocabulary.parquet", columns=["name"])
-    return work, photos, vocabulary, result.stdout
-
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_names_table_of_a_photo_folder(photo_run):
-    work, photos, vocabulary, output = photo_run
+    work, photos, vocabulary, output = (photo_run[k] for k in ("work", "photos", "vocabulary", "output"))
     prefix = f"results/{folder_name(photos)}/tiny"
     table = pd.read_parquet(work / f"{prefix}/names.parquet")
-    readable = sorted(str(p) for p in photos.glob("*.JPEG"))
+    readable = photo_run["readable"]
     assert sorted(table.path) == readable  # one row per readable image, the corrupt one skipped
     names = set(vocabulary.name)
     assert set(table.name) <= names and set(table.zeroshot_name) <= names
@@ -191,7 +188,7 @@ def test_names_table_of_a_photo_folder(photo_run):
 def test_tags_of_a_photo_folder_in_names_and_the_tag_page(photo_run):
     """`names.tags` is on by default: each photo's tags (discovered names with their scores) are in
     names.parquet (a list of name/score), names.csv (`name:score; ...`) and the gallery's tag page."""
-    work, photos, vocabulary, _ = photo_run
+    work, photos, vocabulary = (photo_run[k] for k in ("work", "photos", "vocabulary"))
     prefix = work / f"results/{folder_name(photos)}/tiny"
     table = pd.read_parquet(prefix / "names.parquet")
     discovered = pd.read_parquet(prefix / "tags/discovered.parquet")
@@ -215,3 +212,21 @@ def test_tags_of_a_photo_folder_in_names_and_the_tag_page(photo_run):
     assert page.count('<section class="card tag"') == len(counts)
     sizes = [int(n) for n in re.findall(r'<p class="meta">(\d+) photos</p>', page)]
     assert sizes == sorted(counts.tolist(), reverse=True)  # largest first
+
+
+@pytest.mark.data
+def test_adding_or_removing_photos_reruns_that_folder_only(photo_run):
+    """No change, nothing to do; photos added or removed rerun that folder's steps and nothing shared
+    (vocabulary, model). Last in this file: it changes the folder that the tests above read."""
+    work, photos, args = photo_run["work"], photo_run["photos"], photo_run["args"]
+    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
+    _photos(photos, 2, start=900)
+    added = run_snakemake(["-n", *args], work, timeout=300)
+    counts = job_counts(added.stdout)
+    assert counts["prepare_manifest"] == 1 and counts["embed_images"] == 1 and counts["name_images"] == 1
+    assert not {"build_vocabulary", "embed_vocabulary", "create_random_model"} & set(counts)
+    (photos / "900.jpg").unlink()
+    (photos / "901.jpg").unlink()
+    assert "Nothing to be done" in run_snakemake(["-n", *args], work, timeout=300).stdout
+    Path(photo_run["readable"][-1]).unlink()
+    assert job_counts(run_snakemake(["-n", *args], work, timeout=300).stdout)["prepare_manifest"] == 1
