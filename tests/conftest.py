@@ -53,3 +53,14 @@ def pytest_collection_modifyitems(config, items):
     """
     rank = {name: n for n, name in enumerate(SHARED_RUNS)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
+
+
+#: the niceness of the slow tier's xdist processes and all they start (Snakemake runs, their jobs): the
+#: Slurm jobs, which slurmd starts at niceness 0, are the run's longest chain and hold 1-minute limits
+WORKER_NICENESS = 10
+
+
+def pytest_configure(config):
+    """In a pytest-xdist process, yield the CPU to the Slurm jobs (see :data:`WORKER_NICENESS`)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.nice(WORKER_NICENESS)

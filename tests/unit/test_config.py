@@ -250,3 +250,18 @@ def test_command_line_text_is_typed_as_the_models_say():
     assert set(out) == set(config)
     config["train"]["epochs"] = "three"  # rejected by the models: unchanged, for the schema to name
     assert cfg.typed(config)["train"]["epochs"] == "three"
+
+
+def test_null_text_of_a_field_that_may_be_null_is_null():
+    """`--config "evaluate={'soft_model': null}"` hands 'null' over: a field that may be null reads it
+    (or 'None', '~') as null, so the soft metric is off instead of a hub model named 'null' being
+    looked for; the text of a field that may not be null stays text, for the schema to name."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for text in ("null", "None", "~"):
+        config["evaluate"] = {"soft_model": text}
+        config["models"]["tiny"]["quick_gelu"] = text
+        out = cfg.typed(config)
+        assert out["evaluate"] == {"soft_model": None} and out["models"]["tiny"]["quick_gelu"] is None
+    assert cfg.Evaluate(soft_model="nullable-model").soft_model == "nullable-model"
+    config["train"] = {"epochs": "null"}  # an integer field: rejected, unchanged
+    assert cfg.typed(config)["train"]["epochs"] == "null"
