@@ -19,15 +19,17 @@ PYTEST_ARGS ?=
 # the unit tier (tests not marked slow) runs in this many pytest-xdist processes, each with one torch
 # thread (OMP_NUM_THREADS=1: two processes of two threads each would fight over the 2 cores of CI), a
 # worker that runs out of tests taking some of the other's (worksteal: a few tests wait on real
-# time-outs); UNIT_WORKERS=0 runs it in this process. On 2 idle cores: 30 s instead of 48 s
+# time-outs); UNIT_WORKERS=0 runs it in this process. On 2 idle cores: 28-30 s instead of 48 s
 UNIT_WORKERS ?= 2
 UNIT_PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(UNIT_WORKERS) --dist worksteal
 # the slow tier runs in this many processes: the Slurm run (which mostly waits on Slurm), the demo run
 # and the photo folder's run start at once, one each, then the other files; a file stays in one process,
 # so that a module's shared workflow run happens once (tests/conftest.py sets the order of the files).
-# Three on 2 cores: the third fills the time the others wait. SLOW_WORKERS=0 runs it in this process
+# Three on 2 cores: the third fills the time the others wait. SLOW_WORKERS=0 runs it in this process;
+# the 12 longest steps are listed at the end (where the time goes)
 SLOW_WORKERS ?= 3
-SLOW_PYTEST := $(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder
+SLOW_PYTEST := $(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder \
+	--durations=12
 # extra Snakemake arguments of `make demo`, e.g. `make demo ARGS="--unlock"` or `ARGS="-n"`
 ARGS ?=
 
@@ -75,7 +77,8 @@ test: venv lint
 	for rc in $$unit $$slow; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 ## unit: the fast tier, every test not marked slow (no subprocesses, torchrun, Snakemake runs or large
-## planted searches): about 30 s on 2 idle cores (30.3 s measured); `make test` runs everything
+## planted searches): under 30 s on 2 idle cores (28.4-29.5 s measured; the first run, which writes
+## the bytecode caches, 31.5 s); `make test` runs everything
 unit: venv
 	$(UNIT_PYTEST) -q $(PYTEST_ARGS)
 
