@@ -124,10 +124,10 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def start_snakemake(args: list[str], cwd: Path, niceness: int = 0) -> subprocess.Popen:
+def start_snakemake(args: list[str], cwd: Path) -> subprocess.Popen:
     """Snakemake from this interpreter; the venv's bin/ leads PATH, which sbatch passes on to the jobs.
-    ``niceness`` > 0 runs it (and its jobs) at a lower priority than the Slurm jobs. Its output goes
-    to a file (``process.output_path``): a pipe nobody reads while the test waits would fill and stall it."""
+    Its output goes to a file (``process.output_path``): a pipe nobody reads while the test waits would
+    fill and stall it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     output_path = cwd / f"snakemake-{time.time_ns()}.out"
@@ -139,7 +139,6 @@ def start_snakemake(args: list[str], cwd: Path, niceness: int = 0) -> subprocess
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
-            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
     process.output_path = output_path
     return process
@@ -226,9 +225,9 @@ def runs(cluster, tmp_path_factory) -> dict:
 
     deadline = time.monotonic() + TIMEOUT
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    # the local run is the reference for the summary and the training's weights; at a lower priority,
-    # so that the Slurm training's attempts keep their pace
-    local_process = start_snakemake([*DEMO, "--cores", "2"], local, niceness=19)
+    # the local run is the reference for the summary and the training's weights (at the same priority:
+    # the Slurm training's attempts are stopped whatever their pace, and the fixture waits for both)
+    local_process = start_snakemake([*DEMO, "--cores", "2"], local)
     # the demo's jobs take seconds: poll sooner than a real cluster needs
     slurm_process = start_snakemake(
         [*slurm_args, *RETRIES, "--slurm-init-seconds-before-status-checks", "2"], work
