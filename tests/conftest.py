@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny randomly initialised open_clip model and the shared real data."""
+"""Shared fixtures (the tiny randomly initialised open_clip model, the shared real data), and the order
+and priority of the slow tier's pytest-xdist processes."""
 
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
 
 
-#: the niceness of the slow tier's xdist processes and all they start (Snakemake runs, their jobs): the
-#: Slurm jobs, which slurmd starts at niceness 0, are the run's longest chain and hold 1-minute limits
+#: the niceness of the pytest-xdist processes and all they start (Snakemake runs, their jobs): the Slurm
+#: jobs, which slurmd starts at niceness 0, go first (measured with it and the Slurm tier's local run at
+#: the same priority: the Slurm fixture 586 s, 765 s before; the demo run, now the longest, 749 s, 601 s)
 WORKER_NICENESS = 10
 
 
