@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # the unit tier (tests not marked slow) runs in this many pytest-xdist processes, each with one torch
 # thread (OMP_NUM_THREADS=1: two processes of two threads each would fight over the 2 cores of CI), a
 # worker that runs out of tests taking some of the other's (worksteal: a few tests wait on real
-# time-outs); UNIT_WORKERS=0 runs it in this process. On 2 idle cores: 28-30 s instead of 48 s
+# time-outs); UNIT_WORKERS=0 runs it in this process. On 2 idle cores: 28-31 s instead of 48 s
 UNIT_WORKERS ?= 2
 UNIT_PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(UNIT_WORKERS) --dist worksteal
 # the slow tier runs in this many processes: the Slurm run (which mostly waits on Slurm), the demo run
@@ -77,7 +77,7 @@ test: venv lint
 	for rc in $$unit $$slow; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 ## unit: the fast tier, every test not marked slow (no subprocesses, torchrun, Snakemake runs or large
-## planted searches): under 30 s on 2 idle cores (28.4-29.5 s measured; the first run, which writes
+## planted searches): about 30 s on 2 idle cores (28.4-30.6 s measured; the first run, which writes
 ## the bytecode caches, 31.5 s); `make test` runs everything
 unit: venv
 	$(UNIT_PYTEST) -q $(PYTEST_ARGS)
