@@ -50,7 +50,7 @@ DEMO = [
     "config/demo.yaml",
     "--config",
     "run={'datasets': ['shapes']}",
-    "evaluate={'soft_model': ''}",  # no soft accuracy (--config reads every value as a string)
+    "evaluate={'soft_model': null}",  # no soft accuracy
     "vocabulary={'templates': 'photo', 'extra_wnids': []}",
     "train={'epochs': 40, 'batch_size': 32, 'warmup_epochs': 1, 'eval_every': 20}",
 ]
