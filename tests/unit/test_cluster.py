@@ -205,6 +205,42 @@ def test_torch_backend_reproduces_sklearn_partition(k, n_init):
     assert ours.inertia == pytest.approx(ref.inertia, rel=1e-5)
 
 
+@pytest.mark.parametrize(("k", "noise"), [(8, 0.1), (20, 0.5), (40, 2.0)])
+def test_restarts_in_one_batch_give_the_result_of_one_restart_at_a_time(k, noise):
+    """restart_batch only groups the work: the same draws in the same order, the same partition."""
+    x, _ = planted(2000, 24, k, seed=k, noise=noise)
+    one, *batched = (
+        kmeans(x, k, KMeansParams(backend="torch", n_init=7, max_iter=300, device="cpu", restart_batch=b))
+        for b in (1, 3, 7)
+    )
+    for result in batched:
+        np.testing.assert_array_equal(result.labels, one.labels)
+        np.testing.assert_array_equal(result.centroids, one.centroids)
+        # exactly: restarts that reach the same partition tie up to the last bits of their inertia
+        assert result.n_iter == one.n_iter and result.inertia == one.inertia
+
+
+def test_each_restart_of_a_batch_draws_and_stops_as_it_would_alone():
+    """A batch of k-means++ runs draws what the runs draw one after another from the same generator,
+    and each restart of a batched Lloyd stops at its own iteration with its own result."""
+    import torch
+
+    x = np.random.RandomState(6).randn(1500, 8).astype(np.float32)
+    xt = torch.from_numpy(x)
+    x_sq = (xt * xt).sum(1)
+    batch = cluster._kmeans_pp_runs(xt, x_sq, 12, np.random.RandomState(3), 5)
+    rng = np.random.RandomState(3)
+    alone = [cluster._kmeans_pp(xt, x_sq, 12, rng) for _ in range(5)]
+    assert batch.shape == (5, 12, 8) and all(torch.equal(batch[i], alone[i]) for i in range(5))
+    tol = float(np.var(x, axis=0).mean()) * 1e-4
+    labels, centroids, inertia, n_iter = cluster._lloyd_runs(xt, x_sq, batch, 300, tol, chunk=256)
+    assert len(set(n_iter)) > 1  # the restarts stop at different iterations
+    for i in range(5):
+        one_labels, one_centroids, one_inertia, one_iter = cluster._lloyd(xt, x_sq, alone[i], 300, tol, 256)
+        assert torch.equal(labels[i], one_labels) and torch.equal(centroids[i], one_centroids)
+        assert n_iter[i] == one_iter and inertia[i] == one_inertia
+
+
 def test_config_pins_a_kmeans_backend_that_matches_sklearn():
     """config.yaml (and the library and config-model defaults, which the schema is generated from and
     tests/unit/test_config.py keeps it in step with) use torch or sklearn, never auto/faiss."""
@@ -258,6 +294,11 @@ def test_nearest_uses_bounded_blocks(monkeypatch):
     x = np.random.RandomState(10).randn(100, 4).astype(np.float32)
     assign_nearest(x, x[:5], chunk=16, device="cpu")
     assert shapes and max(s[0] for s in shapes) == 16 and all(s[1] == 5 for s in shapes)
+    # four restarts at once: 16 // 4 rows against 4 * 5 centroids, still 16 * 5 distances a block
+    shapes.clear()
+    xt = torch.from_numpy(x)
+    cluster._nearest_runs(xt, (xt * xt).sum(1), torch.from_numpy(np.stack([x[:5]] * 4)), chunk=16)
+    assert shapes and max(s[0] for s in shapes) == 4 and all(s[1] == 20 for s in shapes)
 
 
 def test_cluster_embeddings_table():

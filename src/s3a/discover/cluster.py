@@ -64,9 +64,12 @@ from s3a.discover.kmeans_torch import (  # noqa: F401 (re-exported: cluster was 
     _as_points,
     _check_k,
     _kmeans_pp,
+    _kmeans_pp_runs,
     _kmeans_torch,
     _lloyd,
+    _lloyd_runs,
     _mean_variance,
+    _nearest_runs,
     assign_nearest,
 )
 

@@ -33,10 +33,17 @@ class KMeansParams(KMeans):
             ``"sklearn"``, ``"faiss"`` or ``"auto"`` (see the module docstring's table).
         device: torch device for the ``torch`` backend; ``None`` picks ``cuda`` when present.
         chunk: rows per distance block of the ``torch`` backend (memory ``chunk * k`` floats).
+        restart_batch: restarts of the ``torch`` backend computed together, as one batched computation
+            (the k-means++ candidates of all of them in one matmul per centre, their Lloyd distances
+            in one matmul per block): the same result as one restart at a time (the same draws, in
+            the same order), in far fewer and larger device calls. Memory of the k-means++ step:
+            ``restart_batch * (2 + ln k) * N`` float64 potentials and float32 distances (10 restarts
+            at N = 1.28M, k = 1,000: about 1.2 GB); the distance block stays ``chunk * k`` floats.
     """
 
     device: str | None = None
     chunk: Int = Field(16384, ge=1)
+    restart_batch: Int = Field(10, ge=1)
 
     @field_validator("device")
     @classmethod
@@ -114,31 +121,46 @@ def _row_sq_norms(x: torch.Tensor, chunk: int) -> torch.Tensor:
     return out
 
 
-def _nearest(
+def _nearest_runs(
     x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of every row of ``x``, ``chunk`` rows per matmul.
+    """Nearest centroid of every row of ``x`` in each of ``R`` sets of centroids, one matmul per block.
 
     Args:
         x: ``(N, D)`` float32 points; ``x_sq`` their ``(N,)`` squared norms.
-        centroids: ``(k, D)`` float32.
+        centroids: ``(R, k, D)`` float32, ``R`` independent sets (the restarts of a batch).
+        chunk: the block holds ``chunk * k`` distances: ``max(1, chunk // R)`` rows against all ``R * k``
+            centroids.
 
     Returns:
-        ``(N,)`` int64 labels and ``(N,)`` float32 squared distances (clamped at 0).
-        Only a ``(chunk, k)`` block of distances exists at any time.
+        ``(R, N)`` int64 labels and ``(R, N)`` float32 squared distances (clamped at 0); ties go to the
+        lower index.
     """
     n = x.shape[0]
-    c_sq = (centroids * centroids).sum(1)
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    dist = torch.empty(n, dtype=x.dtype, device=x.device)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
+    runs, k = centroids.shape[:2]
+    flat = centroids.reshape(runs * k, -1)
+    c_sq = (flat * flat).sum(1)
+    rows = max(1, chunk // runs)
+    labels = torch.empty((runs, n), dtype=torch.int64, device=x.device)
+    dist = torch.empty((runs, n), dtype=x.dtype, device=x.device)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
         # ||x||^2 - 2 x.c + ||c||^2; argmin does not need ||x||^2 but the distance does
-        block = torch.addmm(c_sq.unsqueeze(0), x[start:stop], centroids.T, beta=1.0, alpha=-2.0)
-        best, idx = block.min(dim=1)
-        labels[start:stop] = idx
-        dist[start:stop] = (best + x_sq[start:stop]).clamp_min_(0)
+        block = torch.addmm(c_sq.unsqueeze(0), x[start:stop], flat.T, beta=1.0, alpha=-2.0)
+        best, idx = block.view(stop - start, runs, k).min(dim=2)
+        labels[:, start:stop] = idx.T
+        dist[:, start:stop] = (best + x_sq[start:stop].unsqueeze(1)).clamp_min_(0).T
     return labels, dist
+
+
+def _nearest(
+    x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest of ``(k, D)`` centroids of every row of ``x`` (:func:`_nearest_runs` of one set): ``(N,)``
+    int64 labels and ``(N,)`` float32 squared distances. Only a ``(chunk, k)`` block of distances exists
+    at any time."""
+    labels, dist = _nearest_runs(x, x_sq, centroids.unsqueeze(0), chunk)
+    return labels[0], dist[0]
 
 
 def assign_nearest(
@@ -180,33 +202,63 @@ def _sq_dist_to(x: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor) -> torc
     return torch.addmm(r_sq + x_sq.unsqueeze(0), rows, x.T, beta=1.0, alpha=-2.0).clamp_min_(0)
 
 
-def _kmeans_pp(x: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.RandomState) -> torch.Tensor:
-    """Greedy k-means++ (scikit-learn's variant): ``(k, D)`` initial centroids drawn from ``x``.
+def _kmeans_pp_draws(rng: np.random.RandomState, n: int, k: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random numbers of ``runs`` successive k-means++ initialisations, drawn from ``rng`` in the
+    order that one initialisation after the other draws them (scikit-learn's ``_kmeans_plusplus``: the
+    first centre by ``rng.choice(n, p=uniform)``, then ``rng.uniform(size=trials)`` per centre).
 
-    The random numbers come from ``rng`` (NumPy, on the host) so that a seed gives the same draws on
-    every device, and they are drawn as scikit-learn's ``_kmeans_plusplus`` draws them (the first
-    centre by ``rng.choice(n, p=uniform)``, then ``rng.uniform(size=trials)`` per centre), so with the
-    ``RandomState`` of the same seed the same centres are chosen unless float rounding puts a draw
-    on the other side of a boundary; candidate indices are found on the device by a search in the
-    float64 cumulative potential.
+    Returns:
+        ``(runs,)`` int64 first centres and ``(runs, k - 1, trials)`` float64 uniforms in ``[0, 1)``.
+    """
+    trials = 2 + int(np.log(k))
+    weights = np.ones(n, dtype=np.float32)  # scikit-learn's unit sample weights, in the data's dtype
+    firsts = np.empty(runs, dtype=np.int64)
+    uniforms = np.empty((runs, k - 1, trials), dtype=np.float64)
+    for run in range(runs):
+        firsts[run] = rng.choice(n, p=weights / weights.sum())
+        for c in range(k - 1):
+            uniforms[run, c] = rng.uniform(size=trials)
+    return firsts, uniforms
+
+
+def _kmeans_pp_runs(
+    x: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.RandomState, runs: int
+) -> torch.Tensor:
+    """Greedy k-means++ (scikit-learn's variant), ``runs`` initialisations at once: ``(runs, k, D)``
+    initial centroids drawn from ``x``.
+
+    The random numbers come from ``rng`` (NumPy, on the host, :func:`_kmeans_pp_draws`) so that a seed
+    gives the same draws on every device and in every batching, and they are drawn as scikit-learn
+    draws them, so with the ``RandomState`` of the same seed the same centres are chosen unless float
+    rounding puts a draw on the other side of a boundary. Each centre is one step for all runs: the
+    ``runs * trials`` candidates are found on the device by a search in each run's float64 cumulative
+    potential, and their distances to all points are one matmul.
     """
     n = x.shape[0]
-    trials = 2 + int(np.log(k))
-    centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=x.device)
-    weights = np.ones(n, dtype=np.float32)  # scikit-learn's unit sample weights, in the data's dtype
-    first = int(rng.choice(n, p=weights / weights.sum()))
-    centers[0] = x[first]
-    closest = _sq_dist_to(x, x_sq, x[first : first + 1])[0].double()
-    potential = closest.sum()
+    firsts, uniforms = _kmeans_pp_draws(rng, n, k, runs)
+    draws = torch.from_numpy(uniforms).to(x.device)
+    trials = uniforms.shape[2]
+    rows = torch.arange(runs, device=x.device)
+    centers = torch.empty((runs, k, x.shape[1]), dtype=x.dtype, device=x.device)
+    first = torch.from_numpy(firsts).to(x.device)
+    centers[:, 0] = x[first]
+    closest = _sq_dist_to(x, x_sq, x[first]).double()  # (runs, N)
+    potential = closest.sum(1)
     for c in range(1, k):
-        r = torch.from_numpy(rng.uniform(size=trials)).to(x.device) * potential
-        cand = torch.searchsorted(torch.cumsum(closest, 0), r).clamp_(max=n - 1)
-        d = torch.minimum(closest.unsqueeze(0), _sq_dist_to(x, x_sq, x[cand]).double())
-        pots = d.sum(1)
-        best = int(torch.argmin(pots))
-        closest, potential = d[best], pots[best]
-        centers[c] = x[cand[best]]
+        r = draws[:, c - 1] * potential.unsqueeze(1)  # (runs, trials)
+        cand = torch.searchsorted(torch.cumsum(closest, 1), r).clamp_(max=n - 1)
+        d = _sq_dist_to(x, x_sq, x[cand.flatten()]).double().view(runs, trials, n)
+        d = torch.minimum(closest.unsqueeze(1), d)
+        pots = d.sum(2)
+        best = torch.argmin(pots, 1)
+        closest, potential = d[rows, best], pots[rows, best]
+        centers[:, c] = x[cand[rows, best]]
     return centers
+
+
+def _kmeans_pp(x: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.RandomState) -> torch.Tensor:
+    """One greedy k-means++ initialisation (:func:`_kmeans_pp_runs` of one run): ``(k, D)`` centroids."""
+    return _kmeans_pp_runs(x, x_sq, k, rng, 1)[0]
 
 
 def _centroid_sums(
@@ -274,29 +326,60 @@ def _reseed_empty(
     return (sums / counts.unsqueeze(1).double()).float()
 
 
+def _lloyd_runs(
+    x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, list[float], list[int]]:
+    """Lloyd iterations of ``R`` restarts at once from ``(R, k, D)`` centroids, each stopping by itself.
+
+    Each iteration assigns the points of the restarts still running in one batched distance pass
+    (:func:`_nearest_runs`); the update, empty-cluster reseeding and stopping rule are per restart, as
+    for one restart alone (strict convergence: the labels did not change; or the squared centroid shift
+    is at most ``tol``; or ``max_iter`` iterations). A restart that stops leaves the batch. The final
+    labels and inertia are computed per restart, exactly as for one restart alone.
+
+    Returns:
+        ``(R, N)`` labels, ``(R, k, D)`` centroids, and per restart the inertia and the iterations run.
+    """
+    runs, k = centroids.shape[:2]
+    centroids = centroids.clone()
+    n_iter = [0] * runs
+    prev: list[torch.Tensor | None] = [None] * runs
+    active = list(range(runs))
+    while active:
+        current = centroids[active]
+        labels, dist = _nearest_runs(x, x_sq, current, chunk)
+        running = []
+        for j, run in enumerate(active):
+            n_iter[run] += 1
+            sums, counts = _centroid_sums(x, labels[j], k, chunk)
+            new = _reseed_empty(x, labels[j], dist[j], sums, counts, current[j])
+            shift = float(((new.double() - current[j].double()) ** 2).sum())
+            centroids[run] = new
+            converged = prev[run] is not None and torch.equal(labels[j], prev[run])
+            if not converged and shift > tol and n_iter[run] < max_iter:
+                prev[run] = labels[j]
+                running.append(run)
+        active = running
+    # final labels and inertia against the final centroids (after a strict convergence they are
+    # unchanged), one restart at a time: the distances of a wider matmul can differ in their last bits,
+    # and restarts that reach the same partition tie on inertia up to such bits, so the kept restart
+    # would depend on the batching
+    labels = torch.empty((runs, x.shape[0]), dtype=torch.int64, device=x.device)
+    inertia = []
+    for run in range(runs):
+        one_labels, dist = _nearest_runs(x, x_sq, centroids[run : run + 1], chunk)
+        labels[run] = one_labels[0]
+        inertia.append(float(dist[0].double().sum()))
+    return labels, centroids, inertia, n_iter
+
+
 def _lloyd(
     x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """Lloyd iterations from ``centroids``; returns labels, centroids, inertia, iterations."""
-    k = centroids.shape[0]
-    prev = None
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        labels, dist = _nearest(x, x_sq, centroids, chunk)
-        sums, counts = _centroid_sums(x, labels, k, chunk)
-        new = _reseed_empty(x, labels, dist, sums, counts, centroids)
-        shift = float(((new.double() - centroids.double()) ** 2).sum())
-        centroids = new
-        if prev is not None and torch.equal(labels, prev):
-            break  # strict convergence: the new centroids equal the old ones
-        if shift <= tol:
-            break
-        prev = labels
-    # final labels and inertia against the final centroids (after a strict convergence they are unchanged)
-    labels, dist = _nearest(x, x_sq, centroids, chunk)
-    inertia = float(dist.double().sum())
-    return labels, centroids, inertia, n_iter
+    """Lloyd iterations from ``(k, D)`` centroids (:func:`_lloyd_runs` of one restart); returns labels,
+    centroids, inertia, iterations."""
+    labels, centroids, inertia, n_iter = _lloyd_runs(x, x_sq, centroids.unsqueeze(0), max_iter, tol, chunk)
+    return labels[0], centroids[0], inertia[0], n_iter[0]
 
 
 def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -> KMeansResult:
@@ -307,12 +390,21 @@ def _kmeans_torch(x: np.ndarray, k: int, params: KMeansParams, progress: bool) -
     with torch.inference_mode():
         xt = tensor_view(x).to(dev)
         x_sq = _row_sq_norms(xt, params.chunk)
-        for run in tqdm(range(params.n_init), desc=f"k-means k={k}", disable=not progress):
-            init = _kmeans_pp(xt, x_sq, k, rng)
-            labels, centroids, inertia, n_iter = _lloyd(xt, x_sq, init, params.max_iter, tol, params.chunk)
-            log.debug("k-means restart %d: inertia %.6g after %d iterations", run, inertia, n_iter)
-            if best is None or inertia < best[2]:
-                best = (labels, centroids, inertia, n_iter)
+        bar = tqdm(total=params.n_init, desc=f"k-means k={k}", disable=not progress)
+        for first in range(0, params.n_init, params.restart_batch):
+            runs = min(params.restart_batch, params.n_init - first)
+            init = _kmeans_pp_runs(xt, x_sq, k, rng, runs)
+            labels, centroids, inertia, n_iter = _lloyd_runs(
+                xt, x_sq, init, params.max_iter, tol, params.chunk
+            )
+            for j in range(runs):  # the first of equal inertias is kept, as one restart after the other
+                log.debug(
+                    "k-means restart %d: inertia %.6g after %d iterations", first + j, inertia[j], n_iter[j]
+                )
+                if best is None or inertia[j] < best[2]:
+                    best = (labels[j], centroids[j], inertia[j], n_iter[j])
+            bar.update(runs)
+        bar.close()
     labels, centroids, inertia, n_iter = best
     return KMeansResult(
         labels=labels.cpu().numpy().astype(np.int64),
