@@ -24,7 +24,9 @@ draw boundary) and runs the same Lloyd iterations and stopping rule, so its part
     nearest-centroid step is one chunked matmul (:func:`assign_nearest`, ``chunk`` rows at a time, so
     memory is ``O(chunk * k)`` beyond the data); the update is an ``index_add_`` of the points into
     float64 sums; empty clusters are re-seeded from the points farthest from their centroid (in a fixed,
-    stable order, so the run is reproducible); best of ``n_init`` runs by inertia.
+    stable order, so the run is reproducible); best of ``n_init`` runs by inertia. The restarts run
+    ``restart_batch`` at a time as one batched computation (their k-means++ candidates and their
+    Lloyd distances each one matmul), with the result of one restart after the other (tested).
 ``faiss``
     ``faiss.Kmeans(niter=max_iter, nredo=n_init, seed=seed)`` on every point (the per-centroid
     subsampling cap is lifted), on GPUs when the installed faiss has any. Where the installed faiss
