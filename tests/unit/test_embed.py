@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from s3a.embed import EmbedParams, encode_images, encode_texts, text_classifier, zero_shot
+from s3a.embed import EmbedParams, encode_images, encode_texts, text_classifier, tokenize_texts, zero_shot
 
 
 @pytest.fixture
@@ -93,6 +93,33 @@ def test_text_classifier_fills_name_phrase_slots_and_handles_no_items(tiny_clip)
     mean = prompts.mean(axis=0)
     np.testing.assert_allclose(weights[0], mean / np.linalg.norm(mean), atol=1e-5)
     assert text_classifier(tiny_clip.model, tiny_clip.tokenizer, [], templates).shape == (0, 32)
+
+
+def test_tokenising_in_worker_processes_gives_the_tokens_of_one_call(tiny_clip, monkeypatch):
+    """The chunks come back in order from the workers: the same tensor as one tokenizer call, for
+    vocabulary prompts of every length, odd characters and a last partial chunk."""
+    import os
+
+    from s3a.vocab import TEMPLATES, build_vocabulary, fill_templates
+
+    names = list(build_vocabulary().name[::97]) + ["café au lait", "naïve  \t spacing", "&amp; html", ""]
+    prompts = fill_templates(names, TEMPLATES["imagenet7"])
+    expected = tiny_clip.tokenizer(prompts)
+    parent = os.getpid()
+    pids = set()
+
+    def tokenizer(texts):
+        pids.add(os.getpid())
+        return tiny_clip.tokenizer(texts)
+
+    tokens = tokenize_texts(tokenizer, prompts, workers=2, chunk=97)
+    assert torch.equal(tokens, expected) and len(prompts) % 97 != 0
+    assert parent not in pids  # every chunk was tokenised in a worker
+    # one worker, or a single chunk: in this process
+    pids.clear()
+    assert torch.equal(tokenize_texts(tokenizer, prompts, workers=1, chunk=97), expected)
+    assert torch.equal(tokenize_texts(tokenizer, prompts[:50], workers=2, chunk=97), expected[:50])
+    assert pids == {parent}
 
 
 def test_trimmed_text_tower_equals_full_context(tiny_clip):
