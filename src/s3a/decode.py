@@ -19,12 +19,15 @@ from torchvision import transforms as T
 log = logging.getLogger(__name__)
 
 
-def resize_center_crop(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+def resize_crop(
+    images: Sequence[torch.Tensor], size: int, offsets: Sequence[tuple[int, int]] | None = None
+) -> torch.Tensor:
     """uint8 ``(3, H_i, W_i)`` images (any sizes, one device) -> uint8 ``(B, 3, size, size)``.
 
-    The geometry of torchvision's ``Resize(size)`` + ``CenterCrop(size)`` (shorter side to ``size``,
-    the longer one truncated as torchvision does, bicubic with antialiasing, rounded to uint8), run as
-    one interpolation per distinct input shape, on the images' device.
+    The geometry of torchvision's ``Resize(size)`` (shorter side to ``size``, the longer one truncated
+    as torchvision does, bicubic with antialiasing, rounded to uint8), then a ``size`` crop at each
+    image's ``(top, left)`` in ``offsets`` (``RandomCrop(size)``), or in the centre when ``offsets`` is
+    None (``CenterCrop(size)``); one interpolation per distinct input shape, on the images' device.
     """
     out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=images[0].device)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -36,10 +39,19 @@ def resize_center_crop(images: Sequence[torch.Tensor], size: int) -> torch.Tenso
         new = (size, new_long) if h <= w else (new_long, size)
         batch = torch.stack([images[j] for j in members]).float()
         resized = F.interpolate(batch, size=new, mode="bicubic", antialias=True, align_corners=False)
-        top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
-        crop = resized[:, :, top : top + size, left : left + size]
-        out[members] = crop.round().clamp(0, 255).to(torch.uint8)
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+        for k, j in enumerate(members):
+            if offsets is None:
+                top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+            else:
+                top, left = offsets[j]
+            out[j] = resized[k, :, top : top + size, left : left + size]
     return out
+
+
+def resize_center_crop(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """:func:`resize_crop` with the centre crop: torchvision's ``Resize(size)`` + ``CenterCrop(size)``."""
+    return resize_crop(images, size)
 
 
 def pil_pixels(image: Image.Image) -> torch.Tensor:
@@ -209,7 +221,15 @@ class GpuDecode(DeviceNormalized):
         except RuntimeError:  # one bad file fails the whole call: decode one by one
             return [None] * len(datas), None
 
-    def finish(self, packed: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> FinishedBatch:
+    def decode_with(
+        self,
+        packed: tuple[torch.Tensor, torch.Tensor],
+        device: torch.device,
+        use: Callable[[list[int], list[torch.Tensor]], Any],
+    ) -> tuple[list[int], Any, list[tuple[int, str]]]:
+        """Decode a packed batch on ``device`` and return ``(positions kept, use(kept, images), [(position,
+        reason)] of failures)``; ``use`` is not called when nothing decoded (None instead). The decoded
+        images live until the kernels ``use`` queued on the current stream have read them."""
         if self._in_use is not None:  # the previous batch's codec buffers, once its kernels have run
             self._in_use[1].synchronize()
             self._in_use = None
@@ -236,20 +256,38 @@ class GpuDecode(DeviceNormalized):
         keep = sorted(decoded)
         if not keep:
             return [], None, bad
-        images = resize_center_crop([decoded[j] for j in keep], self.size)
+        result = use(keep, [decoded[j] for j in keep])
         if owners is not None and device.type == "cuda":  # kept until the kernels reading them have run
             done = torch.cuda.Event()
             done.record(torch.cuda.current_stream(device))
             self._in_use = (owners, done)
-        return keep, self.normalize(images), bad
+        return keep, result, bad
+
+    def finish(self, packed: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> FinishedBatch:
+        return self.decode_with(
+            packed, device, lambda _, images: self.normalize(resize_center_crop(images, self.size))
+        )
 
 
 #: ``(positions kept, model input for them or None, [(position, reason)] of failures)``
 FinishedBatch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]
 
 
+def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 tensors of different shapes (encoded JPEG bytes, ``(3, H, W)`` pixels) as one flat tensor
+    plus ``(B, 4)`` int64 rows ``(start, d0, d1, d2)`` (``d1 = d2 = 0`` for 1-D bytes): a batch crosses
+    from a loader worker in one shared-memory block instead of one per image (which made the transfer,
+    not the decoding, the bottleneck). :func:`_unpack` takes it apart."""
+    layout, start = [], 0
+    for x in tensors:
+        dims = list(x.shape) + [0] * (3 - x.dim())
+        layout.append([start, *dims])
+        start += x.numel()
+    return torch.cat([x.reshape(-1) for x in tensors]), torch.tensor(layout, dtype=torch.long)
+
+
 def _unpack(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-    """The items of :func:`_collate_packed`, as views into its flat tensor."""
+    """The items of :func:`pack`, as views into its flat tensor."""
     flat, layout = packed
     items = []
     for start, d0, d1, d2 in layout.tolist():

@@ -29,6 +29,7 @@ from s3a.decode import (  # noqa: F401 (re-exported: s3a.embed was their home)
     FastDecode,
     FinishedBatch,
     GpuDecode,
+    pack,
     resize_center_crop,
 )
 from s3a.vocab import fill_templates
@@ -121,22 +122,14 @@ def _collate_stacked(batch: list[tuple[int, torch.Tensor | None, str]]):
 
 
 def _collate_packed(batch: list[tuple[int, torch.Tensor | None, str]]):
-    """Like :func:`_collate_stacked` for items of different sizes (encoded JPEGs, decoded pixels):
-    they travel as one flat uint8 tensor plus ``(B, 4)`` int64 rows ``(start, d0, d1, d2)`` (``d1 =
-    d2 = 0`` for 1-D bytes), so a batch crosses from a worker in one shared-memory block instead of
-    one per image (which made the transfer, not the decoding, the bottleneck)."""
+    """Like :func:`_collate_stacked` for items of different sizes (encoded JPEGs, decoded pixels),
+    packed into one tensor (:func:`s3a.decode.pack`)."""
     ok = [(i, x) for i, x, _ in batch if x is not None]
     bad = [(i, why) for i, x, why in batch if x is None]
     idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
     if not ok:
         return idx, None, bad
-    layout, start = [], 0
-    for _, x in ok:
-        dims = list(x.shape) + [0] * (3 - x.dim())
-        layout.append([start, *dims])
-        start += x.numel()
-    flat = torch.cat([x.reshape(-1) for _, x in ok])
-    return idx, (flat, torch.tensor(layout, dtype=torch.long)), bad
+    return idx, pack([x for _, x in ok]), bad
 
 
 def image_batches(
