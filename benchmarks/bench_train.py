@@ -4,11 +4,15 @@ Both contenders run the same :func:`s3a.train.step.train_step` (teacher forward 
 student forward/backward on the strong view, AdamW, EMA) on the same model:
 
 * *bare step*: the batch is a fixed tensor already on the device (the ceiling);
-* *ours*: batches come from the training DataLoader (JPEG decode, weak view, RandAugment strong view,
-  ``--workers`` processes, pinned memory), as ``python -m s3a.train`` runs it.
+* *ours, cpu views* (``train.augment: cpu``): batches come from the training DataLoader (JPEG decode,
+  weak view, RandAugment strong view in ``--workers`` processes, pinned memory);
+* *ours, gpu views* (``train.augment: gpu``): the workers read the files and draw the views'
+  parameters; the batch is decoded and both views made on the device;
+
+both fed rows as ``python -m s3a.train`` builds them (:func:`s3a.train.loop.training_data`).
 
 Images are real JPEGs (``../shared/data/imagenet-sample`` by default) replicated to ``--images``.
-The ratio ours / bare says how much data loading costs (1.0 = loading is not the bottleneck); it is
+The ratio fed / bare says how much data loading costs (1.0 = loading is not the bottleneck); it is
 printed end to end (from the first batch requested, the loader workers' start-up and 3 warm-up steps
 included) and in the steady state (the ``--steps`` steps after the warm-up).
 
@@ -27,8 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from s3a.models import TINY_ARCH, ModelSpec, load_clip
-from s3a.train.augment import TwoViews, training_views
-from s3a.train.loop import TrainParams
+from s3a.train.loop import TrainParams, training_data
 from s3a.train.optim import param_groups
 from s3a.train.step import train_step
 
@@ -69,6 +72,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images in the replicated JPEG list")
     parser.add_argument("--image-dir", default=str(DEFAULT_IMAGES))
     parser.add_argument("--vocab", type=int, default=20071, help="rows of the (random) vocabulary classifier")
+    parser.add_argument(
+        "--augment", default="cpu,gpu", help="the fed rows: train.augment values, comma-separated"
+    )
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,26 +92,34 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no JPEG files in {args.image_dir}")
     paths = [files[i % len(files)] for i in range(args.images)]
-    loader = DataLoader(
-        TwoViews(paths, *training_views(clip.preprocess_cfg)),
-        args.batch_size,
-        shuffle=True,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        persistent_workers=args.workers > 0,
-    )
 
-    def loaded():
+    def fed(augment: str):
+        data, to_views = training_data(
+            paths, clip.preprocess_cfg, params.model_copy(update={"augment": augment}), device
+        )
+        loader = DataLoader(
+            data,
+            args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            drop_last=True,
+            persistent_workers=args.workers > 0,
+            collate_fn=getattr(data, "collate", None),
+        )
         while True:
-            for weak, strong, _ in loader:
+            for weak, strong, _ in to_views(loader):
                 yield weak, strong, labels
 
     fixed = (torch.randn(args.batch_size, 3, size, size, device=device),) * 2 + (labels,)
     bare = timed_steps(
         student, teacher, optimizer, iter(lambda: fixed, None), classifier, params, device, args.steps
     )
-    ours = timed_steps(student, teacher, optimizer, loaded(), classifier, params, device, args.steps)
+    rows = {"bare step (tensors on device)": bare}
+    for augment in args.augment.split(","):
+        rows[f"ours, {augment} views"] = timed_steps(
+            student, teacher, optimizer, fed(augment), classifier, params, device, args.steps
+        )
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -113,9 +127,10 @@ def main() -> None:
     )
     print(f"device: {name}; {args.arch} at {size}px; batch {args.batch_size}; {args.workers} loader workers")
     print("                               end to end (3 warm-up steps included)   steady (after them)")
-    print(f"bare step (tensors on device): {bare[0]:9.1f} img/s {'':28s}{bare[1]:9.1f} img/s")
-    print(f"ours (JPEG loading + views):   {ours[0]:9.1f} img/s {'':28s}{ours[1]:9.1f} img/s")
-    print(f"ratio ours / bare: end to end {ours[0] / bare[0]:.2f}, steady {ours[1] / bare[1]:.2f}")
+    for label, (end_to_end, steady) in rows.items():
+        print(f"{label + ':':31s}{end_to_end:9.1f} img/s {'':28s}{steady:9.1f} img/s")
+    for label, (end_to_end, steady) in list(rows.items())[1:]:
+        print(f"ratio {label} / bare: end to end {end_to_end / bare[0]:.2f}, steady {steady / bare[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -256,6 +256,23 @@ def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_ends_bit_identical(world
     pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
 
 
+def signal_after_step(monkeypatch, n: int):
+    """Make the ``n``-th training step of this process send it SIGTERM; return the real step function."""
+    import s3a.train.step as step_module
+
+    real, calls = step_module.train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(step_module, "train_step", step_then_signal)
+    return real
+
+
 @pytest.mark.slow
 def test_a_signal_in_the_last_step_of_an_epoch_resumes_to_the_same_history(world, monkeypatch):
     """The signal arrives during an epoch's last step: the state holds a finished epoch's training
@@ -267,16 +284,7 @@ def test_a_signal_in_the_last_step_of_an_epoch_resumes_to_the_same_history(world
     params = TrainParams(**{**FAST, "epochs": 3, "lr": 1e-3, "min_lr": 1e-4})
     reference = paths_for(root, "last-step-whole")
     train(reference, params, spec, device="cpu")
-    real, calls = step_module.train_step, []
-
-    def step_then_signal(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 8:  # the 4th and last step of epoch 1
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(step_module, "train_step", step_then_signal)
+    real = signal_after_step(monkeypatch, 8)  # the 4th and last step of epoch 1
     stopped = paths_for(root, "last-step")
     with pytest.raises(Preempted, match="after step 4 of epoch 1"):
         train(stopped, params, spec, device="cpu")
@@ -287,6 +295,42 @@ def test_a_signal_in_the_last_step_of_an_epoch_resumes_to_the_same_history(world
     pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
     a, b = torch.load(reference.student), torch.load(stopped.student)
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.slow
+def test_views_made_on_the_device_train_and_resume_mid_epoch_to_identical_weights(world, monkeypatch):
+    """augment: gpu (here on the CPU device): workers read the files and draw the parameters, the
+    batch is decoded and augmented in the main process; a run stopped in the middle of an epoch
+    resumes to the weights of an uninterrupted one, bit for bit (the draws are seeded per sample)."""
+    import s3a.train.gpu_views as gpu_views
+    import s3a.train.step as step_module
+    from s3a.train.preempt import Preempted
+
+    root, spec = world
+    params = TrainParams(
+        **{**FAST, "epochs": 2, "lr": 1e-3, "min_lr": 1e-4, "augment": "gpu", "num_workers": 2}
+    )
+    made = []
+    real_views = gpu_views.DeviceViews.__call__
+
+    def counting(self, images, draws):
+        made.append(len(draws))
+        return real_views(self, images, draws)
+
+    monkeypatch.setattr(gpu_views.DeviceViews, "__call__", counting)
+    reference = paths_for(root, "gpu-views-whole")
+    history = train(reference, params, spec, device="cpu")
+    assert made == [16] * 8 and list(history.epoch) == [0, 1]  # 2 epochs of 4 batches, made here
+    real = signal_after_step(monkeypatch, 6)  # step 2 of epoch 1
+    stopped = paths_for(root, "gpu-views-stopped")
+    with pytest.raises(Preempted, match="after step 2 of epoch 1"):
+        train(stopped, params, spec, device="cpu")
+    monkeypatch.setattr(step_module, "train_step", real)
+    train(stopped, params, spec, device="cpu")
+    pd.testing.assert_frame_equal(pd.read_parquet(reference.history), pd.read_parquet(stopped.history))
+    for name in ("student", "teacher"):
+        a, b = torch.load(getattr(reference, name)), torch.load(getattr(stopped, name))
+        assert all(torch.equal(a[key], b[key]) for key in a), name
 
 
 def test_signal_flag_catches_the_configured_signals_only_while_installed():

@@ -18,9 +18,11 @@ and cluster accuracy (over the named classes, as the report) per evaluated epoch
 ``test_epochs.parquet`` their test predictions, from which the workflow reports the ``last`` epoch
 and the ``best`` one (selected on the test split).
 
-The parameters live in :mod:`s3a.train.params`, the optimisation (layer decay, cosine schedule,
-EMA, loss) in :mod:`s3a.train.optim`, one step and one epoch in :mod:`s3a.train.step`, the resume
-state in :mod:`s3a.train.state` and the stop on a signal in :mod:`s3a.train.preempt`.
+The parameters live in :mod:`s3a.train.params`, the views in :mod:`s3a.train.augment` (made in the
+loader workers) and :mod:`s3a.train.gpu_views` (on the device, ``augment: gpu``), the optimisation
+(layer decay, cosine schedule, EMA, loss) in :mod:`s3a.train.optim`, one step and one epoch in
+:mod:`s3a.train.step`, the resume state in :mod:`s3a.train.state` and the stop on a signal in
+:mod:`s3a.train.preempt`.
 
 State is saved after every epoch (``state_path``, outside the declared outputs); a run that was
 killed restarts from its last finished epoch and, because every epoch re-seeds its random streams
@@ -34,6 +36,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +54,7 @@ from s3a.metrics import evaluate_predictions, gt_vocab_index, named_classes, top
 from s3a.models import ModelSpec, load_trained
 from s3a.train import distributed
 from s3a.train.augment import TwoViews, training_views
+from s3a.train.gpu_views import ViewBytes, device_views, view_batches
 from s3a.train.optim import param_groups
 from s3a.train.params import TrainParams, TrainPaths
 from s3a.train.preempt import Preempted, SignalFlag, epoch_loader, random_states, set_random_states
@@ -208,6 +212,19 @@ def train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, device: str |
         distributed.teardown()
 
 
+def training_data(
+    image_paths: list[str], preprocess_cfg: dict, params: TrainParams, device: torch.device
+) -> tuple[torch.utils.data.Dataset, Callable[[Iterable], Iterable]]:
+    """The training images' dataset and what turns its loader into ``(weak, strong, index)`` batches:
+    views made in the workers (``augment: cpu``, :class:`TwoViews`; the loader as it is) or on
+    ``device`` (``augment: gpu``: :class:`ViewBytes`, then :func:`view_batches`)."""
+    if params.augment == "gpu":
+        sampler, views = device_views(preprocess_cfg)
+        data = ViewBytes(image_paths, sampler, seed=params.seed)
+        return data, lambda loader: view_batches(loader, views, data.reader, image_paths, device)
+    return TwoViews(image_paths, *training_views(preprocess_cfg), seed=params.seed), lambda loader: loader
+
+
 def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distributed.DistEnv) -> pd.DataFrame:
     if params.batch_size % env.world_size:
         raise ValueError(
@@ -247,7 +264,7 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
         log.info("resuming from %s %s", paths.state, where or f"after epoch {start_epoch}")
     model = DistributedDataParallel(student) if env.distributed else student
 
-    data = TwoViews(image_paths, *training_views(clip.preprocess_cfg), seed=params.seed)
+    data, to_views = training_data(image_paths, clip.preprocess_cfg, params, env.device)
     per_rank = params.batch_size // env.world_size
     stop = SignalFlag(params.checkpoint_signals)
 
@@ -284,7 +301,9 @@ def _train(paths: TrainPaths, params: TrainParams, spec: ModelSpec, env: distrib
                             features, classifier_np, start, VoteParams(n_iter=params.vote_iters), top1=top1
                         )
                         labels, partition = vote.labels, vote.final_partition
-            loader = epoch_loader(data, env, epoch, params.seed, per_rank, run.done, params.num_workers, True)
+            loader = to_views(
+                epoch_loader(data, env, epoch, params.seed, per_rank, run.done, params.num_workers, True)
+            )
             labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
             def checkpoint(

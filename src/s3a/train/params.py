@@ -34,6 +34,9 @@ class TrainParams(Train):
         eval_every: epochs between evaluations of the student and teacher on the test split (and of
             the teacher on the train split); the last epoch is always evaluated.
         num_workers: data-loading workers per process.
+        augment: where the training views are made: ``cpu`` (workers decode and augment,
+            :mod:`s3a.train.augment`) or ``gpu`` (workers read bytes and draw the parameters, the
+            training device decodes and augments, :mod:`s3a.train.gpu_views`).
         extract_batch_size: images per forward pass when extracting teacher features.
         seed: seeds the sampler, augmentations (per sample, epoch and index) and initial state.
         checkpoint_signals: signals on which the run saves a mid-epoch state and exits with

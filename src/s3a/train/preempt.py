@@ -170,4 +170,5 @@ def epoch_loader(
         drop_last=drop_last,
         pin_memory=env.device.type == "cuda",
         generator=torch.Generator().manual_seed(seed * 1009 + epoch),
+        collate_fn=getattr(data, "collate", None),  # a dataset may bring its own (ViewBytes)
     )
