@@ -25,11 +25,14 @@ UNIT_PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(UNIT
 # the slow tier runs in this many processes: the Slurm run (which mostly waits on Slurm), the demo run
 # and the photo folder's run start at once, one each, then the other files; a file stays in one process,
 # so that a module's shared workflow run happens once (tests/conftest.py sets the order of the files).
-# Three on 2 cores: the third fills the time the others wait. SLOW_WORKERS=0 runs it in this process;
-# the 12 longest steps are listed at the end (where the time goes)
+# Three on 2 cores: the third fills the time the others wait. Torch runs one thread per process, as in
+# the unit tier: three processes of two threads each on 2 cores stretched a head-training test of many
+# small steps from 17 s alone to 248 s; the jobs whose rule gives them threads (`threads:`, e.g. the
+# embeddings) still use them. SLOW_WORKERS=0 runs it in this process; the 12 longest steps are listed
+# at the end (where the time goes)
 SLOW_WORKERS ?= 3
-SLOW_PYTEST := $(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder \
-	--durations=12
+SLOW_PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile \
+	--no-loadscope-reorder --durations=12
 # extra Snakemake arguments of `make demo`, e.g. `make demo ARGS="--unlock"` or `ARGS="-n"`
 ARGS ?=
 

@@ -5,7 +5,7 @@
 #   benchmarks/gpu_suite.sh                       # all sections
 #   benchmarks/gpu_suite.sh embed-b16 vocab       # some of them
 #
-# Sections: test (the nvJPEG agreement test), embed-b16, embed-l14, vocab, kmeans, ksearch, train,
+# Sections: test (the nvJPEG and device-views agreement tests), embed-b16, embed-l14, vocab, kmeans, ksearch, train,
 # tiles (tile crops/s against embed_images img/s, and the pseudo-label aggregation).
 # Sizes can be overridden for a smoke run on a CPU, e.g.
 #   B16=s3a-tiny L14=s3a-tiny IMAGES=200 KM_N=20000 KM_K=50 KS_N=6000 KS_K=30 TRAIN_ARCH=s3a-tiny \
@@ -35,7 +35,7 @@ section() {
 
 run_section() {
     case $1 in
-    test) section test 120 "$PY" -m pytest ../tests/unit/test_embed.py -m gpu -q -s -p no:cacheprovider \
+    test) section test 120 "$PY" -m pytest ../tests/unit/test_embed.py ../tests/unit/test_gpu_views.py -m gpu -q -s -p no:cacheprovider \
         ${TEST_K:+-k "$TEST_K"} ;;
     embed-b16) section embed-b16 150 "$PY" bench_embed.py --arch "${B16:-ViT-B-16}" --images "$IMAGES" \
         --batch-size 512 --workers "$WORKERS" --decoders "${B16_DECODERS:-pil,fast,gpu:torchvision,gpu:nvimgcodec}" --copies-dir /tmp/s3a-jpegs \

@@ -56,13 +56,21 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
 
 
-#: the niceness of the pytest-xdist processes and all they start (Snakemake runs, their jobs): the Slurm
-#: jobs, which slurmd starts at niceness 0, go first (measured with it and the Slurm tier's local run at
-#: the same priority: the Slurm fixture 586 s, 765 s before; the demo run, now the longest, 749 s, 601 s)
-WORKER_NICENESS = 10
+#: the niceness of a pytest-xdist process while it runs a module, and of all it starts (Snakemake runs,
+#: their jobs): the demo run, the longest chain of jobs, and the Slurm run (whose jobs slurmd starts at
+#: niceness 0 anyway) go first, the photo folder's run next, and the other files fill the gaps. A
+#: process only ever raises its niceness (no privilege needed): its first module is its highest
+#: priority. Outside pytest-xdist (one process) nothing changes.
+MODULE_NICENESS = {"test_workflow.py": 0, "test_slurm.py": 0, "test_folder_run.py": 5}
+OTHER_NICENESS = 10
 
 
-def pytest_configure(config):
-    """In a pytest-xdist process, yield the CPU to the Slurm jobs (see :data:`WORKER_NICENESS`)."""
+@pytest.fixture(scope="module", autouse=True)
+def _module_priority(request):
+    """In a pytest-xdist process, lower the priority to the module's (see :data:`MODULE_NICENESS`)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.nice(WORKER_NICENESS)
+        target = MODULE_NICENESS.get(request.path.name, OTHER_NICENESS)
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if target > current:
+            os.setpriority(os.PRIO_PROCESS, 0, target)
+    yield

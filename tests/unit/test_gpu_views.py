@@ -236,3 +236,20 @@ def test_model_inputs_have_the_cpu_views_shape_and_range(photos):
     for view in (weak, strong):
         assert view.shape == (4, 3, 64, 64) and view.dtype == torch.float32
         assert (view >= lo.view(1, 3, 1, 1) - 1e-5).all() and (view <= hi.view(1, 3, 1, 1) + 1e-5).all()
+
+
+@pytest.mark.gpu
+def test_views_on_cuda_equal_the_views_on_the_cpu(photos):
+    """The same draws on CUDA and on the CPU: within a level (interpolation and sampling kernels of the
+    two devices round differently), the same operations wherever they apply."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    sampler, views = device_views(CFG)
+    images = [pil_pixels(i) for i in photos]
+    with seeded(11):
+        draws = [sampler.draw(int(i.shape[2]), int(i.shape[1])) for i in images]
+    on_cpu = views.pixels(images, draws)
+    on_cuda = views.pixels([i.cuda() for i in images], draws)
+    for cpu_view, cuda_view in zip(on_cpu, on_cuda, strict=True):
+        diff = (cpu_view.int() - cuda_view.cpu().int()).abs().float()
+        assert diff.mean() < 0.5 and (diff > 8).float().mean() < 0.001, diff.mean()
