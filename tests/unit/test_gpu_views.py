@@ -80,6 +80,7 @@ def test_the_draws_are_the_cpu_views_draws_for_a_seed():
     assert isinstance(draws, ViewDraws) and len(draws.crop) == 4
 
 
+@pytest.mark.slow  # 2,000 draws
 def test_the_drawn_arguments_span_the_spec_ranges():
     """RandAugment m9, magnitude std 0.5, two layers of probability 0.5, the increasing set: each
     operation's arguments lie in its range, the magnitudes centre on 9, the choice is uniform."""
@@ -206,6 +207,7 @@ def test_views_agree_with_the_cpu_views_image_by_image(photos):
     assert np.mean(strong_diff) < 1.0 and max(strong_diff) < 4.0, strong_diff
 
 
+@pytest.mark.slow  # 300 views each way
 def test_view_statistics_agree_with_the_cpu_views_over_many_draws(photos):
     """Over many draws the pixel statistics of the two paths' strong views agree: the mean and the
     spread of the per-view mean and standard deviation, within half a level."""
