@@ -4,7 +4,9 @@ Every contender runs :func:`s3a.embed.encode_images` on the same files with the 
 size and loader workers; only ``EmbedParams.decoder`` differs: ``pil`` (the baseline: PIL decode + the
 model's own transform in the workers, spec 3), ``fast`` (reduced-scale JPEG decoding and tensor resize
 in the workers) and ``gpu`` (workers read bytes; batched JPEG decoding, resize and crop on the GPU;
-``gpu:nvimgcodec`` and ``gpu:torchvision`` choose its JPEG library).
+``gpu:nvimgcodec`` and ``gpu:torchvision`` choose its JPEG library; the batches are decoded ahead
+in a background thread, and a third part ``:inline``, e.g. ``gpu:nvimgcodec:inline``, decodes them
+in the main thread instead, as before ``EmbedParams.prefetch``).
 It also prints each decoder's mean and minimum cosine similarity to the ``pil`` embeddings.
 
 Images are real ImageNet photos (``../shared/data/imagenet-sample``); ``--copies-dir`` writes them
@@ -51,10 +53,16 @@ _image_batches, embed.image_batches = embed.image_batches, _marking_batches
 
 def run(clip, paths: list[str], contender: str, args) -> tuple[float, float, float, np.ndarray]:
     """``(end-to-end img/s, seconds to the first batch, img/s after it, embeddings)``; ``contender``
-    is a decoder name, ``gpu:<codec>`` choosing the GPU decoder's JPEG library."""
-    decoder, _, codec = contender.partition(":")
+    is a decoder name, ``gpu:<codec>`` choosing the GPU decoder's JPEG library and ``gpu:<codec>:inline``
+    decoding in the main thread (``prefetch=0``)."""
+    decoder, codec, mode = (contender.split(":") + ["", ""])[:3]
     os.environ["S3A_GPU_JPEG"] = codec or "auto"
-    params = EmbedParams(batch_size=args.batch_size, num_workers=args.workers, decoder=decoder)
+    params = EmbedParams(
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        decoder=decoder,
+        prefetch=0 if mode == "inline" else 2,
+    )
     if clip.device.type == "cuda":
         torch.cuda.synchronize()
     _first_batch.clear()

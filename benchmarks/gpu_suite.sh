@@ -38,7 +38,7 @@ run_section() {
     test) section test 120 "$PY" -m pytest ../tests/unit/test_embed.py ../tests/unit/test_gpu_views.py -m gpu -q -s -p no:cacheprovider \
         ${TEST_K:+-k "$TEST_K"} ;;
     embed-b16) section embed-b16 150 "$PY" bench_embed.py --arch "${B16:-ViT-B-16}" --images "$IMAGES" \
-        --batch-size 512 --workers "$WORKERS" --decoders "${B16_DECODERS:-pil,fast,gpu:torchvision,gpu:nvimgcodec}" --copies-dir /tmp/s3a-jpegs \
+        --batch-size 512 --workers "$WORKERS" --decoders "${B16_DECODERS:-pil,fast,gpu:torchvision,gpu:nvimgcodec:inline,gpu:nvimgcodec}" --copies-dir /tmp/s3a-jpegs \
         --image-dir "$PHOTOS" ;;
     embed-l14) section embed-l14 150 "$PY" bench_embed.py --arch "${L14:-ViT-L-14}" --images "$IMAGES" \
         --batch-size 256 --workers "$WORKERS" --decoders pil,gpu:nvimgcodec --copies-dir /tmp/s3a-jpegs \

@@ -3,12 +3,15 @@ the batched GPU JPEG path (nvImageCodec or torchvision's nvJPEG), all resized an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -271,6 +274,78 @@ class GpuDecode(DeviceNormalized):
 
 #: ``(positions kept, model input for them or None, [(position, reason)] of failures)``
 FinishedBatch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]
+
+
+_T = TypeVar("_T")
+_END = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def ahead(items: Iterator[_T], device: torch.device, depth: int = 2) -> Iterator[_T]:
+    """``items``, produced up to ``depth`` ahead by a background thread: the decoding and resizing of
+    the next batches run while this thread runs the model on the current one.
+
+    On CUDA the thread queues its work on a stream of its own; before an item is handed over, the
+    consumer's stream waits for that work (an event) and the item's tensors are marked as used on the
+    consumer's stream (``record_stream``), so the caching allocator cannot reuse their memory early.
+    The thread runs in inference mode. An exception in the thread is raised here, with its traceback;
+    when the consumer stops early (or fails), the thread stops after its current item.
+    """
+    side = torch.cuda.Stream(device) if device.type == "cuda" else None
+    handoff: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(value) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with torch.inference_mode(), torch.cuda.stream(side) if side else contextlib.nullcontext():
+                for item in items:
+                    done = None
+                    if side is not None:
+                        done = torch.cuda.Event()
+                        done.record(side)
+                    if not put((item, done)):
+                        return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Raised(exc))
+        finally:
+            put(_END)
+
+    thread = threading.Thread(target=produce, name="s3a-decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = handoff.get()
+            if got is _END:
+                return
+            if isinstance(got, _Raised):
+                raise got.exc
+            item, done = got
+            if done is not None:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(done)
+                for value in item if isinstance(item, tuple) else (item,):
+                    if isinstance(value, torch.Tensor) and value.is_cuda:
+                        value.record_stream(current)
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        close = getattr(items, "close", None)
+        if close is not None and not thread.is_alive():
+            close()
 
 
 def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,7 @@ from s3a.decode import (  # noqa: F401 (re-exported: s3a.embed was their home)
     FastDecode,
     FinishedBatch,
     GpuDecode,
+    ahead,
     pack,
     resize_center_crop,
 )
@@ -53,10 +54,14 @@ class EmbedParams(Embed):
             * ``gpu``: the workers only read the file bytes; JPEGs are decoded in batches by nvJPEG on
               the device, resized and cropped there (:class:`GpuDecode`); mean cosine >= 0.999 to
               ``pil``. Other formats, and JPEGs nvJPEG rejects (CMYK), are decoded on the CPU.
+        prefetch: with the ``gpu`` decoder, batches decoded and resized ahead by a background thread
+            on a CUDA stream of its own (:func:`s3a.decode.ahead`), so that the main thread only runs
+            the model; 0 decodes in the main thread.
     """
 
     num_workers: Int = Field(4, ge=0)
     device: str | None = None
+    prefetch: Int = Field(2, ge=0)
 
 
 @dataclass
@@ -164,12 +169,19 @@ def image_batches(
         pin_memory=device.type == "cuda" and params.decoder != "gpu",
         persistent_workers=False,
     )
-    for idx, images, bad in tqdm(loader, desc=desc, unit="batch", disable=not progress, mininterval=5):
-        if images is None:
-            yield idx[:0], None, bad
-            continue
-        keep, ready, late = reader.finish(images, device)
-        yield idx[keep], ready, bad + [(int(idx[j]), why) for j, why in late]
+
+    def finished() -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
+        for idx, images, bad in tqdm(loader, desc=desc, unit="batch", disable=not progress, mininterval=5):
+            if images is None:
+                yield idx[:0], None, bad
+                continue
+            keep, ready, late = reader.finish(images, device)
+            yield idx[keep], ready, bad + [(int(idx[j]), why) for j, why in late]
+
+    if params.decoder == "gpu" and params.prefetch > 0:  # decoded on the device: off this thread
+        yield from ahead(finished(), device, params.prefetch)
+    else:
+        yield from finished()
 
 
 def image_autocast(device: torch.device):

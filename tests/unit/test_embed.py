@@ -211,6 +211,48 @@ def test_gpu_decoder_reads_every_format_and_reports_corrupt_files(tiny_clip, tmp
     assert [p for p, _ in gpu.failed] == [paths[4]]
     cosine = np.sum(pil.embeddings * gpu.embeddings, axis=1)
     assert cosine.min() >= 0.99, cosine
+    # decoded ahead in a background thread (the default) or in this one: the same result, bit for bit
+    params = EmbedParams(batch_size=2, num_workers=1, decoder="gpu", prefetch=0)
+    inline = encode_images(tiny_clip.model, tiny_clip.preprocess, paths, params)
+    ahead = encode_images(
+        tiny_clip.model, tiny_clip.preprocess, paths, params.model_copy(update={"prefetch": 2})
+    )
+    assert (
+        ahead.index.tolist() == inline.index.tolist() == gpu.index.tolist() and ahead.failed == inline.failed
+    )
+    np.testing.assert_array_equal(ahead.embeddings, inline.embeddings)
+
+
+def test_ahead_hands_over_in_order_raises_the_threads_error_and_stops_with_its_consumer():
+    import threading
+
+    from s3a.decode import ahead
+
+    def failing():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in ahead(failing(), torch.device("cpu"), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2]
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield torch.full((2,), n)
+                n += 1
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    stream = ahead(endless(), torch.device("cpu"), depth=3)
+    assert [int(next(stream)[0]) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()  # the consumer stops early: the thread ends and the source is closed
+    assert closed.wait(5) and threading.active_count() == before
 
 
 def test_resize_center_crop_matches_torchvision_geometry():
