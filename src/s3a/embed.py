@@ -30,7 +30,8 @@ from s3a.decode import (  # noqa: F401 (re-exported: s3a.embed was their home)
     FinishedBatch,
     GpuDecode,
     ahead,
-    pack,
+    collate_packed,
+    collate_stacked,
     resize_center_crop,
 )
 from s3a.vocab import fill_templates
@@ -115,28 +116,6 @@ class _PilLoad:
         return list(range(len(images))), images.to(device, non_blocking=True), []
 
 
-def _collate_stacked(batch: list[tuple[int, torch.Tensor | None, str]]):
-    """``(index, stacked images or None, [(i, reason) of worker failures])``."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, why) for i, x, why in batch if x is None]
-    return (
-        torch.tensor([i for i, _ in ok], dtype=torch.long),
-        torch.stack([x for _, x in ok]) if ok else None,
-        bad,
-    )
-
-
-def _collate_packed(batch: list[tuple[int, torch.Tensor | None, str]]):
-    """Like :func:`_collate_stacked` for items of different sizes (encoded JPEGs, decoded pixels),
-    packed into one tensor (:func:`s3a.decode.pack`)."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, why) for i, x, why in batch if x is None]
-    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    if not ok:
-        return idx, None, bad
-    return idx, pack([x for _, x in ok]), bad
-
-
 def image_batches(
     paths: Sequence[str],
     transform: Callable,
@@ -155,11 +134,11 @@ def image_batches(
     is bounded by the loader's prefetch (a few batches), whatever ``len(paths)``.
     """
     if params.decoder == "gpu":
-        reader, collate = GpuDecode.from_transform(transform), _collate_packed
+        reader, collate = GpuDecode.from_transform(transform), collate_packed
     elif params.decoder == "fast":
-        reader, collate = FastDecode.from_transform(transform), _collate_stacked
+        reader, collate = FastDecode.from_transform(transform), collate_stacked
     else:
-        reader, collate = _PilLoad(transform), _collate_stacked
+        reader, collate = _PilLoad(transform), collate_stacked
     loader = DataLoader(
         ImageFiles(paths, reader),
         batch_size=params.batch_size,
