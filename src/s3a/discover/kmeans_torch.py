@@ -37,8 +37,9 @@ class KMeansParams(KMeans):
             (the k-means++ candidates of all of them in one matmul per centre, their Lloyd distances
             in one matmul per block): the same result as one restart at a time (the same draws, in
             the same order), in far fewer and larger device calls. Memory of the k-means++ step:
-            ``restart_batch * (2 + ln k) * N`` float64 potentials and float32 distances (10 restarts
-            at N = 1.28M, k = 1,000: about 1.2 GB); the distance block stays ``chunk * k`` floats.
+            ``restart_batch * (2 + int(ln k)) * N`` candidate distances, float32 then two float64
+            copies (10 restarts at N = 1.28M, k = 1,000: about 2 GB at the peak); the Lloyd distance
+            block stays ``chunk * k`` floats.
     """
 
     device: str | None = None
