@@ -292,8 +292,9 @@ def ahead(items: Iterator[_T], device: torch.device, depth: int = 2) -> Iterator
     On CUDA the thread queues its work on a stream of its own; before an item is handed over, the
     consumer's stream waits for that work (an event) and the item's tensors are marked as used on the
     consumer's stream (``record_stream``), so the caching allocator cannot reuse their memory early.
-    The thread runs in inference mode. An exception in the thread is raised here, with its traceback;
-    when the consumer stops early (or fails), the thread stops after its current item.
+    The thread runs without autograd (``no_grad``; not inference mode, whose tensors a training step
+    could not save for its backward pass). An exception in the thread is raised here, with its
+    traceback; when the consumer stops early (or fails), the thread stops after its current item.
     """
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
     handoff: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -310,7 +311,7 @@ def ahead(items: Iterator[_T], device: torch.device, depth: int = 2) -> Iterator
 
     def produce() -> None:
         try:
-            with torch.inference_mode(), torch.cuda.stream(side) if side else contextlib.nullcontext():
+            with torch.no_grad(), torch.cuda.stream(side) if side else contextlib.nullcontext():
                 for item in items:
                     done = None
                     if side is not None:

@@ -300,9 +300,11 @@ def test_a_signal_in_the_last_step_of_an_epoch_resumes_to_the_same_history(world
 @pytest.mark.slow
 def test_views_made_on_the_device_train_and_resume_mid_epoch_to_identical_weights(world, monkeypatch):
     """augment: gpu (here on the CPU device): workers read the files and draw the parameters, the
-    batch is decoded and augmented in the main process; a run stopped in the middle of an epoch
-    resumes to the weights of an uninterrupted one, bit for bit (the draws are seeded per sample)."""
+    batch is decoded and augmented in the training process, ahead of the step in a background
+    thread; a run stopped in the middle of an epoch resumes to the weights of an uninterrupted one,
+    bit for bit (the draws are seeded per sample)."""
     import s3a.train.gpu_views as gpu_views
+    import s3a.train.loop as loop_module
     import s3a.train.step as step_module
     from s3a.train.preempt import Preempted
 
@@ -318,9 +320,18 @@ def test_views_made_on_the_device_train_and_resume_mid_epoch_to_identical_weight
         return real_views(self, images, draws)
 
     monkeypatch.setattr(gpu_views.DeviceViews, "__call__", counting)
+    threads = []
+    real_ahead = loop_module.ahead
+
+    def noting(items, device, depth=2):
+        threads.append(depth)
+        return real_ahead(items, device, depth)
+
+    monkeypatch.setattr(loop_module, "ahead", noting)
     reference = paths_for(root, "gpu-views-whole")
     history = train(reference, params, spec, device="cpu")
     assert made == [16] * 8 and list(history.epoch) == [0, 1]  # 2 epochs of 4 batches, made here
+    assert threads == [2, 2]  # each epoch's views made two batches ahead
     real = signal_after_step(monkeypatch, 6)  # step 2 of epoch 1
     stopped = paths_for(root, "gpu-views-stopped")
     with pytest.raises(Preempted, match="after step 2 of epoch 1"):

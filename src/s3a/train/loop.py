@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from s3a.classify import zero_shot
+from s3a.decode import ahead
 from s3a.discover.vote import VoteParams, cluster_vote
 from s3a.embed import EmbedParams, image_batches
 from s3a.io import atomic_path, read_embeddings, read_table, write_table
@@ -217,11 +218,20 @@ def training_data(
 ) -> tuple[torch.utils.data.Dataset, Callable[[Iterable], Iterable]]:
     """The training images' dataset and what turns its loader into ``(weak, strong, index)`` batches:
     views made in the workers (``augment: cpu``, :class:`TwoViews`; the loader as it is) or on
-    ``device`` (``augment: gpu``: :class:`ViewBytes`, then :func:`view_batches`)."""
+    ``device`` (``augment: gpu``: :class:`ViewBytes`, then :func:`view_batches`, two batches ahead of
+    the training step in a background thread, :func:`s3a.decode.ahead`, when loader workers draw the
+    parameters: without workers the draws would reseed the global generators from that thread while
+    the step runs, so the views are made in this thread)."""
     if params.augment == "gpu":
         sampler, views = device_views(preprocess_cfg)
         data = ViewBytes(image_paths, sampler, seed=params.seed)
-        return data, lambda loader: view_batches(loader, views, data.reader, image_paths, device)
+        depth = 2 if params.num_workers > 0 else 0
+
+        def batches(loader: Iterable) -> Iterable:
+            made = view_batches(loader, views, data.reader, image_paths, device)
+            return ahead(made, device, depth) if depth else made
+
+        return data, batches
     return TwoViews(image_paths, *training_views(preprocess_cfg), seed=params.seed), lambda loader: loader
 
 
