@@ -80,8 +80,9 @@ test: venv lint
 	for rc in $$unit $$slow; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 ## unit: the fast tier, every test not marked slow (no subprocesses, torchrun, Snakemake runs or large
-## planted searches): about 30 s on 2 idle cores (28.4-30.6 s measured; the first run, which writes
-## the bytecode caches, 31.5 s); `make test` runs everything
+## planted searches or waits on real time-outs): under 30 s on 2 idle cores (27.2 and 27.4 s measured
+## at load 0.8-1.3; the first run, which writes the bytecode caches, takes a few seconds more);
+## `make test` runs everything
 unit: venv
 	$(UNIT_PYTEST) -q $(PYTEST_ARGS)
 

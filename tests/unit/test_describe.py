@@ -486,6 +486,7 @@ def test_reasks_exhausted_names_the_cluster(tmp_path, llm, vocabulary):
         assert len(cache) == 0
 
 
+@pytest.mark.slow  # about 2 s of real time-outs and back-off
 def test_rate_limit_server_error_and_timeout_are_retried(tmp_path, llm, vocabulary, candidates, caplog):
     llm.hang_s = 3.0  # the handler thread sleeps on after the client gave up; it does not block teardown
     llm.script(429, 500, "hang")
@@ -815,6 +816,7 @@ def test_answer_cut_at_max_tokens_is_invalid_and_reasked(tmp_path, llm, vocabula
         assert len(cache) == 0
 
 
+@pytest.mark.slow  # about 3.5 s of real time-outs
 def test_single_slot_server_slower_than_timeout_falls_back_to_concurrency_one(
     tmp_path, llm, vocabulary, candidates, caplog
 ):
