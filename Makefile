@@ -58,8 +58,8 @@ demo: venv
 		$(BIN)/python -m s3a.report results/summary.parquet; fi
 
 ## test: lint, workflow checks and every test tier that runs here (the unit tier first, in parallel
-## as `make unit` runs it, then the slow tests, in two processes too: the Slurm run beside the demo
-## run, each shared run's tests in one process); the cluster tier runs on a local
+## as `make unit` runs it, then the slow tests in three processes: the Slurm, demo and photo-folder
+## runs at once, each shared run's tests in one process); the cluster tier runs on a local
 ## Slurm that `ci/local-slurm.sh up` starts (root + apt) and `down` stops afterwards, pass or fail.
 ## Without one the slurm tests skip (S3A_REQUIRE_SLURM=1 makes them fail). A Slurm already up from
 ## `ci/local-slurm.sh up` is used and left running. `make test SLURM=0` skips the start.

@@ -22,32 +22,39 @@ from torchvision import transforms as T
 log = logging.getLogger(__name__)
 
 
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` after torchvision's ``Resize(size)``: the shorter side becomes ``size``, the
+    longer one ``int(size * long / short)`` (truncated, as torchvision does)."""
+    short, long = min(height, width), max(height, width)
+    new_long = max(size, int(size * long / short))
+    return (size, new_long) if height <= width else (new_long, size)
+
+
 def resize_crop(
     images: Sequence[torch.Tensor], size: int, offsets: Sequence[tuple[int, int]] | None = None
 ) -> torch.Tensor:
     """uint8 ``(3, H_i, W_i)`` images (any sizes, one device) -> uint8 ``(B, 3, size, size)``.
 
-    The geometry of torchvision's ``Resize(size)`` (shorter side to ``size``, the longer one truncated
-    as torchvision does, bicubic with antialiasing, rounded to uint8), then a ``size`` crop at each
-    image's ``(top, left)`` in ``offsets`` (``RandomCrop(size)``), or in the centre when ``offsets`` is
-    None (``CenterCrop(size)``); one interpolation per distinct input shape, on the images' device.
+    The geometry of torchvision's ``Resize(size)`` (:func:`resized_shape`, bicubic with antialiasing,
+    rounded to uint8), then a ``size`` crop at each image's ``(top, left)`` in ``offsets``
+    (``RandomCrop(size)``), or in the centre when ``offsets`` is None (``CenterCrop(size)``); one
+    interpolation per distinct input shape, on the images' device.
     """
     out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=images[0].device)
     groups: dict[tuple[int, int], list[int]] = {}
     for j, image in enumerate(images):
         groups.setdefault((int(image.shape[1]), int(image.shape[2])), []).append(j)
     for (h, w), members in groups.items():
-        short, long = (h, w) if h <= w else (w, h)
-        new_long = max(size, int(size * long / short))
-        new = (size, new_long) if h <= w else (new_long, size)
+        new = resized_shape(h, w, size)
         batch = torch.stack([images[j] for j in members]).float()
         resized = F.interpolate(batch, size=new, mode="bicubic", antialias=True, align_corners=False)
         resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+        if offsets is None:  # one crop for the whole group
+            top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+            out[members] = resized[:, :, top : top + size, left : left + size]
+            continue
         for k, j in enumerate(members):
-            if offsets is None:
-                top, left = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
-            else:
-                top, left = offsets[j]
+            top, left = offsets[j]
             out[j] = resized[k, :, top : top + size, left : left + size]
     return out
 

@@ -293,11 +293,7 @@ def tokenize_texts(
         ``(len(texts), context)`` token ids, as the tokenizer gives them.
     """
     if workers is None:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - non-Linux
-            workers = os.cpu_count() or 1
-        workers = min(16, workers)
+        workers = min(16, usable_cpus())
     chunks = _TextChunks(tokenizer, texts, chunk)
     if workers < 2 or len(chunks) < 2:
         return tokenizer(list(texts))
@@ -361,13 +357,17 @@ def text_classifier(
     return mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity: a Slurm job's cores, not the node's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
     """Loader workers: the CPUs this process may use, minus one for the main process, at most 16."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(0, min(16, n - 1))
+    return max(0, min(16, usable_cpus() - 1))
 
 
 @dataclass

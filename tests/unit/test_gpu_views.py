@@ -27,9 +27,19 @@ def _levels(view: torch.Tensor) -> torch.Tensor:
 
 
 def _recording_cpu_views():
-    """The CPU path's views, its RandAugment operations noting ``(name, args)`` as they run."""
+    """The CPU path's views; its random crops note ``("weak" | "crop", params)`` and its RandAugment
+    operations ``(name, args)`` as they draw and run."""
     weak, strong = training_views(CFG)
     record: list = []
+    for name, step in (("weak", weak.transforms[1]), ("crop", strong.transforms[0])):
+        real_params = step.get_params  # a static method, called through the instance
+
+        def noting_params(*args, _name=name, _real=real_params):
+            params = _real(*args)
+            record.append((_name, tuple(int(v) for v in params)))
+            return params
+
+        step.get_params = noting_params
     randaug = next(t for t in strong.transforms if type(t).__name__ == "RandAugment")
     for op in randaug.ops:
         real = op.aug_fn
@@ -64,7 +74,7 @@ def _noise_images(n: int = 5, h: int = 40, w: int = 56) -> list[Image.Image]:
 
 
 def test_the_draws_are_the_cpu_views_draws_for_a_seed():
-    """Under the same per-sample seed, the sampler chooses the operations and arguments the CPU
+    """Under the same per-sample seed, the sampler chooses the crops, operations and arguments the CPU
     views apply, in the same order (the weak view's crop drawn first, as the CPU path does)."""
     sampler, _ = device_views(CFG)
     weak, strong, record = _recording_cpu_views()
@@ -75,9 +85,10 @@ def test_the_draws_are_the_cpu_views_draws_for_a_seed():
             weak(image), strong(image)
         with seeded(seed):
             draws = sampler.draw(*image.size)
-        assert list(draws.ops) == record, seed
-    # the sampler restores nothing itself: seeded() does, in the main process
-    assert isinstance(draws, ViewDraws) and len(draws.crop) == 4
+        assert isinstance(draws, ViewDraws)
+        (_, weak_box), (_, crop), *ops = record
+        assert draws.weak == weak_box[:2] and draws.crop == crop, seed
+        assert list(draws.ops) == ops, seed
 
 
 @pytest.mark.slow  # 2,000 draws

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from s3a.decode import DeviceNormalized, GpuDecode, pack, resize_crop
+from s3a.decode import DeviceNormalized, GpuDecode, pack, resize_crop, resized_shape
 from s3a.train.augment import _SeededViews, strong_view
 from s3a.train.preempt import sample_seed, seeded
 from s3a.train.rand_augment import OPS, rand_augment
@@ -105,9 +105,7 @@ class ViewSampler:
     def draw(self, width: int, height: int) -> ViewDraws:
         """The draws of a ``width x height`` image, in the CPU path's order: the weak view's crop, then
         the strong view's crop, flip and RandAugment."""
-        short, long = min(width, height), max(width, height)
-        new_long = max(self.size, int(self.size * long / short))  # torchvision's Resize(size)
-        resized = (self.size, new_long) if height <= width else (new_long, self.size)
+        resized = resized_shape(height, width, self.size)  # the weak view's Resize(size)
         top, left, _, _ = T.RandomCrop.get_params(_stand_in(*resized), (self.size, self.size))
         crop = self.crop.get_params(_stand_in(height, width), self.crop.scale, self.crop.ratio)
         flip = bool(torch.rand(1) < self.flip_p)
@@ -164,6 +162,7 @@ class ViewBytes(_SeededViews):
 
     def __init__(self, paths: Sequence[str], sampler: ViewSampler, seed: int = 0) -> None:
         super().__init__(paths, seed)
+        # the reader's size and normalisation go unused: only its file reading and decode_with are
         self.sampler, self.reader = sampler, GpuDecode(sampler.size, (0.0,) * 3, (1.0,) * 3)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ViewDraws, int]:
