@@ -93,13 +93,13 @@ def bench_embedding(args: argparse.Namespace) -> None:
     run_embed(warm)  # warm-up: allocator, kernels
     run_tiles(warm)
     t_embed = t_tiles = float("inf")
-    steady_img = steady_crops = 0.0
+    steady_img = steady_crops = math.nan  # stays nan when the images fill one batch only
     m = tiles.n_tiles
     for _ in range(args.repeats):  # alternating, best of each: a shared machine's load varies
         whole, took, rate = timed(lambda: run_embed(paths), len(paths))
-        t_embed, steady_img = min(t_embed, took), max(steady_img, rate)
+        t_embed, steady_img = min(t_embed, took), np.fmax(steady_img, rate)
         cut, took, rate = timed(lambda: run_tiles(paths), len(paths) * m)
-        t_tiles, steady_crops = min(t_tiles, took), max(steady_crops, rate)
+        t_tiles, steady_crops = min(t_tiles, took), np.fmax(steady_crops, rate)
     assert len(whole.index) == len(cut.index) == len(paths), "some images failed to decode"
     img_s = len(paths) / t_embed
     crops_s = len(paths) * m / t_tiles
@@ -113,6 +113,9 @@ def bench_embedding(args: argparse.Namespace) -> None:
         f"({t_tiles:.2f} s; {crops_s / m:.1f} img/s)"
     )
     print(f"ratio crops/s / img/s: {crops_s / img_s:.2f} end to end   (target >= 0.8 on a GPU)")
+    if math.isnan(steady_img) or math.isnan(steady_crops):
+        print("steady: not measured (the images fill one forward batch; give more --images)")
+        return
     print(
         f"steady (after the first forward batch): {steady_img:.1f} img/s, {steady_crops:.1f} crops/s, "
         f"ratio {steady_crops / steady_img:.2f}"
