@@ -9,7 +9,8 @@
 #   PHOTOS_MB=10 benchmarks/device_prep.sh
 #
 # There: install the wheels into a folder of their own and put it first on the path, then run the
-# suite's sections with S3A_SHARED_DATA pointing at the copied photos (the command printed below).
+# suite's sections with S3A_SHARED_DATA pointing at the copied photos and S3A_COMMIT naming the code
+# (the tree travels without .git): the command printed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -56,5 +57,5 @@ cp "$SHARED/README.md" .photos/ 2>/dev/null || true
 echo "staged: $(ls .whl | wc -l) wheels ($(mib .whl) MiB), $n photos ($(mib .photos) MiB), tracked files $tracked MiB"
 cat <<EOF
 On the GPU machine (carry: [".whl", ".photos"]), for the sections of issue 23:
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site S3A_SHARED_DATA=\$PWD/.photos PY=python3 && benchmarks/gpu_suite.sh test train ksearch embed-b16 vocab
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site S3A_SHARED_DATA=\$PWD/.photos PY=python3 S3A_COMMIT=$(git describe --always --dirty) && benchmarks/gpu_suite.sh test train ksearch embed-b16 vocab
 EOF

@@ -21,11 +21,13 @@ PHOTOS=$S3A_SHARED_DATA/imagenet-sample
 WORKERS=${WORKERS:-$(($(nproc) - 1))}
 IMAGES=${IMAGES:-20000}
 DEVICE=${DEVICE:-cuda}
+# the code measured: a copy of the tree without .git (a lent machine) names it with S3A_COMMIT
+COMMIT=${S3A_COMMIT:-$(git -C .. describe --always --dirty 2>/dev/null || echo unknown)}
 
 section() {
     local name=$1 limit=$2 start rc
     shift 2
-    echo "== $name: $*"
+    echo "== $name (code $COMMIT): $*"
     start=$(date +%s)
     timeout "$limit" "$@" >"$LOG/$name.log" 2>&1
     rc=$?
@@ -56,7 +58,7 @@ run_section() {
     esac
 }
 
-echo "gpu_suite on $(hostname): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU), $(nproc) cores"
+echo "gpu_suite on $(hostname): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU), $(nproc) cores, code $COMMIT"
 for s in "${@:-test embed-b16 embed-l14 vocab kmeans ksearch train tiles}"; do
     for part in $s; do run_section "$part"; done
 done
