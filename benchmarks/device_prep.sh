@@ -13,7 +13,6 @@
 # (the tree travels without .git): the command printed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 SHARED=${S3A_SHARED_DATA:-$(cd .. && pwd)/shared/data}
 PY=${PY:-python3}
 # open_clip and its tokeniser's needs, the config models, and nvImageCodec with its nvJPEG; timm and
@@ -31,7 +30,7 @@ for f in /.whl/ /.photos/; do
     grep -qxF "$f" .git/info/exclude 2>/dev/null || echo "$f" >>.git/info/exclude
 done
 
-mkdir -p .whl
+rm -rf .whl && mkdir .whl # one version of each: two would stop the install there
 for p in "${PACKAGES[@]}"; do
     v=$(pin "$p")
     [ -n "$v" ] || { echo "device_prep: $p is not pinned in constraints.txt" >&2; exit 2; }
