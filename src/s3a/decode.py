@@ -369,27 +369,25 @@ def pack(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([x.reshape(-1) for x in tensors]), torch.tensor(layout, dtype=torch.long)
 
 
+def _collate(batch: list[tuple[int, torch.Tensor | None, str]], join: Callable[[list[torch.Tensor]], Any]):
+    """``(index, join(images) or None, [(i, reason) of worker failures])`` of a loader batch of
+    ``(i, image or None, reason)`` items."""
+    ok = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, why) for i, x, why in batch if x is None]
+    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
+    return idx, join([x for _, x in ok]) if ok else None, bad
+
+
 def collate_stacked(batch: list[tuple[int, torch.Tensor | None, str]]):
     """A loader batch of ``(i, image or None, reason)`` items: ``(index, stacked images or None,
     [(i, reason) of worker failures])``."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, why) for i, x, why in batch if x is None]
-    return (
-        torch.tensor([i for i, _ in ok], dtype=torch.long),
-        torch.stack([x for _, x in ok]) if ok else None,
-        bad,
-    )
+    return _collate(batch, torch.stack)
 
 
 def collate_packed(batch: list[tuple[int, torch.Tensor | None, str]]):
     """Like :func:`collate_stacked` for items of different sizes (encoded JPEGs, decoded pixels),
     packed into one tensor (:func:`pack`)."""
-    ok = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, why) for i, x, why in batch if x is None]
-    idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    if not ok:
-        return idx, None, bad
-    return idx, pack([x for _, x in ok]), bad
+    return _collate(batch, pack)
 
 
 def _unpack(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -66,9 +66,15 @@ def hub_model_cached(model: str, environ: Mapping[str, str] = os.environ) -> boo
     return any(isinstance(path, str) for path in found)
 
 
-def looks_like_path(model: str) -> bool:
-    """Whether ``model`` can only be a local directory, not a hub name (absolute, ``./``, ``~``, deep)."""
-    return os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1
+def model_source(model: str) -> Literal["folder", "no folder", "hub"]:
+    """Where ``SentenceTransformer(model)`` loads ``model`` from: an existing local ``folder``; ``no
+    folder`` for a path that is none (absolute, ``./``, ``~`` or deeper than ``owner/name``); else the
+    ``hub``."""
+    if os.path.isdir(os.path.expanduser(model)):
+        return "folder"
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+        return "no folder"
+    return "hub"
 
 
 class SoftScorer:
@@ -152,8 +158,7 @@ def load_soft_scorer(model: str | None, device: str | None = None) -> SoftScorer
         return None
     if model == OFFLINE_MODEL_NAME:
         model = default_offline_model() or model
-    hub = not os.path.isdir(os.path.expanduser(model)) and not looks_like_path(model)
-    if hub and not hub_model_cached(model):
+    if model_source(model) == "hub" and not hub_model_cached(model):
         from s3a.startup import download_blocked
 
         if why := download_blocked(HUB_HOST):

